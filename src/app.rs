@@ -1,0 +1,580 @@
+//! One function per action, calling the stages in the order of DESIGN §7:
+//! args + config → request → plan → attempts → outcome → output + state.
+//! It holds no policy: each decision lives in the stage that owns it.
+
+use std::cell::RefCell;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::attempt::{self, Stop};
+use crate::catalog::{self, Loaded};
+use crate::cli::{AskArgs, Cli, Command, ConfigAction, ConfigArgs, ModelsArgs};
+use crate::config::{self, Config};
+use crate::error::{Error, ErrorKind, Result};
+use crate::input;
+use crate::outcome::{Answer, AttemptRecord, Timing};
+use crate::output::{Printer, Sink};
+use crate::plan::{self, Plan};
+use crate::providers::{self, Disabled, Provider};
+use crate::request::{self, Needs, Request, Route};
+use crate::state::{self, State, Store};
+use crate::wire::client::Client;
+
+/// Runs the parsed command line and returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    let mut printer = Printer::new(cli.global.quiet, cli.global.verbose);
+    let json = cli.command.is_none() && cli.ask.json;
+    let result = match cli.command {
+        None => ask(&cli.ask, cli.global.config.as_deref(), &mut printer),
+        Some(Command::Models(args)) => models(&args, cli.global.config.as_deref(), &printer),
+        Some(Command::Config(args)) => config_cmd(&args, cli.global.config.as_deref(), &printer),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(err) => {
+            if json {
+                printer.json(&json!({
+                    "ok": false,
+                    "error": {"kind": err.kind, "message": err.message},
+                    "attempts": err.attempts,
+                }));
+            }
+            printer.error(&err);
+            err.exit_code()
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::internal(format!("Cannot start the async runtime: {e}")))
+}
+
+/// Everything the routing stages need, gathered once.
+struct Setup {
+    providers: Vec<Provider>,
+    loaded: Loaded,
+    state: State,
+    store: Store,
+    client: std::cell::OnceCell<Client>,
+}
+
+impl Setup {
+    fn client(&self) -> Result<&Client> {
+        if let Some(c) = self.client.get() {
+            return Ok(c);
+        }
+        let c = Client::new().map_err(Error::internal)?;
+        Ok(self.client.get_or_init(|| c))
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Config, providers, catalogs and the remembered state.
+fn setup(
+    config: &Config,
+    config_path: Option<std::path::PathBuf>,
+    route: &Route,
+    timeout: Duration,
+    rt: &tokio::runtime::Runtime,
+    printer: &Printer,
+) -> Result<Setup> {
+    let (enabled, disabled) = providers::resolve(config, &env);
+    for d in &disabled {
+        printer.trace(&format!("provider {} off: {}", d.name, d.reason));
+    }
+    let enabled = select_providers(enabled, &disabled, route, config_path.as_deref())?;
+    let store = Store::new(state::state_dir());
+    let mut notes = Vec::new();
+    let state = store.snapshot(&mut notes);
+    for n in &notes {
+        printer.note(n);
+    }
+    let client_cell: std::cell::OnceCell<Client> = std::cell::OnceCell::new();
+    let make_client = || -> std::result::Result<Client, String> {
+        if let Some(c) = client_cell.get() {
+            return Ok(c.clone());
+        }
+        let c = Client::new()?;
+        Ok(client_cell.get_or_init(|| c).clone())
+    };
+    let loaded = rt.block_on(catalog::load(
+        &enabled,
+        route.catalog,
+        route.catalog_ttl,
+        &make_client,
+        crate::now_ms(),
+        (timeout / 3).min(Duration::from_secs(15)),
+    ));
+    for n in &loaded.notes {
+        printer.note(n);
+    }
+    for (p, why) in &loaded.failed {
+        printer.note(&format!("No model list from {p}: {why}"));
+    }
+    if loaded.models.is_empty() && !loaded.failed.is_empty() {
+        let names: Vec<_> = loaded
+            .failed
+            .iter()
+            .map(|(p, why)| format!("{p}: {why}"))
+            .collect();
+        return Err(Error::new(
+            ErrorKind::AllFailed,
+            format!("Could not get any model list ({})", names.join("; ")),
+        )
+        .with_hint("Check the network, or run once without --offline to fill the cache"));
+    }
+    Ok(Setup {
+        providers: enabled,
+        loaded,
+        state,
+        store,
+        client: client_cell,
+    })
+}
+
+/// Applies `-p` to the enabled providers, with clear errors for unknown or keyless names;
+/// with no provider at all, says which variable to set.
+fn select_providers(
+    enabled: Vec<Provider>,
+    disabled: &[Disabled],
+    route: &Route,
+    config_path: Option<&Path>,
+) -> Result<Vec<Provider>> {
+    for name in &route.providers {
+        if enabled.iter().any(|p| &p.name == name) {
+            continue;
+        }
+        if let Some(d) = disabled.iter().find(|d| &d.name == name) {
+            return Err(Error::config(format!(
+                "Provider `{name}` is off: {}",
+                d.reason
+            )));
+        }
+        let known: Vec<_> = enabled.iter().map(|p| p.name.as_str()).collect();
+        return Err(Error::usage(format!(
+            "Unknown provider `{name}` (-p); enabled: {}",
+            known.join(", ")
+        )));
+    }
+    if enabled.is_empty() {
+        let b = &providers::BUILTINS[0];
+        let where_ = config_path.map_or_else(
+            || "the config file".to_string(),
+            |p| p.display().to_string(),
+        );
+        return Err(Error::config(format!("No provider has an API key: set {}", b.key_env)).with_hint(format!(
+            "Get a free key at {}, or add an OpenAI-compatible provider to {where_} (freeroute config init)",
+            b.signup
+        )));
+    }
+    Ok(enabled)
+}
+
+fn rng() -> fastrand::Rng {
+    match env("FREEROUTE_SEED").and_then(|s| s.parse().ok()) {
+        Some(seed) => fastrand::Rng::with_seed(seed),
+        None => fastrand::Rng::new(),
+    }
+}
+
+fn ask(args: &AskArgs, config_flag: Option<&Path>, printer: &mut Printer) -> Result<()> {
+    let started = Instant::now();
+    let (config, config_path) = config::load(config_flag)?;
+    let piped = if input::stdin_is_terminal() {
+        None
+    } else {
+        Some(input::read_stdin_text()?)
+    };
+    let prompt = input::join_prompt(&args.prompt, piped.as_deref());
+    let req = request::resolve(args, &config, prompt, Printer::stdout_is_terminal())?;
+    let deadline = started + req.timeout;
+    let rt = runtime()?;
+    let setup = setup(&config, config_path, &req.route, req.timeout, &rt, printer)?;
+    let now = crate::now_ms();
+    let plan = plan::plan(
+        &setup.loaded.models,
+        &req.route,
+        &req.needs,
+        &setup.state,
+        now,
+        &mut rng(),
+    );
+    for c in &plan.candidates {
+        printer.trace(&format!(
+            "candidate {}/{}: {:.2} = {}",
+            c.model.provider,
+            c.model.id,
+            c.score.total,
+            c.score.explain()
+        ));
+    }
+    for d in &plan.dropped {
+        printer.trace(&format!("dropped {}/{}: {}", d.provider, d.model, d.reason));
+    }
+    if req.dry_run {
+        print_plan(&plan, req.json, printer);
+        return if plan.candidates.is_empty() {
+            Err(no_eligible(&plan, &req.needs))
+        } else {
+            Ok(())
+        };
+    }
+    if plan.candidates.is_empty() {
+        return Err(no_eligible(&plan, &req.needs));
+    }
+    let client = setup.client()?;
+    let log = RefCell::new(Vec::<AttemptRecord>::new());
+    let mut sink = Sink {
+        printer,
+        ends_with_newline: true,
+        printed_any: false,
+    };
+    let outcome = rt.block_on(async {
+        tokio::select! {
+            r = attempt::run(client, &setup.providers, &plan, &req, deadline, &mut sink, &log) => Some(r),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    });
+    let printed_any = sink.printed_any;
+    let ends_with_newline = sink.ends_with_newline;
+    let attempts = log.into_inner();
+    remember(&setup, &attempts, &req, printer);
+    match outcome {
+        None => {
+            if printed_any && !ends_with_newline {
+                printer.stdout("\n");
+            }
+            Err(Error::new(ErrorKind::Interrupted, "Interrupted").with_attempts(attempts))
+        }
+        Some(Err(Stop::OutputClosed)) => Ok(()),
+        Some(Err(Stop::Error(mut e))) => {
+            if printed_any && !ends_with_newline {
+                printer.stdout("\n");
+            }
+            e.attempts = attempts;
+            Err(e)
+        }
+        Some(Ok(success)) => {
+            let total_ms = started.elapsed().as_millis() as u64;
+            if success.paid {
+                printer.note(&format!(
+                    "{}/{} is a paid model (--allow-paid)",
+                    success.provider, success.model
+                ));
+            }
+            if req.json {
+                let answer = Answer {
+                    ok: true,
+                    content: success.content,
+                    model: success.model,
+                    provider: success.provider,
+                    finish_reason: success.finish_reason,
+                    tool_calls: Vec::new(),
+                    usage: success.usage,
+                    timing: Timing {
+                        first_token_ms: success.first_token_ms,
+                        total_ms,
+                    },
+                    paid: success.paid,
+                    attempts,
+                };
+                printer.json(&answer);
+            } else if req.stream {
+                if !ends_with_newline {
+                    printer.stdout("\n");
+                }
+            } else {
+                printer.answer(&success.content);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Folds the run into the state and the request log. A failure to save is one warning,
+/// never fatal.
+fn remember(setup: &Setup, attempts: &[AttemptRecord], req: &Request, printer: &Printer) {
+    if attempts.is_empty() {
+        return;
+    }
+    let now = crate::now_ms();
+    let ok = attempts
+        .iter()
+        .any(|a| a.outcome == crate::outcome::AttemptOutcome::Ok);
+    let line = json!({
+        "time_ms": now,
+        "ok": ok,
+        "attempts": attempts,
+        "timeout_ms": req.timeout.as_millis() as u64,
+    })
+    .to_string();
+    match setup
+        .store
+        .update(|s| s.record_attempts(attempts, now), Some(&line))
+    {
+        Ok(notes) => notes.iter().for_each(|n| printer.note(n)),
+        Err(e) => printer.note(&format!("Running without memory: {e}")),
+    }
+}
+
+fn no_eligible(plan: &Plan, needs: &Needs) -> Error {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for d in &plan.dropped {
+        // Group by the reason's wording up to any number, e.g. "not free", "lacks image input".
+        let key = d
+            .reason
+            .split(|c: char| c.is_ascii_digit())
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_end_matches(" for")
+            .to_string();
+        match counts.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((key, 1)),
+        }
+    }
+    let detail = if counts.is_empty() {
+        "the providers listed no models".to_string()
+    } else {
+        counts
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let mut need = Vec::new();
+    if needs.vision {
+        need.push("image input");
+    }
+    if needs.tools {
+        need.push("tool calling");
+    }
+    if needs.schema {
+        need.push("structured output");
+    }
+    let what = if need.is_empty() {
+        String::new()
+    } else {
+        format!(" with {}", need.join(" and "))
+    };
+    Error::new(
+        ErrorKind::NoEligibleModel,
+        format!("No eligible model{what}: {detail}"),
+    )
+    .with_hint("See `freeroute --dry-run -v \"…\"` for each model's reason")
+}
+
+fn print_plan(plan: &Plan, json: bool, printer: &Printer) {
+    if json {
+        #[derive(Serialize)]
+        struct C<'a> {
+            provider: &'a str,
+            model: &'a str,
+            score: f64,
+            why: String,
+        }
+        let candidates: Vec<C> = plan
+            .candidates
+            .iter()
+            .map(|c| C {
+                provider: &c.model.provider,
+                model: &c.model.id,
+                score: round(c.score.total),
+                why: c.score.explain(),
+            })
+            .collect();
+        printer.json(&json!({"candidates": candidates, "dropped": plan.dropped}));
+        return;
+    }
+    let mut s = String::new();
+    s.push_str(&format!(
+        "{} candidates, in the order they would be tried:\n",
+        plan.candidates.len()
+    ));
+    for (i, c) in plan.candidates.iter().enumerate() {
+        s.push_str(&format!(
+            "{:>3}. {}/{}  score {:.2}  ({})\n",
+            i + 1,
+            c.model.provider,
+            c.model.id,
+            c.score.total,
+            c.score.explain()
+        ));
+    }
+    if !plan.dropped.is_empty() {
+        s.push_str(&format!("{} dropped:\n", plan.dropped.len()));
+        for d in &plan.dropped {
+            s.push_str(&format!("     {}/{}: {}\n", d.provider, d.model, d.reason));
+        }
+    }
+    printer.stdout(&s);
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn models(args: &ModelsArgs, config_flag: Option<&Path>, printer: &Printer) -> Result<()> {
+    let (config, config_path) = config::load(config_flag)?;
+    let route = request::resolve_route(&args.route, &config);
+    let rt = runtime()?;
+    let setup = setup(
+        &config,
+        config_path,
+        &route,
+        Duration::from_secs(30),
+        &rt,
+        printer,
+    )?;
+    let needs = Needs {
+        context_tokens: 0,
+        ..Needs::default()
+    };
+    let plan = plan::plan(
+        &setup.loaded.models,
+        &route,
+        &needs,
+        &setup.state,
+        crate::now_ms(),
+        &mut rng(),
+    );
+    if args.json {
+        let rows: Vec<_> = plan
+            .candidates
+            .iter()
+            .map(|c| {
+                json!({
+                    "provider": c.model.provider,
+                    "model": c.model.id,
+                    "context": c.model.context,
+                    "capabilities": c.model.caps,
+                    "free": c.model.free,
+                    "score": round(c.score.total),
+                    "why": c.score.explain(),
+                })
+            })
+            .collect();
+        printer.json(&rows);
+        return Ok(());
+    }
+    let mut s = String::new();
+    s.push_str(&format!(
+        "{:<4}{:<12}{:<56}{:>9}  {:<18}{}\n",
+        "#", "PROVIDER", "MODEL", "CONTEXT", "CAPABILITIES", "SCORE"
+    ));
+    for (i, c) in plan.candidates.iter().enumerate() {
+        let caps = [
+            (c.model.caps.vision, "vision"),
+            (c.model.caps.tools, "tools"),
+            (c.model.caps.schema, "schema"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, n)| *n)
+        .collect::<Vec<_>>()
+        .join(",");
+        let ctx = c.model.context.map_or("?".to_string(), |c| c.to_string());
+        s.push_str(&format!(
+            "{:<4}{:<12}{:<56}{:>9}  {:<18}{:.2}\n",
+            i + 1,
+            c.model.provider,
+            c.model.id,
+            ctx,
+            if caps.is_empty() { "text".into() } else { caps },
+            c.score.total
+        ));
+    }
+    printer.stdout(&s);
+    if plan.candidates.is_empty() {
+        return Err(no_eligible(&plan, &needs));
+    }
+    Ok(())
+}
+
+fn config_cmd(args: &ConfigArgs, config_flag: Option<&Path>, printer: &Printer) -> Result<()> {
+    let path = config::path(config_flag)
+        .ok_or_else(|| Error::config("Cannot find a config directory; pass --config PATH"))?;
+    match args.action {
+        ConfigAction::Path => {
+            printer.stdout(&format!("{}\n", path.display()));
+            Ok(())
+        }
+        ConfigAction::Init => {
+            if path.exists() && !args.force {
+                return Err(Error::usage(format!("{} already exists", path.display()))
+                    .with_hint("Pass --force to overwrite it"));
+            }
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| Error::config(format!("Cannot create {}: {e}", dir.display())))?;
+            }
+            state::write_atomic(&path, config::STARTER.as_bytes())
+                .map_err(|e| Error::config(format!("Cannot write {}: {e}", path.display())))?;
+            printer.stdout(&format!("{}\n", path.display()));
+            Ok(())
+        }
+        ConfigAction::Show => {
+            let (config, loaded_from) = config::load(config_flag)?;
+            let (enabled, disabled) = providers::resolve(&config, &env);
+            let mut s = String::new();
+            s.push_str(&format!(
+                "# config file: {}\n",
+                loaded_from.map_or_else(
+                    || format!("{} (not present; built-in defaults)", path.display()),
+                    |p| p.display().to_string()
+                )
+            ));
+            let d = &config.defaults;
+            s.push_str("[defaults]\n");
+            s.push_str(&format!(
+                "timeout = {}\n",
+                d.timeout.unwrap_or(request::DEFAULT_TIMEOUT_SECS)
+            ));
+            s.push_str(&format!(
+                "attempts = {}\n",
+                d.attempts.unwrap_or(request::DEFAULT_ATTEMPTS)
+            ));
+            s.push_str(&format!(
+                "catalog_ttl = {}\n",
+                d.catalog_ttl.unwrap_or(request::DEFAULT_CATALOG_TTL)
+            ));
+            s.push_str(&format!(
+                "translate_to = {:?}\n",
+                d.translate_to.as_deref().unwrap_or("English")
+            ));
+            s.push_str(&format!(
+                "prefer = {:?}\nexclude = {:?}\n",
+                d.prefer, d.exclude
+            ));
+            for p in &enabled {
+                s.push_str(&format!("\n[providers.{}]  # on\n", p.name));
+                s.push_str(&format!("base_url = {:?}\n", p.base_url));
+                match (&p.key_env, &p.key) {
+                    (Some(var), Some(_)) => s.push_str(&format!("api_key_env = {var:?}  # set\n")),
+                    (Some(var), None) => s.push_str(&format!(
+                        "api_key_env = {var:?}  # not set; loopback needs none\n"
+                    )),
+                    (None, _) => s.push_str("# no key\n"),
+                }
+                if let Some(m) = &p.models {
+                    s.push_str(&format!("# {} models listed in the config\n", m.len()));
+                }
+            }
+            for d in &disabled {
+                s.push_str(&format!("\n[providers.{}]  # off: {}\n", d.name, d.reason));
+            }
+            printer.stdout(&s);
+            Ok(())
+        }
+    }
+}

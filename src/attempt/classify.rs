@@ -1,0 +1,395 @@
+//! Reads a failed reply into a `Failure` following the table of DESIGN §3, with the facts of
+//! `reference/openrouter.md` §1.5–§1.6 (two kinds of 429, moderation 403, capability vs
+//! data-policy 404, epoch-millisecond resets). Pure: the clock comes in as `now_ms`.
+
+use serde_json::Value;
+
+use crate::outcome::AttemptOutcome;
+use crate::wire::openai::{WireError, parse_error_body};
+
+/// The least time a model that failed transiently is left alone (DESIGN §3).
+pub const MIN_COOLDOWN_MS: u64 = 30_000;
+/// How long a provider whose account blocks free models by data policy is left alone.
+pub const POLICY_BLOCK_MS: u64 = 3_600_000;
+
+/// A classified failure: what it was, whether it hits the whole provider, and until when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub outcome: AttemptOutcome,
+    pub provider_wide: bool,
+    /// Unix ms until which the model (or provider, when `provider_wide`) should be skipped.
+    pub retry_at_ms: Option<u64>,
+    pub message: String,
+}
+
+/// The headers that matter for classification, already read off the response.
+#[derive(Debug, Default, Clone)]
+pub struct RetryHeaders {
+    pub retry_after: Option<String>,
+    pub retry_after_ms: Option<String>,
+    pub ratelimit_reset: Option<String>,
+}
+
+impl Failure {
+    fn new(outcome: AttemptOutcome, message: String) -> Self {
+        Failure {
+            outcome,
+            provider_wide: false,
+            retry_at_ms: None,
+            message,
+        }
+    }
+    fn provider(mut self) -> Self {
+        self.provider_wide = true;
+        self
+    }
+    fn until(mut self, at: Option<u64>) -> Self {
+        self.retry_at_ms = at;
+        self
+    }
+}
+
+/// Classifies a non-200 HTTP reply.
+pub fn classify_http(status: u16, headers: &RetryHeaders, body: &[u8], now_ms: u64) -> Failure {
+    use AttemptOutcome::*;
+    let err = parse_error_body(body);
+    let message = describe(status, err.as_ref(), body);
+    let meta = err.as_ref().and_then(|e| e.metadata.as_ref());
+    let lower = searchable(&message, meta);
+    let retry_hint = retry_at(headers, meta, now_ms);
+    let cooldown = Some(
+        retry_hint
+            .unwrap_or(now_ms + MIN_COOLDOWN_MS)
+            .max(now_ms + MIN_COOLDOWN_MS),
+    );
+    match status {
+        429 if is_free_quota(&lower) => {
+            // Without a reset time, the minute window is the shortest the quota can be.
+            let until = retry_hint.unwrap_or(now_ms + 60_000);
+            Failure::new(QuotaExhausted, message)
+                .provider()
+                .until(Some(until))
+        }
+        429 => Failure::new(RateLimited, message).until(cooldown),
+        401 => Failure::new(AuthFailed, message).provider(),
+        403 if meta
+            .is_some_and(|m| m.get("reasons").is_some() || m.get("flagged_input").is_some()) =>
+        {
+            Failure::new(Moderated, message)
+        }
+        403 => Failure::new(AuthFailed, message).provider(),
+        402 => Failure::new(PaymentRequired, message)
+            .provider()
+            .until(retry_hint),
+        404 if lower.contains("data policy") || lower.contains("guardrail") => {
+            Failure::new(PolicyBlocked, message)
+                .provider()
+                .until(Some(now_ms + POLICY_BLOCK_MS))
+        }
+        404 if lower.contains("no endpoints found") => Failure::new(CapabilityMissing, message),
+        400 | 413 if is_context_error(&lower) => Failure::new(ContextTooLong, message),
+        413 => Failure::new(ContextTooLong, message),
+        400 | 404 | 422 => Failure::new(BadRequest, message),
+        300..=399 => Failure::new(
+            ServerError,
+            format!("{message} (redirects are not followed)"),
+        )
+        .until(cooldown),
+        _ => Failure::new(ServerError, message).until(cooldown),
+    }
+}
+
+/// Classifies an `error` object that arrived inside an HTTP 200 reply (a chunk or the body).
+/// DESIGN §3: such an error is a `server_error` of this model.
+pub fn classify_embedded(err: &WireError, now_ms: u64) -> Failure {
+    let code = match &err.code {
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        _ => String::new(),
+    };
+    let mut message = err
+        .message
+        .clone()
+        .unwrap_or_else(|| "error inside the answer stream".into());
+    if !code.is_empty() {
+        message = format!("{message} (code {code})");
+    }
+    Failure::new(AttemptOutcome::ServerError, truncate(&message))
+        .until(Some(now_ms + MIN_COOLDOWN_MS))
+}
+
+fn is_free_quota(lower: &str) -> bool {
+    lower.contains("free-models-per") || lower.contains("openrouter_free_tier")
+}
+
+fn is_context_error(lower: &str) -> bool {
+    [
+        "context length",
+        "context_length",
+        "context window",
+        "maximum context",
+        "context size",
+        "exceed_context",
+        "too many tokens",
+        "prompt is too long",
+        "too long",
+    ]
+    .iter()
+    .any(|p| lower.contains(p))
+}
+
+/// The human message: `error.message`, plus upstream detail (`metadata.raw`) when it is text.
+fn describe(status: u16, err: Option<&WireError>, body: &[u8]) -> String {
+    let text = match err {
+        Some(e) => {
+            let mut m = e.message.clone().unwrap_or_default();
+            if let Some(raw) = e
+                .metadata
+                .as_ref()
+                .and_then(|m| m.get("raw"))
+                .and_then(Value::as_str)
+                && !raw.is_empty()
+            {
+                m = format!("{m}: {raw}");
+            }
+            m
+        }
+        None => String::from_utf8_lossy(&body[..body.len().min(300)])
+            .trim()
+            .to_string(),
+    };
+    let text = if text.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        text
+    };
+    truncate(&text)
+}
+
+/// The message and the metadata fields that carry a classification, lower-cased.
+fn searchable(message: &str, meta: Option<&Value>) -> String {
+    let mut s = message.to_ascii_lowercase();
+    if let Some(m) = meta {
+        for key in ["limit_source", "error_type", "provider_code"] {
+            if let Some(v) = m.get(key).and_then(Value::as_str) {
+                s.push(' ');
+                s.push_str(&v.to_ascii_lowercase());
+            }
+        }
+    }
+    s
+}
+
+/// When to try again: `X-RateLimit-Reset` (epoch **ms**, in headers or `metadata.headers`),
+/// `retry-after-ms`, or `Retry-After` (seconds or an HTTP date).
+fn retry_at(h: &RetryHeaders, meta: Option<&Value>, now_ms: u64) -> Option<u64> {
+    let meta_reset = meta
+        .and_then(|m| m.get("headers"))
+        .and_then(|h| {
+            h.get("X-RateLimit-Reset")
+                .or_else(|| h.get("x-ratelimit-reset"))
+        })
+        .and_then(|v| {
+            v.as_str()
+                .map(str::to_string)
+                .or_else(|| v.as_u64().map(|n| n.to_string()))
+        });
+    if let Some(reset) = h.ratelimit_reset.clone().or(meta_reset)
+        && let Ok(n) = reset.trim().parse::<u64>()
+    {
+        // Epoch milliseconds (reference §1.6); tolerate seconds from other dialects.
+        let ms = if n < 100_000_000_000 { n * 1000 } else { n };
+        if ms > now_ms {
+            return Some(ms);
+        }
+    }
+    if let Some(ms) = h
+        .retry_after_ms
+        .as_deref()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+    {
+        return Some(now_ms + ms.max(0.0) as u64);
+    }
+    let ra = h.retry_after.as_deref()?.trim();
+    if let Ok(secs) = ra.parse::<f64>() {
+        return Some(now_ms + (secs.max(0.0) * 1000.0) as u64);
+    }
+    let when = httpdate::parse_http_date(ra).ok()?;
+    let ms = when.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as u64;
+    Some(ms.max(now_ms))
+}
+
+fn truncate(s: &str) -> String {
+    const MAX: usize = 400;
+    if s.len() <= MAX {
+        return s.to_string();
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use AttemptOutcome::*;
+
+    const NOW: u64 = 1_788_800_000_000;
+
+    fn http(status: u16, body: &str) -> Failure {
+        classify_http(status, &RetryHeaders::default(), body.as_bytes(), NOW)
+    }
+
+    #[test]
+    fn daily_free_quota_is_provider_wide_until_reset_in_ms() {
+        let body = r#"{"error":{"message":"Rate limit exceeded: free-models-per-day. Add 10 credits to unlock 1000 free model requests per day","code":429,"metadata":{"headers":{"X-RateLimit-Limit":"50","X-RateLimit-Remaining":"0","X-RateLimit-Reset":"1788825600000"},"limit_source":"openrouter_free_tier_daily"}}}"#;
+        let f = http(429, body);
+        assert_eq!(f.outcome, QuotaExhausted);
+        assert!(f.provider_wide);
+        assert_eq!(f.retry_at_ms, Some(1_788_825_600_000));
+    }
+
+    #[test]
+    fn per_minute_quota_uses_header_reset() {
+        let h = RetryHeaders {
+            ratelimit_reset: Some("1788800060000".into()),
+            ..Default::default()
+        };
+        let f = classify_http(
+            429,
+            &h,
+            br#"{"error":{"message":"Rate limit exceeded: free-models-per-min","code":429}}"#,
+            NOW,
+        );
+        assert_eq!(f.outcome, QuotaExhausted);
+        assert_eq!(f.retry_at_ms, Some(1_788_800_060_000));
+    }
+
+    #[test]
+    fn upstream_429_cools_only_the_model() {
+        let body = r#"{"error":{"message":"Provider returned error","code":429,"metadata":{"raw":"x is temporarily rate-limited upstream","provider_name":"DeepInfra","limit_source":"upstream_provider_shared_pool"}}}"#;
+        let f = http(429, body);
+        assert_eq!(f.outcome, RateLimited);
+        assert!(!f.provider_wide);
+        assert_eq!(f.retry_at_ms, Some(NOW + MIN_COOLDOWN_MS));
+        assert!(f.message.contains("rate-limited upstream"));
+    }
+
+    #[test]
+    fn retry_after_longer_than_minimum_is_kept() {
+        let h = RetryHeaders {
+            retry_after: Some("120".into()),
+            ..Default::default()
+        };
+        let f = classify_http(429, &h, b"{}", NOW);
+        assert_eq!(f.retry_at_ms, Some(NOW + 120_000));
+        let h = RetryHeaders {
+            retry_after: Some("2".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            classify_http(503, &h, b"", NOW).retry_at_ms,
+            Some(NOW + MIN_COOLDOWN_MS)
+        );
+    }
+
+    #[test]
+    fn auth_payment_moderation() {
+        assert_eq!(
+            http(401, r#"{"error":{"message":"User not found.","code":401}}"#).outcome,
+            AuthFailed
+        );
+        assert!(http(401, "{}").provider_wide);
+        assert_eq!(
+            http(403, r#"{"error":{"message":"no","code":403}}"#).outcome,
+            AuthFailed
+        );
+        let m = http(
+            403,
+            r#"{"error":{"message":"flagged","code":403,"metadata":{"reasons":["violence"],"flagged_input":"…"}}}"#,
+        );
+        assert_eq!(m.outcome, Moderated);
+        assert!(!m.provider_wide);
+        assert_eq!(
+            http(
+                402,
+                r#"{"error":{"message":"Insufficient credits","code":402}}"#
+            )
+            .outcome,
+            PaymentRequired
+        );
+    }
+
+    #[test]
+    fn not_found_capability_vs_policy() {
+        let c = http(
+            404,
+            r#"{"error":{"message":"No endpoints found that support tool use","code":404}}"#,
+        );
+        assert_eq!(c.outcome, CapabilityMissing);
+        let p = http(
+            404,
+            r#"{"error":{"message":"No endpoints found matching your data policy (Free model publication). Configure: https://openrouter.ai/settings/privacy","code":404}}"#,
+        );
+        assert_eq!(p.outcome, PolicyBlocked);
+        assert!(p.provider_wide);
+        assert_eq!(p.retry_at_ms, Some(NOW + POLICY_BLOCK_MS));
+    }
+
+    #[test]
+    fn context_and_bad_requests() {
+        let llama = r#"{"error":{"code":400,"message":"request (6030 tokens) exceeds the available context size (4096 tokens), try increasing it","type":"exceed_context_size_error"}}"#;
+        assert_eq!(http(400, llama).outcome, ContextTooLong);
+        let or = r#"{"error":{"code":400,"message":"This endpoint's maximum context length is 8192 tokens","metadata":{"error_type":"context_length_exceeded"}}}"#;
+        assert_eq!(http(400, or).outcome, ContextTooLong);
+        assert_eq!(
+            http(400, r#"{"error":{"message":"x is not a valid model ID"}}"#).outcome,
+            BadRequest
+        );
+        assert_eq!(http(422, "{}").outcome, BadRequest);
+    }
+
+    #[test]
+    fn transient_statuses() {
+        for s in [408, 500, 502, 503, 524, 529] {
+            let f = http(s, "<html>oops</html>");
+            assert_eq!(f.outcome, ServerError, "{s}");
+            assert!(f.retry_at_ms.unwrap() >= NOW + MIN_COOLDOWN_MS);
+        }
+    }
+
+    #[test]
+    fn gemini_array_error() {
+        let f = http(
+            429,
+            r#"[{"error":{"code":429,"message":"Resource has been exhausted","status":"RESOURCE_EXHAUSTED"}}]"#,
+        );
+        assert_eq!(f.outcome, RateLimited);
+        assert!(f.message.contains("Resource has been exhausted"));
+    }
+
+    #[test]
+    fn embedded_error_with_string_or_number_code() {
+        let e: WireError = serde_json::from_str(
+            r#"{"code":"server_error","message":"Provider disconnected unexpectedly"}"#,
+        )
+        .unwrap();
+        let f = classify_embedded(&e, NOW);
+        assert_eq!(f.outcome, ServerError);
+        assert!(f.message.contains("server_error"));
+        let e: WireError = serde_json::from_str(r#"{"code":502,"message":"gone"}"#).unwrap();
+        assert!(classify_embedded(&e, NOW).message.contains("502"));
+    }
+
+    #[test]
+    fn http_date_retry_after() {
+        let h = RetryHeaders {
+            retry_after: Some("Wed, 21 Oct 2099 07:28:00 GMT".into()),
+            ..Default::default()
+        };
+        let f = classify_http(429, &h, b"{}", NOW);
+        assert!(f.retry_at_ms.unwrap() > NOW + 1_000_000);
+    }
+}

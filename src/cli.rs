@@ -1,0 +1,239 @@
+//! The command line of DESIGN §1 as clap types. This module only describes and parses
+//! arguments: it reads no files and no environment beyond what clap itself does, and
+//! nothing past `request.rs` imports it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const EXAMPLES: &str = "\
+Examples:
+  freeroute \"Explain the difference between TCP and UDP in two sentences\"
+  git diff | freeroute \"write a one-line commit message for this diff\"
+  freeroute --json \"Name three prime numbers\" | jq -r .content
+  freeroute --json -q \"ping\" | jq '{model, ms: .timing.total_ms}'
+  freeroute -m meta-llama/llama-3.3-70b-instruct:free -s \"Answer in French\" \"hello\"
+  freeroute --dry-run -v \"a long question\"     # show the plan, send nothing
+  freeroute models --json | jq -r '.[].model'
+
+Cron (all-or-nothing output, a deadline, no spinner):
+  0 7 * * * freeroute -q --timeout 60 \"Summarise today's agenda\" < agenda.txt > summary.txt
+
+Set OPENROUTER_API_KEY (a free key from https://openrouter.ai/keys), or add a provider
+to the config file (freeroute config init).
+
+Exit codes: 0 answered, 2 usage or input error, 3 no eligible model, 4 every attempt
+failed, 5 deadline passed, 6 configuration or key error, 130 interrupted.";
+
+/// Answer a prompt with a free LLM, falling back across free models and providers.
+#[derive(Debug, Parser)]
+#[command(
+    name = "freeroute",
+    version,
+    about,
+    after_long_help = EXAMPLES,
+    args_conflicts_with_subcommands = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub ask: AskArgs,
+
+    #[command(flatten)]
+    pub global: GlobalArgs,
+}
+
+/// Options every action takes.
+#[derive(Debug, Args, Clone, Default)]
+pub struct GlobalArgs {
+    /// Config file (default: $XDG_CONFIG_HOME/freeroute/config.toml)
+    #[arg(long, value_name = "PATH", env = "FREEROUTE_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+
+    /// Print the routing trace on stderr
+    #[arg(short = 'v', long, global = true, conflicts_with = "quiet")]
+    pub verbose: bool,
+
+    /// No spinner, no notes on stderr (errors are still printed)
+    #[arg(short = 'q', long, global = true)]
+    pub quiet: bool,
+}
+
+/// Which models may be used and how they are ordered; shared by the default action and
+/// `models`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct RouteArgs {
+    /// Try exactly these models, in this order (repeatable)
+    #[arg(short = 'm', long = "model", value_name = "ID")]
+    pub models: Vec<String>,
+
+    /// Only use these providers (repeatable)
+    #[arg(short = 'p', long = "provider", value_name = "NAME")]
+    pub providers: Vec<String>,
+
+    /// Drop models whose id matches GLOB (`*` wildcard, repeatable)
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+
+    /// Rank models whose id matches GLOB first (`*` wildcard, repeatable)
+    #[arg(long, value_name = "GLOB")]
+    pub prefer: Vec<String>,
+
+    /// Permit models that are not free (never the default)
+    #[arg(long)]
+    pub allow_paid: bool,
+
+    /// Refetch the model catalogs now
+    #[arg(long, conflicts_with = "offline")]
+    pub refresh: bool,
+
+    /// Never touch the network for catalogs (use the cached copies)
+    #[arg(long)]
+    pub offline: bool,
+}
+
+/// The default action: answer one prompt.
+#[derive(Debug, Args, Clone, Default)]
+pub struct AskArgs {
+    /// The prompt; words are joined by spaces. Piped stdin is read too and goes first
+    #[arg(value_name = "PROMPT", trailing_var_arg = true)]
+    pub prompt: Vec<String>,
+
+    #[command(flatten)]
+    pub route: RouteArgs,
+
+    /// System prompt
+    #[arg(short = 's', long, value_name = "TEXT")]
+    pub system: Option<String>,
+
+    /// Print one JSON result object instead of plain text
+    #[arg(long)]
+    pub json: bool,
+
+    /// Print tokens as they arrive (default when stdout is a terminal)
+    #[arg(long, conflicts_with = "no_stream")]
+    pub stream: bool,
+
+    /// Print the answer only once it is complete (default when stdout is not a terminal)
+    #[arg(long)]
+    pub no_stream: bool,
+
+    /// Most tokens to generate
+    #[arg(long, value_name = "N")]
+    pub max_tokens: Option<u32>,
+
+    /// Sampling temperature
+    #[arg(long, value_name = "X")]
+    pub temperature: Option<f32>,
+
+    /// Deadline for the whole run, in seconds [default: 120]
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+
+    /// Most candidates to try [default: 8]
+    #[arg(long, value_name = "N")]
+    pub attempts: Option<u32>,
+
+    /// Route but send nothing: print the plan and why each model was kept or dropped
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List eligible free models in the order they would be tried
+    Models(ModelsArgs),
+    /// Where the config lives, the merged view, or a commented starter file
+    Config(ConfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    #[command(flatten)]
+    pub route: RouteArgs,
+
+    /// Print a JSON array
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    #[arg(value_enum)]
+    pub action: ConfigAction,
+
+    /// With `init`: overwrite an existing file
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConfigAction {
+    /// Print the config file's path
+    Path,
+    /// Print the merged configuration (keys are never shown)
+    Show,
+    /// Write a commented starter config file
+    Init,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn words_after_double_dash_are_a_prompt() {
+        let cli = Cli::try_parse_from(["freeroute", "--", "models"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.ask.prompt, vec!["models"]);
+    }
+
+    #[test]
+    fn subcommand_is_recognised() {
+        let cli = Cli::try_parse_from(["freeroute", "models", "--json"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Models(ModelsArgs { json: true, .. }))
+        ));
+    }
+
+    #[test]
+    fn prompt_words_and_repeatable_flags() {
+        let cli = Cli::try_parse_from([
+            "freeroute",
+            "-m",
+            "a",
+            "-m",
+            "b",
+            "--exclude",
+            "x*",
+            "hello",
+            "world",
+        ])
+        .unwrap();
+        assert_eq!(cli.ask.route.models, vec!["a", "b"]);
+        assert_eq!(cli.ask.route.exclude, vec!["x*"]);
+        assert_eq!(cli.ask.prompt, vec!["hello", "world"]);
+    }
+
+    #[test]
+    fn stream_flags_conflict() {
+        assert!(Cli::try_parse_from(["freeroute", "--stream", "--no-stream", "x"]).is_err());
+        assert!(Cli::try_parse_from(["freeroute", "--refresh", "--offline", "x"]).is_err());
+    }
+
+    #[test]
+    fn global_flags_work_after_subcommand() {
+        let cli = Cli::try_parse_from(["freeroute", "config", "path", "-v"]).unwrap();
+        assert!(cli.global.verbose);
+    }
+}

@@ -1,0 +1,312 @@
+//! The config file (DESIGN §2): its schema, where it lives, and errors that name the file,
+//! the line and the key. No flags here: precedence is `request.rs`'s job.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The whole config file. Every table is optional: no file at all is a valid config.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Defaults for the options of the default action.
+    #[serde(default)]
+    pub defaults: Defaults,
+    /// Built-in providers to adjust, and OpenAI-compatible endpoints to add, by name.
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
+}
+
+/// `[defaults]`: each key is the default of the flag of the same name.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    /// Deadline for a whole run, in seconds (`--timeout`; built-in 120).
+    pub timeout: Option<f64>,
+    /// Most candidates tried (`--attempts`; built-in 8).
+    pub attempts: Option<u32>,
+    /// Language of `--translate` when `--to` is not given (built-in English).
+    pub translate_to: Option<String>,
+    /// Globs of model ids ranked first (added to `--prefer`).
+    #[serde(default)]
+    pub prefer: Vec<String>,
+    /// Globs of model ids never used (added to `--exclude`).
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Providers to use when `-p` is not given (all enabled ones when empty).
+    #[serde(default)]
+    pub providers: Vec<String>,
+    /// System prompt when `-s` is not given.
+    pub system: Option<String>,
+    /// `--max-tokens` when not given.
+    pub max_tokens: Option<u32>,
+    /// `--temperature` when not given.
+    pub temperature: Option<f32>,
+    /// Seconds a cached model catalog stays fresh (built-in 3600).
+    pub catalog_ttl: Option<u64>,
+    /// Stream to the terminal (`true`/`false`); unset means: stream when stdout is a terminal.
+    pub stream: Option<bool>,
+    /// Permit paid models, like `--allow-paid`.
+    pub allow_paid: Option<bool>,
+}
+
+/// `[providers.NAME]`: overrides of a built-in provider, or a new OpenAI-compatible one.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Base URL of the OpenAI-compatible API, up to and including `/v1` (or equivalent).
+    pub base_url: Option<String>,
+    /// Name of the environment variable that holds this provider's key.
+    pub api_key_env: Option<String>,
+    /// `false` turns the provider off.
+    pub enabled: Option<bool>,
+    /// The provider's models; when absent they come from `GET {base_url}/models`.
+    pub models: Option<Vec<ModelConfig>>,
+    /// The provider's models cost money: used only with `--allow-paid`.
+    #[serde(default)]
+    pub paid: bool,
+    /// Allow plain `http://` to a host that is not loopback.
+    #[serde(default)]
+    pub allow_insecure: bool,
+}
+
+/// One model listed in the config, with the capabilities the user vouches for.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub id: String,
+    /// Context window in tokens; unknown when absent.
+    pub context: Option<u64>,
+    #[serde(default)]
+    pub vision: bool,
+    #[serde(default)]
+    pub tools: bool,
+    #[serde(default)]
+    pub schema: bool,
+}
+
+/// Where the config file is: `--config`/`FREEROUTE_CONFIG`, else the XDG config dir.
+pub fn path(explicit: Option<&Path>) -> Option<PathBuf> {
+    match explicit {
+        Some(p) => Some(p.to_path_buf()),
+        None => dirs::config_dir().map(|d| d.join("freeroute").join("config.toml")),
+    }
+}
+
+/// Loads the config. A missing default file is an empty config; a missing explicit file is
+/// an error (the user named it).
+pub fn load(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>)> {
+    let Some(path) = path(explicit) else {
+        return Ok((Config::default(), None));
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => {
+            return Ok((Config::default(), None));
+        }
+        Err(e) => {
+            return Err(
+                Error::config(format!("Cannot read config file {}: {e}", path.display()))
+                    .with_hint("Pass an existing file with --config, or unset FREEROUTE_CONFIG"),
+            );
+        }
+    };
+    let config = parse(&text, &path)?;
+    Ok((config, Some(path)))
+}
+
+/// Parses config text; errors name the file, line and key.
+pub fn parse(text: &str, path: &Path) -> Result<Config> {
+    let config: Config = toml::from_str(text).map_err(|e| {
+        let (line, key) = match e.span() {
+            Some(span) => locate(text, span.start),
+            None => (None, None),
+        };
+        let mut msg = format!("Invalid config file {}", path.display());
+        if let Some(line) = line {
+            msg.push_str(&format!(", line {line}"));
+        }
+        if let Some(key) = key {
+            msg.push_str(&format!(", key `{key}`"));
+        }
+        msg.push_str(&format!(": {}", e.message().trim()));
+        Error::config(msg).with_hint("Fix the file, or see `freeroute config init` for an example")
+    })?;
+    validate(&config, path)?;
+    Ok(config)
+}
+
+/// 1-based line of a byte offset and the dotted key written on that line, if any.
+fn locate(text: &str, offset: usize) -> (Option<usize>, Option<String>) {
+    let offset = offset.min(text.len());
+    let line_no = text[..offset].matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("");
+    let mut table = String::new();
+    for l in text.lines().take(line_no) {
+        let t = l.trim();
+        if t.starts_with('[') && !t.starts_with("[[") {
+            table = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+        }
+    }
+    let key = line.split_once('=').map(|(k, _)| k.trim().to_string());
+    let key = match (key, line.trim().starts_with('[')) {
+        (_, true) => Some(
+            line.trim()
+                .trim_matches(|c| c == '[' || c == ']')
+                .to_string(),
+        ),
+        (Some(k), false) if !k.is_empty() && !table.is_empty() => Some(format!("{table}.{k}")),
+        (Some(k), false) if !k.is_empty() => Some(k),
+        _ => None,
+    };
+    (Some(line_no), key)
+}
+
+fn validate(config: &Config, path: &Path) -> Result<()> {
+    let bad = |key: String, why: String| {
+        Error::config(format!(
+            "Invalid config file {}, key `{key}`: {why}",
+            path.display()
+        ))
+    };
+    if let Some(t) = config.defaults.timeout
+        && !(t.is_finite() && t > 0.0)
+    {
+        return Err(bad(
+            "defaults.timeout".into(),
+            "must be a positive number of seconds".into(),
+        ));
+    }
+    if config.defaults.attempts == Some(0) {
+        return Err(bad("defaults.attempts".into(), "must be at least 1".into()));
+    }
+    for (name, p) in &config.providers {
+        if let Some(url) = &p.base_url {
+            crate::providers::check_base_url(url, p.allow_insecure)
+                .map_err(|why| bad(format!("providers.{name}.base_url"), why))?;
+        }
+        if let Some(var) = &p.api_key_env
+            && (var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        {
+            return Err(bad(
+                format!("providers.{name}.api_key_env"),
+                "must be the name of an environment variable, not the key itself".into(),
+            ));
+        }
+        if !crate::providers::is_builtin(name) && p.base_url.is_none() {
+            return Err(bad(
+                format!("providers.{name}.base_url"),
+                "is required for a provider that is not built in".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A commented starter config for `freeroute config init`.
+pub const STARTER: &str = r#"# freeroute configuration. Every key is optional; delete what you do not need.
+# With OPENROUTER_API_KEY set, no config is needed at all.
+
+[defaults]
+# timeout = 120            # seconds for a whole run
+# attempts = 8             # most candidates tried
+# translate_to = "English"
+# prefer = ["meta-llama/*"] # ranked first
+# exclude = []              # never used
+# catalog_ttl = 3600       # seconds a cached model list stays fresh
+
+# The built-in OpenRouter provider; change only what you need.
+# [providers.openrouter]
+# base_url = "https://openrouter.ai/api/v1"
+# api_key_env = "OPENROUTER_API_KEY"
+# enabled = true
+
+# A local OpenAI-compatible server (Ollama, llama.cpp, LM Studio, vLLM). Loopback needs no key.
+# [providers.local]
+# base_url = "http://127.0.0.1:11434/v1"
+# models = [{ id = "llama3.2", context = 8192, vision = false, tools = true, schema = false }]
+
+# A second OpenRouter account under another name.
+# [providers.openrouter2]
+# base_url = "https://openrouter.ai/api/v1"
+# api_key_env = "OPENROUTER_API_KEY_2"
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p() -> PathBuf {
+        PathBuf::from("/tmp/c.toml")
+    }
+
+    #[test]
+    fn empty_and_starter_parse() {
+        parse("", &p()).unwrap();
+        parse(STARTER, &p()).unwrap();
+    }
+
+    #[test]
+    fn type_error_names_line_and_key() {
+        let err = parse("[defaults]\ntimeout = \"soon\"\n", &p()).unwrap_err();
+        assert_eq!(err.kind, crate::error::ErrorKind::Config);
+        assert!(err.message.contains("line 2"), "{}", err.message);
+        assert!(err.message.contains("defaults.timeout"), "{}", err.message);
+        assert!(err.message.contains("/tmp/c.toml"), "{}", err.message);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error() {
+        let err = parse("[defaults]\ntimeuot = 3\n", &p()).unwrap_err();
+        assert!(err.message.contains("timeuot"), "{}", err.message);
+        assert!(err.message.contains("line 2"), "{}", err.message);
+    }
+
+    #[test]
+    fn custom_provider_needs_base_url() {
+        let err = parse("[providers.local]\napi_key_env = \"X\"\n", &p()).unwrap_err();
+        assert!(
+            err.message.contains("providers.local.base_url"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn insecure_remote_http_is_refused() {
+        let err = parse(
+            "[providers.x]\nbase_url = \"http://example.com/v1\"\n",
+            &p(),
+        )
+        .unwrap_err();
+        assert!(
+            err.message.contains("providers.x.base_url"),
+            "{}",
+            err.message
+        );
+        parse(
+            "[providers.x]\nbase_url = \"http://example.com/v1\"\nallow_insecure = true\n",
+            &p(),
+        )
+        .unwrap();
+        parse(
+            "[providers.x]\nbase_url = \"http://127.0.0.1:9/v1\"\n",
+            &p(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn key_in_api_key_env_is_refused() {
+        let err = parse(
+            "[providers.openrouter]\napi_key_env = \"sk-or-v1-123\"\n",
+            &p(),
+        )
+        .unwrap_err();
+        assert!(err.message.contains("api_key_env"), "{}", err.message);
+        assert!(!err.message.contains("sk-or-v1-123"), "{}", err.message);
+    }
+}

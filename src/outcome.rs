@@ -1,0 +1,119 @@
+//! What a run produced: each attempt's outcome and the answer. The `Serialize` impls here
+//! are the `--json` shape of DESIGN §4, so field names must match it exactly.
+
+use serde::Serialize;
+
+use crate::wire::openai::Usage;
+
+/// The outcome of one attempt (DESIGN §4 `outcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    Ok,
+    RateLimited,
+    QuotaExhausted,
+    AuthFailed,
+    PaymentRequired,
+    CapabilityMissing,
+    PolicyBlocked,
+    ContextTooLong,
+    ServerError,
+    Timeout,
+    ConnectionFailed,
+    StreamInterrupted,
+    EmptyAnswer,
+    InvalidAnswer,
+    BadRequest,
+    Moderated,
+    Cancelled,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Ok => "ok",
+            AttemptOutcome::RateLimited => "rate_limited",
+            AttemptOutcome::QuotaExhausted => "quota_exhausted",
+            AttemptOutcome::AuthFailed => "auth_failed",
+            AttemptOutcome::PaymentRequired => "payment_required",
+            AttemptOutcome::CapabilityMissing => "capability_missing",
+            AttemptOutcome::PolicyBlocked => "policy_blocked",
+            AttemptOutcome::ContextTooLong => "context_too_long",
+            AttemptOutcome::ServerError => "server_error",
+            AttemptOutcome::Timeout => "timeout",
+            AttemptOutcome::ConnectionFailed => "connection_failed",
+            AttemptOutcome::StreamInterrupted => "stream_interrupted",
+            AttemptOutcome::EmptyAnswer => "empty_answer",
+            AttemptOutcome::InvalidAnswer => "invalid_answer",
+            AttemptOutcome::BadRequest => "bad_request",
+            AttemptOutcome::Moderated => "moderated",
+            AttemptOutcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One attempt as `--json` reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRecord {
+    pub provider: String,
+    pub model: String,
+    pub outcome: AttemptOutcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub elapsed_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_token_ms: Option<u64>,
+    /// Completion tokens per second of a successful attempt, for the memory.
+    #[serde(skip)]
+    pub tokens_per_sec: Option<f64>,
+    /// When this model (or its provider, see `provider_wide`) may be tried again, Unix ms.
+    #[serde(skip)]
+    pub retry_at_ms: Option<u64>,
+    /// The failure concerns every model of the provider (quota, key, balance, policy).
+    #[serde(skip)]
+    pub provider_wide: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Timing {
+    pub first_token_ms: Option<u64>,
+    pub total_ms: u64,
+}
+
+/// A successful run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Answer {
+    pub ok: bool,
+    pub content: String,
+    pub model: String,
+    pub provider: String,
+    pub finish_reason: Option<String>,
+    pub tool_calls: Vec<serde_json::Value>,
+    pub usage: Option<Usage>,
+    pub timing: Timing,
+    /// Present (and true) only when a paid model answered under `--allow-paid`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub paid: bool,
+    pub attempts: Vec<AttemptRecord>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_names_match_design() {
+        for o in [
+            AttemptOutcome::QuotaExhausted,
+            AttemptOutcome::StreamInterrupted,
+            AttemptOutcome::Ok,
+        ] {
+            assert_eq!(
+                serde_json::to_value(o).unwrap(),
+                serde_json::Value::String(o.as_str().into())
+            );
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! Keep or drop one model, with the reason (DESIGN §3 step 2). Pure.
+
+use std::fmt;
+
+use crate::catalog::Model;
+use crate::request::{Needs, Route};
+use crate::state::State;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DropReason {
+    NotFree,
+    Router,
+    NoTextOutput,
+    ProviderNotSelected,
+    NotRequested,
+    Excluded(String),
+    Lacks(&'static str),
+    KnownMiss(&'static str),
+    ContextTooSmall { need: u64, have: u64 },
+    CoolingDown { until_ms: u64, why: String },
+    ProviderBlocked { until_ms: u64, why: String },
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DropReason::NotFree => write!(f, "not free (use --allow-paid to permit)"),
+            DropReason::Router => write!(f, "a router model, not a model"),
+            DropReason::NoTextOutput => write!(f, "does not output text"),
+            DropReason::ProviderNotSelected => write!(f, "provider not selected (-p)"),
+            DropReason::NotRequested => write!(f, "not named by -m/--model"),
+            DropReason::Excluded(g) => write!(f, "excluded by `{g}`"),
+            DropReason::Lacks(c) => write!(f, "lacks {c}"),
+            DropReason::KnownMiss(c) => write!(f, "the provider said it lacks {c} (remembered)"),
+            DropReason::ContextTooSmall { need, have } => {
+                write!(f, "context {have} tokens < about {need} needed")
+            }
+            DropReason::CoolingDown { until_ms, why } => {
+                write!(f, "cooling down for {} after {why}", in_secs(*until_ms))
+            }
+            DropReason::ProviderBlocked { until_ms, why } => {
+                write!(f, "provider skipped for {} after {why}", in_secs(*until_ms))
+            }
+        }
+    }
+}
+
+/// Renders a future Unix-ms time as a wait from the current clock (display only).
+fn in_secs(until_ms: u64) -> String {
+    let now = crate::now_ms();
+    let s = until_ms.saturating_sub(now).div_ceil(1000);
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// `*` matches any run of characters; everything else is literal.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+pub fn check(
+    m: &Model,
+    route: &Route,
+    needs: &Needs,
+    state: &State,
+    now_ms: u64,
+) -> Result<(), DropReason> {
+    if !route.providers.is_empty() && !route.providers.iter().any(|p| p == &m.provider) {
+        return Err(DropReason::ProviderNotSelected);
+    }
+    if !route.models.is_empty() && !route.models.iter().any(|id| id == &m.id) {
+        return Err(DropReason::NotRequested);
+    }
+    if m.router && !m.is_free_router() {
+        return Err(DropReason::Router);
+    }
+    if !m.free && !route.allow_paid {
+        return Err(DropReason::NotFree);
+    }
+    if !m.text_output {
+        return Err(DropReason::NoTextOutput);
+    }
+    if let Some(g) = route.exclude.iter().find(|g| glob_match(g, &m.id)) {
+        return Err(DropReason::Excluded(g.clone()));
+    }
+    for (need, has, name, cap) in [
+        (needs.vision, m.caps.vision, "image input", "vision"),
+        (needs.tools, m.caps.tools, "tool calling", "tools"),
+        (needs.schema, m.caps.schema, "structured output", "schema"),
+    ] {
+        if need && !has {
+            return Err(DropReason::Lacks(name));
+        }
+        if need
+            && state
+                .model(&m.provider, &m.id)
+                .is_some_and(|s| s.misses.contains(cap))
+        {
+            return Err(DropReason::KnownMiss(name));
+        }
+    }
+    if let Some(have) = m.context
+        && have < needs.context_tokens
+    {
+        return Err(DropReason::ContextTooSmall {
+            need: needs.context_tokens,
+            have,
+        });
+    }
+    if let Some(p) = state.providers.get(&m.provider)
+        && p.blocked_until_ms > now_ms
+    {
+        let why = p
+            .blocked_outcome
+            .map_or("a provider-wide failure", |o| o.as_str())
+            .to_string();
+        return Err(DropReason::ProviderBlocked {
+            until_ms: p.blocked_until_ms,
+            why,
+        });
+    }
+    if let Some(s) = state.model(&m.provider, &m.id)
+        && s.cooldown_until_ms > now_ms
+    {
+        let why = s
+            .last_outcome
+            .map_or("a failure", |o| o.as_str())
+            .to_string();
+        return Err(DropReason::CoolingDown {
+            until_ms: s.cooldown_until_ms,
+            why,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::AttemptOutcome;
+    use crate::plan::tests::model;
+    use crate::state::{ModelStats, ProviderStats, key};
+
+    #[test]
+    fn globs() {
+        assert!(glob_match(
+            "meta-llama/*",
+            "meta-llama/llama-3.3-70b-instruct:free"
+        ));
+        assert!(glob_match("*:free", "a/b:free"));
+        assert!(glob_match(
+            "*llama*70b*",
+            "meta-llama/llama-3.3-70b-instruct:free"
+        ));
+        assert!(!glob_match(
+            "*llama*8b*",
+            "meta-llama/llama-3.3-70b-instruct:free"
+        ));
+        assert!(glob_match("exact", "exact"));
+        assert!(!glob_match("exact", "exactly"));
+        assert!(!glob_match("a*a", "a"));
+    }
+
+    #[test]
+    fn user_filters() {
+        let m = model("or", "meta-llama/llama-3.3-70b-instruct:free");
+        let s = State::default();
+        let n = Needs::default();
+        let r = Route {
+            providers: vec!["other".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            check(&m, &r, &n, &s, 0),
+            Err(DropReason::ProviderNotSelected)
+        );
+        let r = Route {
+            models: vec!["x".into()],
+            ..Default::default()
+        };
+        assert_eq!(check(&m, &r, &n, &s, 0), Err(DropReason::NotRequested));
+        let r = Route {
+            exclude: vec!["meta-*".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            check(&m, &r, &n, &s, 0),
+            Err(DropReason::Excluded("meta-*".into()))
+        );
+    }
+
+    #[test]
+    fn paid_only_with_allow_paid() {
+        let mut m = model("or", "openai/gpt-4");
+        m.free = false;
+        let n = Needs::default();
+        assert_eq!(
+            check(&m, &Route::default(), &n, &State::default(), 0),
+            Err(DropReason::NotFree)
+        );
+        let r = Route {
+            allow_paid: true,
+            ..Default::default()
+        };
+        assert_eq!(check(&m, &r, &n, &State::default(), 0), Ok(()));
+    }
+
+    #[test]
+    fn context_and_capabilities() {
+        let m = model("or", "a");
+        let n = Needs {
+            context_tokens: 9000,
+            ..Default::default()
+        };
+        assert!(matches!(
+            check(&m, &Route::default(), &n, &State::default(), 0),
+            Err(DropReason::ContextTooSmall { .. })
+        ));
+        let mut unknown = model("or", "b");
+        unknown.context = None;
+        assert_eq!(
+            check(&unknown, &Route::default(), &n, &State::default(), 0),
+            Ok(())
+        );
+        let n = Needs {
+            vision: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            check(&m, &Route::default(), &n, &State::default(), 0),
+            Err(DropReason::Lacks("image input"))
+        );
+    }
+
+    #[test]
+    fn cooldowns_and_blocks_expire() {
+        let m = model("or", "a");
+        let mut s = State::default();
+        s.models.insert(
+            key("or", "a"),
+            ModelStats {
+                cooldown_until_ms: 100,
+                last_outcome: Some(AttemptOutcome::RateLimited),
+                ..Default::default()
+            },
+        );
+        let r = Route::default();
+        let n = Needs::default();
+        assert!(matches!(
+            check(&m, &r, &n, &s, 50),
+            Err(DropReason::CoolingDown { .. })
+        ));
+        assert_eq!(check(&m, &r, &n, &s, 100), Ok(()));
+        s.providers.insert(
+            "or".into(),
+            ProviderStats {
+                blocked_until_ms: 200,
+                blocked_outcome: Some(AttemptOutcome::QuotaExhausted),
+                ..Default::default()
+            },
+        );
+        let e = check(&m, &r, &n, &s, 150).unwrap_err();
+        assert!(e.to_string().contains("quota_exhausted"), "{e}");
+    }
+}

@@ -1,0 +1,261 @@
+//! Scores and orders kept candidates (DESIGN §3 step 3): a quality prior from the model's
+//! size, family and age, the user's `prefer`, measured health and latency, and a little
+//! jitter so load spreads and unmeasured models get tried. Pure: `now` and the Rng come in.
+
+use serde::Serialize;
+
+use super::Candidate;
+use super::filter::glob_match;
+use crate::catalog::Model;
+use crate::request::Route;
+use crate::state::State;
+
+/// Bonus for a model matching `prefer`: larger than every other part together.
+pub const PREFER_BONUS: f64 = 2.0;
+/// Weight of the measured success ratio (health 0.5 = unmeasured = no effect).
+pub const HEALTH_WEIGHT: f64 = 1.2;
+/// Most a fast first token can add.
+pub const LATENCY_WEIGHT: f64 = 0.3;
+/// Jitter spreads load and gets unmeasured models tried (DESIGN §3).
+pub const JITTER: f64 = 0.15;
+
+/// The parts of a candidate's score; `total` orders them. Printable in `--dry-run`.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Score {
+    pub total: f64,
+    pub quality: f64,
+    pub prefer: f64,
+    pub health: f64,
+    pub latency: f64,
+    pub jitter: f64,
+}
+
+impl Score {
+    pub fn explain(&self) -> String {
+        format!(
+            "quality {:.2} + prefer {:.2} + health {:+.2} + latency {:.2} + jitter {:.2}",
+            self.quality, self.prefer, self.health, self.latency, self.jitter
+        )
+    }
+}
+
+pub fn score(
+    m: &Model,
+    route: &Route,
+    state: &State,
+    now_ms: u64,
+    rng: &mut fastrand::Rng,
+) -> Score {
+    let quality = quality_prior(m, now_ms);
+    let prefer = if route.prefer.iter().any(|g| glob_match(g, &m.id)) {
+        PREFER_BONUS
+    } else {
+        0.0
+    };
+    let stats = state.model(&m.provider, &m.id);
+    let health = stats.map_or(0.0, |s| HEALTH_WEIGHT * (s.health(now_ms) - 0.5));
+    // Unmeasured models get half the latency credit, so one measured fast model wins.
+    let latency = match stats.and_then(|s| s.ttft_ms) {
+        Some(ms) => LATENCY_WEIGHT * (1.0 - (ms / 10_000.0).clamp(0.0, 1.0)),
+        None => LATENCY_WEIGHT / 2.0,
+    };
+    let jitter = JITTER * rng.f64();
+    Score {
+        total: quality + prefer + health + latency + jitter,
+        quality,
+        prefer,
+        health,
+        latency,
+        jitter,
+    }
+}
+
+/// Orders candidates: models named by `-m` in the order given, else by score; the
+/// `openrouter/free` router always last (it spends the same quota and picks at random).
+pub fn order(candidates: &mut [Candidate], pinned: &[String]) {
+    let pin_rank = |c: &Candidate| {
+        pinned
+            .iter()
+            .position(|p| p == &c.model.id)
+            .unwrap_or(usize::MAX)
+    };
+    candidates.sort_by(|a, b| {
+        a.model
+            .is_free_router()
+            .cmp(&b.model.is_free_router())
+            .then(pin_rank(a).cmp(&pin_rank(b)))
+            .then(b.score.total.total_cmp(&a.score.total))
+    });
+}
+
+/// 0..1 from the parameter count in the id, a small family table and the model's age.
+pub fn quality_prior(m: &Model, now_ms: u64) -> f64 {
+    let id = m.id.to_ascii_lowercase();
+    let size = match params_billions(&id) {
+        // 1B → 0, 1000B → 1, on a log scale.
+        Some(b) => (b.max(1.0).log10() / 3.0).clamp(0.0, 1.0),
+        None => 0.35,
+    };
+    const FAMILIES: &[(&str, f64)] = &[
+        ("deepseek", 0.15),
+        ("qwen3", 0.12),
+        ("kimi", 0.12),
+        ("glm", 0.1),
+        ("gpt-oss", 0.1),
+        ("llama-4", 0.1),
+        ("llama-3.3", 0.08),
+        ("gemini", 0.1),
+        ("gemma-3", 0.05),
+        ("gemma-4", 0.08),
+        ("mistral", 0.05),
+        ("nemotron", 0.05),
+        ("hermes", 0.05),
+    ];
+    let family = FAMILIES
+        .iter()
+        .find(|(f, _)| id.contains(f))
+        .map_or(0.0, |(_, b)| *b);
+    let small = ["nano", "mini", "tiny", "-1b", "-3b"]
+        .iter()
+        .any(|s| id.contains(s));
+    let age_bonus = match m.created {
+        Some(created) => {
+            let age_days = (now_ms / 1000).saturating_sub(created.max(0) as u64) / 86_400;
+            0.1 * (1.0 - (age_days as f64 / 730.0).clamp(0.0, 1.0))
+        }
+        None => 0.0,
+    };
+    (0.7 * size + family + age_bonus - if small { 0.1 } else { 0.0 }).clamp(0.0, 1.0)
+}
+
+/// The largest `<n>b` in the id (`70b`, `1.5b`, `120b`), ignoring active-parameter tags
+/// like `a12b`.
+pub fn params_billions(id: &str) -> Option<f64> {
+    let bytes = id.as_bytes();
+    let mut best: Option<f64> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i].is_ascii_digit()
+            && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric() && bytes[i - 1] != b'.')
+        {
+            let start = i;
+            while i < bytes.len() && (bytes[i].is_ascii_digit() || bytes[i] == b'.') {
+                i += 1;
+            }
+            let end_ok = i + 1 >= bytes.len() || !bytes[i + 1].is_ascii_alphanumeric();
+            if i < bytes.len()
+                && bytes[i] == b'b'
+                && end_ok
+                && let Ok(n) = id[start..i].parse::<f64>()
+            {
+                best = Some(best.map_or(n, |b: f64| b.max(n)));
+            }
+        } else {
+            i += 1;
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::tests::model;
+    use crate::state::{ModelStats, key};
+
+    #[test]
+    fn parameter_counts() {
+        assert_eq!(
+            params_billions("meta-llama/llama-3.3-70b-instruct:free"),
+            Some(70.0)
+        );
+        assert_eq!(params_billions("openai/gpt-oss-120b:free"), Some(120.0));
+        assert_eq!(
+            params_billions("nvidia/nemotron-3-nano-30b-a3b:free"),
+            Some(30.0)
+        );
+        assert_eq!(params_billions("qwen/qwen2.5-1.5b"), Some(1.5));
+        assert_eq!(params_billions("mistral/mistral-small"), None);
+        assert_eq!(params_billions("x/model-8bit"), None);
+    }
+
+    #[test]
+    fn bigger_models_rank_higher_by_prior() {
+        let big = model("or", "meta-llama/llama-3.3-70b-instruct:free");
+        let small = model("or", "meta-llama/llama-3.2-3b-instruct:free");
+        assert!(quality_prior(&big, 0) > quality_prior(&small, 0));
+    }
+
+    #[test]
+    fn prefer_beats_everything_and_failures_sink() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let route = Route {
+            prefer: vec!["*small*".into()],
+            ..Default::default()
+        };
+        let s = State::default();
+        let big = score(&model("or", "big-405b"), &route, &s, 0, &mut rng);
+        let small = score(&model("or", "small-1b"), &route, &s, 0, &mut rng);
+        assert!(small.total > big.total);
+
+        let mut st = State::default();
+        st.models.insert(
+            key("or", "big-405b"),
+            ModelStats {
+                fail: 5.0,
+                ..Default::default()
+            },
+        );
+        let failing = score(
+            &model("or", "big-405b"),
+            &Route::default(),
+            &st,
+            0,
+            &mut rng,
+        );
+        let fresh = score(&model("or", "mid-70b"), &Route::default(), &st, 0, &mut rng);
+        assert!(fresh.total > failing.total, "{fresh:?} vs {failing:?}");
+    }
+
+    #[test]
+    fn faster_measured_model_rises() {
+        let mut st = State::default();
+        st.models.insert(
+            key("or", "a-70b"),
+            ModelStats {
+                ok: 3.0,
+                ttft_ms: Some(300.0),
+                ..Default::default()
+            },
+        );
+        st.models.insert(
+            key("or", "b-70b"),
+            ModelStats {
+                ok: 3.0,
+                ttft_ms: Some(6000.0),
+                ..Default::default()
+            },
+        );
+        let mut rng = fastrand::Rng::with_seed(1);
+        let a = score(&model("or", "a-70b"), &Route::default(), &st, 0, &mut rng);
+        let b = score(&model("or", "b-70b"), &Route::default(), &st, 0, &mut rng);
+        assert!(a.latency - b.latency > JITTER);
+    }
+
+    #[test]
+    fn pinned_order_wins_and_free_router_is_last() {
+        let mk = |id: &str, total: f64| Candidate {
+            model: model("or", id),
+            score: Score {
+                total,
+                ..Default::default()
+            },
+        };
+        let mut free = mk("openrouter/free", 9.0);
+        free.model.router = true;
+        let mut cs = vec![free, mk("a", 1.0), mk("b", 2.0), mk("c", 3.0)];
+        order(&mut cs, &["a".into(), "b".into()]);
+        let ids: Vec<_> = cs.iter().map(|c| c.model.id.as_str()).collect();
+        assert_eq!(ids, vec!["a", "b", "c", "openrouter/free"]);
+    }
+}

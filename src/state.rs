@@ -1,0 +1,456 @@
+//! What the router remembers across runs (DESIGN §5): per-model health with time decay,
+//! latency, cool-downs and capability misses; per-provider blocks and quota windows.
+//!
+//! The file side is behind `Store`: `snapshot()` reads once without a lock at the start of a
+//! run; `update()` takes an exclusive lock only for a read-modify-write and writes through a
+//! temporary file and a rename, so concurrent runs lose nothing and a crash never leaves a
+//! torn file. A shared store (Redis, say) could take the file's place behind the same two calls.
+//! The pure policy (decay, back-off, health) is in the `impl`s and tested without files.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::outcome::{AttemptOutcome, AttemptRecord};
+
+pub const VERSION: u32 = 1;
+/// Outcome weights halve every six hours: a cron job that runs hourly still learns.
+pub const HALF_LIFE_MS: f64 = 6.0 * 3_600_000.0;
+/// The longest exponential back-off for a model that keeps failing.
+pub const MAX_BACKOFF_MS: u64 = 3_600_000;
+const LOG_CAP_BYTES: u64 = 1024 * 1024;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    /// Keyed by `provider/model-id` (see `key`).
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelStats>,
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderStats>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModelStats {
+    /// Decayed count of successes and failures.
+    pub ok: f64,
+    pub fail: f64,
+    pub updated_ms: u64,
+    /// Smoothed time to first token, ms.
+    pub ttft_ms: Option<f64>,
+    /// Smoothed completion tokens per second.
+    pub tps: Option<f64>,
+    pub cooldown_until_ms: u64,
+    pub consecutive_failures: u32,
+    pub last_outcome: Option<AttemptOutcome>,
+    pub last_error: Option<String>,
+    /// Capabilities the provider said this model lacks (`vision`, `tools`, `schema`).
+    pub misses: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProviderStats {
+    /// Every model of the provider is skipped until then (quota, key, balance, policy).
+    pub blocked_until_ms: u64,
+    pub blocked_outcome: Option<AttemptOutcome>,
+    pub blocked_reason: Option<String>,
+    /// Requests sent in the current minute window, which started at `minute_start_ms`.
+    pub minute_start_ms: u64,
+    pub minute_count: u32,
+    /// Requests sent on the UTC day `day` (days since the epoch).
+    pub day: u64,
+    pub day_count: u32,
+}
+
+pub fn key(provider: &str, model: &str) -> String {
+    format!("{provider}/{model}")
+}
+
+impl ModelStats {
+    /// Success ratio with a neutral prior: 0.5 for a model never measured.
+    pub fn health(&self, now_ms: u64) -> f64 {
+        let f = decay(self.updated_ms, now_ms);
+        (self.ok * f + 1.0) / ((self.ok + self.fail) * f + 2.0)
+    }
+
+    /// How much is known: near 0 for unmeasured or long-ago models.
+    pub fn confidence(&self, now_ms: u64) -> f64 {
+        let n = (self.ok + self.fail) * decay(self.updated_ms, now_ms);
+        n / (n + 2.0)
+    }
+
+    fn record(&mut self, a: &AttemptRecord, now_ms: u64) {
+        let f = decay(self.updated_ms, now_ms);
+        self.ok *= f;
+        self.fail *= f;
+        self.updated_ms = now_ms;
+        self.last_outcome = Some(a.outcome);
+        match a.outcome {
+            AttemptOutcome::Ok => {
+                self.ok += 1.0;
+                self.consecutive_failures = 0;
+                self.cooldown_until_ms = 0;
+                self.last_error = None;
+                if let Some(t) = a.first_token_ms {
+                    self.ttft_ms = Some(smooth(self.ttft_ms, t as f64));
+                }
+                if let Some(t) = a.tokens_per_sec {
+                    self.tps = Some(smooth(self.tps, t));
+                }
+            }
+            // A loser of a race says nothing about the model.
+            AttemptOutcome::Cancelled => {}
+            // The provider's fault, not this model's: the provider record carries it.
+            o if a.provider_wide || o == AttemptOutcome::Moderated => {
+                self.last_error = a.error.clone();
+            }
+            o => {
+                self.fail += 1.0;
+                self.consecutive_failures += 1;
+                self.last_error = a.error.clone();
+                if o == AttemptOutcome::CapabilityMissing
+                    && let Some(cap) = a.error.as_deref().and_then(missing_capability)
+                {
+                    self.misses.insert(cap.into());
+                }
+                if let Some(until) = backoff(o, self.consecutive_failures, a.retry_at_ms, now_ms) {
+                    self.cooldown_until_ms = self.cooldown_until_ms.max(until);
+                }
+            }
+        }
+    }
+}
+
+/// Which capability a "No endpoints found that support …" message names.
+pub fn missing_capability(message: &str) -> Option<&'static str> {
+    let m = message.to_ascii_lowercase();
+    if m.contains("image") {
+        Some("vision")
+    } else if m.contains("tool") {
+        Some("tools")
+    } else if m.contains("response_format") || m.contains("structured") || m.contains("json") {
+        Some("schema")
+    } else {
+        None
+    }
+}
+
+/// When a failed model may be tried again: the server's hint or an exponential back-off
+/// from 30 s, whichever is later, for failures that a wait can cure.
+pub fn backoff(
+    outcome: AttemptOutcome,
+    failures: u32,
+    hint_ms: Option<u64>,
+    now_ms: u64,
+) -> Option<u64> {
+    use AttemptOutcome::*;
+    match outcome {
+        RateLimited | ServerError | Timeout | ConnectionFailed | EmptyAnswer
+        | StreamInterrupted => {
+            let exp = crate::attempt::classify::MIN_COOLDOWN_MS
+                .saturating_mul(1u64 << failures.saturating_sub(1).min(16))
+                .min(MAX_BACKOFF_MS);
+            Some(hint_ms.unwrap_or(0).max(now_ms + exp))
+        }
+        _ => None,
+    }
+}
+
+fn decay(then_ms: u64, now_ms: u64) -> f64 {
+    let dt = now_ms.saturating_sub(then_ms) as f64;
+    0.5f64.powf(dt / HALF_LIFE_MS)
+}
+
+/// A moving average that clips outliers to a quarter or four times the current estimate.
+fn smooth(old: Option<f64>, sample: f64) -> f64 {
+    match old {
+        None => sample,
+        Some(o) => o + 0.3 * (sample.clamp(o / 4.0, o * 4.0) - o),
+    }
+}
+
+impl ProviderStats {
+    fn count_request(&mut self, now_ms: u64) {
+        if now_ms.saturating_sub(self.minute_start_ms) >= 60_000 {
+            self.minute_start_ms = now_ms;
+            self.minute_count = 0;
+        }
+        self.minute_count += 1;
+        let day = now_ms / 86_400_000;
+        if day != self.day {
+            self.day = day;
+            self.day_count = 0;
+        }
+        self.day_count += 1;
+    }
+}
+
+impl State {
+    pub fn model(&self, provider: &str, model: &str) -> Option<&ModelStats> {
+        self.models.get(&key(provider, model))
+    }
+
+    /// Folds one run's attempts into the state.
+    pub fn record_attempts(&mut self, attempts: &[AttemptRecord], now_ms: u64) {
+        for a in attempts {
+            let p = self.providers.entry(a.provider.clone()).or_default();
+            p.count_request(now_ms);
+            if a.provider_wide {
+                p.blocked_until_ms = p.blocked_until_ms.max(a.retry_at_ms.unwrap_or(0));
+                p.blocked_outcome = Some(a.outcome);
+                p.blocked_reason = a.error.clone();
+            }
+            self.models
+                .entry(key(&a.provider, &a.model))
+                .or_default()
+                .record(a, now_ms);
+        }
+    }
+}
+
+/// Where the state lives; `None` runs without memory.
+pub fn state_dir() -> Option<PathBuf> {
+    dirs::state_dir()
+        .or_else(dirs::data_local_dir)
+        .map(|d| d.join("freeroute"))
+}
+
+/// The file-backed store.
+pub struct Store {
+    dir: Option<PathBuf>,
+}
+
+impl Store {
+    pub fn new(dir: Option<PathBuf>) -> Self {
+        Store { dir }
+    }
+
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    fn file(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join("state.json"))
+    }
+
+    /// Reads the state once, without a lock (writers rename whole files into place).
+    /// An unreadable file is set aside and the run starts fresh, with a note.
+    pub fn snapshot(&self, notes: &mut Vec<String>) -> State {
+        let Some(path) = self.file() else {
+            return fresh();
+        };
+        read_or_set_aside(&path, notes)
+    }
+
+    /// Read-modify-write under an exclusive lock, written atomically. The lock is held only
+    /// for this call, never across network I/O.
+    pub fn update(
+        &self,
+        f: impl FnOnce(&mut State),
+        log_line: Option<&str>,
+    ) -> Result<Vec<String>, String> {
+        let Some(dir) = &self.dir else {
+            return Ok(Vec::new());
+        };
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("state.lock"))
+            .map_err(|e| format!("cannot open the lock file in {}: {e}", dir.display()))?;
+        lock.lock()
+            .map_err(|e| format!("cannot lock the state: {e}"))?;
+        let mut notes = Vec::new();
+        let path = dir.join("state.json");
+        let mut state = read_or_set_aside(&path, &mut notes);
+        f(&mut state);
+        let result = write_atomic(
+            &path,
+            &serde_json::to_vec(&state).expect("state serializes"),
+        )
+        .map_err(|e| format!("cannot write {}: {e}", path.display()));
+        if let (Ok(()), Some(line)) = (&result, log_line) {
+            append_log(&dir.join("requests.jsonl"), line)
+                .map_err(|e| format!("cannot write the request log: {e}"))?;
+        }
+        drop(lock);
+        result.map(|()| notes)
+    }
+}
+
+fn fresh() -> State {
+    State {
+        version: VERSION,
+        ..Default::default()
+    }
+}
+
+fn read_or_set_aside(path: &Path, notes: &mut Vec<String>) -> State {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(_) => return fresh(),
+    };
+    match serde_json::from_slice::<State>(&bytes) {
+        Ok(s) if s.version == VERSION => s,
+        Ok(s) => set_aside(
+            path,
+            &format!("version {} is not {VERSION}", s.version),
+            notes,
+        ),
+        Err(e) => set_aside(path, &e.to_string(), notes),
+    }
+}
+
+fn set_aside(path: &Path, why: &str, notes: &mut Vec<String>) -> State {
+    let aside = path.with_extension(format!("json.bad-{}", std::process::id()));
+    if std::fs::rename(path, &aside).is_ok() {
+        notes.push(format!(
+            "The state file {} was unreadable ({why}); set it aside as {} and started fresh",
+            path.display(),
+            aside.display()
+        ));
+    }
+    fresh()
+}
+
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_data()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Appends one line; past the cap, the older half of the log is dropped (atomically).
+fn append_log(path: &Path, line: &str) -> std::io::Result<()> {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() > LOG_CAP_BYTES) {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let cut = text.len() / 2;
+        let start = text[cut..].find('\n').map_or(text.len(), |i| cut + i + 1);
+        write_atomic(path, &text.as_bytes()[start..])?;
+    }
+    let mut f: File = OpenOptions::new().create(true).append(true).open(path)?;
+    f.write_all(line.as_bytes())?;
+    f.write_all(b"\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(outcome: AttemptOutcome) -> AttemptRecord {
+        AttemptRecord {
+            provider: "or".into(),
+            model: "m".into(),
+            outcome,
+            status: None,
+            error: Some("e".into()),
+            elapsed_ms: 10,
+            first_token_ms: Some(100),
+            tokens_per_sec: Some(50.0),
+            retry_at_ms: None,
+            provider_wide: false,
+        }
+    }
+
+    #[test]
+    fn health_decays_with_time_not_requests() {
+        let mut s = ModelStats::default();
+        s.record(&attempt(AttemptOutcome::ServerError), 0);
+        s.record(&attempt(AttemptOutcome::ServerError), 0);
+        assert!(s.health(0) < 0.3);
+        let later = (HALF_LIFE_MS * 10.0) as u64;
+        assert!(
+            (s.health(later) - 0.5).abs() < 0.01,
+            "old failures fade back to the prior"
+        );
+    }
+
+    #[test]
+    fn backoff_grows_and_respects_hints() {
+        let now = 1_000_000;
+        assert_eq!(
+            backoff(AttemptOutcome::RateLimited, 1, None, now),
+            Some(now + 30_000)
+        );
+        assert_eq!(
+            backoff(AttemptOutcome::RateLimited, 3, None, now),
+            Some(now + 120_000)
+        );
+        assert_eq!(
+            backoff(AttemptOutcome::ServerError, 30, None, now),
+            Some(now + MAX_BACKOFF_MS)
+        );
+        assert_eq!(
+            backoff(AttemptOutcome::RateLimited, 1, Some(now + 90_000), now),
+            Some(now + 90_000)
+        );
+        assert_eq!(backoff(AttemptOutcome::BadRequest, 1, None, now), None);
+    }
+
+    #[test]
+    fn latency_smoothing_clips_outliers() {
+        let mut s = ModelStats::default();
+        s.record(&attempt(AttemptOutcome::Ok), 0);
+        let mut slow = attempt(AttemptOutcome::Ok);
+        slow.first_token_ms = Some(100_000);
+        s.record(&slow, 1);
+        assert!(s.ttft_ms.unwrap() < 300.0, "{:?}", s.ttft_ms);
+    }
+
+    #[test]
+    fn provider_wide_failures_block_the_provider() {
+        let mut st = fresh();
+        let mut a = attempt(AttemptOutcome::QuotaExhausted);
+        a.provider_wide = true;
+        a.retry_at_ms = Some(5_000_000);
+        st.record_attempts(&[a], 1_000);
+        let p = &st.providers["or"];
+        assert_eq!(p.blocked_until_ms, 5_000_000);
+        assert_eq!(p.day_count, 1);
+        assert_eq!(
+            st.model("or", "m").unwrap().fail,
+            0.0,
+            "the model is not blamed"
+        );
+    }
+
+    #[test]
+    fn capability_miss_is_remembered() {
+        let mut s = ModelStats::default();
+        let mut a = attempt(AttemptOutcome::CapabilityMissing);
+        a.error = Some("No endpoints found that support image input".into());
+        s.record(&a, 0);
+        assert!(s.misses.contains("vision"));
+    }
+
+    #[test]
+    fn store_round_trip_and_garbage_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(Some(dir.path().to_path_buf()));
+        store
+            .update(
+                |s| s.record_attempts(&[attempt(AttemptOutcome::Ok)], 0),
+                Some("{\"x\":1}"),
+            )
+            .unwrap();
+        let mut notes = Vec::new();
+        assert!(store.snapshot(&mut notes).model("or", "m").is_some());
+        assert!(notes.is_empty());
+        std::fs::write(dir.path().join("state.json"), b"{garbage").unwrap();
+        let s = store.snapshot(&mut notes);
+        assert!(s.models.is_empty());
+        assert_eq!(notes.len(), 1);
+        assert!(!dir.path().join("state.json").exists());
+        let log = std::fs::read_to_string(dir.path().join("requests.jsonl")).unwrap();
+        assert_eq!(log, "{\"x\":1}\n");
+    }
+}

@@ -1,0 +1,109 @@
+//! One HTTP client for every provider: `POST {base}/chat/completions` and `GET
+//! {base}/models`. Redirects are never followed, so a key can only reach the base URL of
+//! its own provider. No policy: callers read statuses and bodies.
+
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
+
+use crate::providers::{Provider, ProviderKind};
+use crate::wire::openai::ChatRequest;
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new() -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("freeroute/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Client { http })
+    }
+
+    fn headers(provider: &Provider) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(key) = &provider.key
+            && let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+        {
+            v.set_sensitive(true);
+            h.insert(AUTHORIZATION, v);
+        }
+        if provider.kind == ProviderKind::OpenRouter {
+            // Attribution (reference §1.1); harmless elsewhere but only sent to OpenRouter.
+            h.insert("X-Title", HeaderValue::from_static("freeroute"));
+            h.insert("X-OpenRouter-Title", HeaderValue::from_static("freeroute"));
+        }
+        h
+    }
+
+    /// Sends a chat request; the caller reads status, headers and the body stream.
+    pub async fn chat(
+        &self,
+        provider: &Provider,
+        body: &ChatRequest<'_>,
+    ) -> reqwest::Result<reqwest::Response> {
+        let bytes = serde_json::to_vec(body).expect("request serializes");
+        self.http
+            .post(format!("{}/chat/completions", provider.base_url))
+            .headers(Self::headers(provider))
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, "text/event-stream, application/json")
+            .body(bytes)
+            .send()
+            .await
+    }
+
+    /// Fetches `GET {base}/models` whole, within `timeout`.
+    pub async fn models(&self, provider: &Provider, timeout: Duration) -> Result<Vec<u8>, String> {
+        let fut = async {
+            let resp = self
+                .http
+                .get(format!("{}/models", provider.base_url))
+                .headers(Self::headers(provider))
+                .send()
+                .await
+                .map_err(|e| describe_reqwest(&e))?;
+            let status = resp.status();
+            if !status.is_success() {
+                return Err(format!("HTTP {}", status.as_u16()));
+            }
+            resp.bytes()
+                .await
+                .map(|b| b.to_vec())
+                .map_err(|e| describe_reqwest(&e))
+        };
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| format!("no answer within {}s", timeout.as_secs()))?
+    }
+}
+
+/// A short, key-free description of a transport error.
+pub fn describe_reqwest(e: &reqwest::Error) -> String {
+    let mut s = if e.is_connect() {
+        "connection failed".to_string()
+    } else if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_body() || e.is_decode() {
+        "the connection broke while reading".to_string()
+    } else {
+        "request failed".to_string()
+    };
+    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    let mut last = None;
+    while let Some(inner) = src {
+        last = Some(inner.to_string());
+        src = inner.source();
+    }
+    if let Some(l) = last {
+        s.push_str(": ");
+        s.push_str(&l);
+    }
+    s
+}

@@ -1,0 +1,151 @@
+//! Serde types of the OpenAI-compatible chat-completions wire format, as OpenRouter and
+//! local servers speak it (`reference/openrouter.md` §1.2–§1.4). Tolerant: every field a
+//! server may omit has a default, and unknown fields are ignored. No logic.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A chat message. `content` is a string or a list of content parts, kept as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: String,
+    pub content: Value,
+}
+
+impl Message {
+    pub fn text(role: &str, text: impl Into<String>) -> Self {
+        Message {
+            role: role.into(),
+            content: Value::String(text.into()),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct StreamOptions {
+    pub include_usage: bool,
+}
+
+/// The request body of `POST {base}/chat/completions`.
+#[derive(Debug, Serialize)]
+pub struct ChatRequest<'a> {
+    pub model: &'a str,
+    pub messages: &'a [Message],
+    pub stream: bool,
+    /// Deprecated and ignored by OpenRouter; llama.cpp sends usage only when asked.
+    pub stream_options: StreamOptions,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+}
+
+/// `error` inside a body or a chunk. `code` is a number or a string (§1.4).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct WireError {
+    #[serde(default)]
+    pub code: Option<Value>,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub total_tokens: u64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Delta {
+    #[serde(default)]
+    pub content: Option<String>,
+    #[serde(default)]
+    pub reasoning: Option<String>,
+    #[serde(default)]
+    pub reasoning_content: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Choice {
+    #[serde(default)]
+    pub delta: Option<Delta>,
+    /// Non-streaming answers carry `message` instead of `delta`.
+    #[serde(default)]
+    pub message: Option<Delta>,
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+    #[serde(default)]
+    pub error: Option<WireError>,
+}
+
+/// One SSE chunk, or a whole non-streaming answer (same fields, `message` for `delta`).
+#[derive(Debug, Default, Deserialize)]
+pub struct Chunk {
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub choices: Vec<Choice>,
+    #[serde(default)]
+    pub usage: Option<Usage>,
+    #[serde(default)]
+    pub error: Option<WireError>,
+}
+
+/// An error body: `{"error": {…}}`, or Gemini's `[{"error": {…}}]` (§0 item 19).
+pub fn parse_error_body(body: &[u8]) -> Option<WireError> {
+    #[derive(Deserialize)]
+    struct Body {
+        error: Value,
+    }
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let obj = match v {
+        Value::Array(mut a) if !a.is_empty() => a.swap_remove(0),
+        other => other,
+    };
+    let body: Body = serde_json::from_value(obj).ok()?;
+    match body.error {
+        Value::String(s) => Some(WireError {
+            message: Some(s),
+            ..Default::default()
+        }),
+        other => serde_json::from_value(other).ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_in_every_shape() {
+        let e =
+            parse_error_body(br#"{"error":{"code":429,"message":"Rate limit exceeded"}}"#).unwrap();
+        assert_eq!(e.message.as_deref(), Some("Rate limit exceeded"));
+        let e = parse_error_body(
+            br#"[{"error":{"code":429,"message":"quota","status":"RESOURCE_EXHAUSTED"}}]"#,
+        )
+        .unwrap();
+        assert_eq!(e.message.as_deref(), Some("quota"));
+        let e = parse_error_body(br#"{"error":{"code":"server_error","message":"x"}}"#).unwrap();
+        assert_eq!(e.code, Some(Value::String("server_error".into())));
+        let e = parse_error_body(br#"{"error":"plain"}"#).unwrap();
+        assert_eq!(e.message.as_deref(), Some("plain"));
+        assert!(parse_error_body(b"<html>502</html>").is_none());
+    }
+
+    #[test]
+    fn chunk_with_unknown_fields_and_empty_choices() {
+        let c: Chunk = serde_json::from_str(
+            r#"{"id":"gen-1","provider":"Venice","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7,"cost":0}}"#,
+        )
+        .unwrap();
+        assert!(c.choices.is_empty());
+        assert_eq!(c.usage.unwrap().total_tokens, 7);
+    }
+}
