@@ -32,7 +32,6 @@ failed, 5 deadline passed, 6 configuration or key error, 130 interrupted.";
     version,
     about,
     after_long_help = EXAMPLES,
-    args_conflicts_with_subcommands = true,
     max_term_width = 100
 )]
 pub struct Cli {
@@ -232,7 +231,15 @@ mod tests {
     }
 
     #[test]
-    fn global_flags_work_after_subcommand() {
+    fn global_flags_work_before_and_after_subcommand() {
+        let cli =
+            Cli::try_parse_from(["freeroute", "--config", "x.toml", "config", "init"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Config(_))));
+        let cli = Cli::try_parse_from(["freeroute", "-q", "models"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Models(_))));
+        let cli = Cli::try_parse_from(["freeroute", "hello", "models"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.ask.prompt, vec!["hello", "models"]);
         let cli = Cli::try_parse_from(["freeroute", "config", "path", "-v"]).unwrap();
         assert!(cli.global.verbose);
     }

@@ -1,0 +1,95 @@
+
+use builtin;
+use str;
+
+set edit:completion:arg-completer[freeroute] = {|@words|
+    fn spaces {|n|
+        builtin:repeat $n ' ' | str:join ''
+    }
+    fn cand {|text desc|
+        edit:complex-candidate $text &display=$text' '(spaces (- 14 (wcswidth $text)))$desc
+    }
+    var command = 'freeroute'
+    for word $words[1..-1] {
+        if (str:has-prefix $word '-') {
+            break
+        }
+        set command = $command';'$word
+    }
+    var completions = [
+        &'freeroute'= {
+            cand -m 'Try exactly these models, in this order (repeatable)'
+            cand --model 'Try exactly these models, in this order (repeatable)'
+            cand -p 'Only use these providers (repeatable)'
+            cand --provider 'Only use these providers (repeatable)'
+            cand --exclude 'Drop models whose id matches GLOB (`*` wildcard, repeatable)'
+            cand --prefer 'Rank models whose id matches GLOB first (`*` wildcard, repeatable)'
+            cand -s 'System prompt'
+            cand --system 'System prompt'
+            cand --max-tokens 'Most tokens to generate'
+            cand --temperature 'Sampling temperature'
+            cand --timeout 'Deadline for the whole run, in seconds [default: 120]'
+            cand --attempts 'Most candidates to try [default: 8]'
+            cand --config 'Config file (default: $XDG_CONFIG_HOME/freeroute/config.toml)'
+            cand --allow-paid 'Permit models that are not free (never the default)'
+            cand --refresh 'Refetch the model catalogs now'
+            cand --offline 'Never touch the network for catalogs (use the cached copies)'
+            cand --json 'Print one JSON result object instead of plain text'
+            cand --stream 'Print tokens as they arrive (default when stdout is a terminal)'
+            cand --no-stream 'Print the answer only once it is complete (default when stdout is not a terminal)'
+            cand --dry-run 'Route but send nothing: print the plan and why each model was kept or dropped'
+            cand -v 'Print the routing trace on stderr'
+            cand --verbose 'Print the routing trace on stderr'
+            cand -q 'No spinner, no notes on stderr (errors are still printed)'
+            cand --quiet 'No spinner, no notes on stderr (errors are still printed)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand models 'List eligible free models in the order they would be tried'
+            cand config 'Where the config lives, the merged view, or a commented starter file'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'freeroute;models'= {
+            cand -m 'Try exactly these models, in this order (repeatable)'
+            cand --model 'Try exactly these models, in this order (repeatable)'
+            cand -p 'Only use these providers (repeatable)'
+            cand --provider 'Only use these providers (repeatable)'
+            cand --exclude 'Drop models whose id matches GLOB (`*` wildcard, repeatable)'
+            cand --prefer 'Rank models whose id matches GLOB first (`*` wildcard, repeatable)'
+            cand --config 'Config file (default: $XDG_CONFIG_HOME/freeroute/config.toml)'
+            cand --allow-paid 'Permit models that are not free (never the default)'
+            cand --refresh 'Refetch the model catalogs now'
+            cand --offline 'Never touch the network for catalogs (use the cached copies)'
+            cand --json 'Print a JSON array'
+            cand -v 'Print the routing trace on stderr'
+            cand --verbose 'Print the routing trace on stderr'
+            cand -q 'No spinner, no notes on stderr (errors are still printed)'
+            cand --quiet 'No spinner, no notes on stderr (errors are still printed)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'freeroute;config'= {
+            cand --config 'Config file (default: $XDG_CONFIG_HOME/freeroute/config.toml)'
+            cand --force 'With `init`: overwrite an existing file'
+            cand -v 'Print the routing trace on stderr'
+            cand --verbose 'Print the routing trace on stderr'
+            cand -q 'No spinner, no notes on stderr (errors are still printed)'
+            cand --quiet 'No spinner, no notes on stderr (errors are still printed)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'freeroute;help'= {
+            cand models 'List eligible free models in the order they would be tried'
+            cand config 'Where the config lives, the merged view, or a commented starter file'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'freeroute;help;models'= {
+        }
+        &'freeroute;help;config'= {
+        }
+        &'freeroute;help;help'= {
+        }
+    ]
+    $completions[$command]
+}

@@ -1,0 +1,70 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_freeroute_global_optspecs
+    string join \n m/model= p/provider= exclude= prefer= allow-paid refresh offline s/system= json stream no-stream max-tokens= temperature= timeout= attempts= dry-run config= v/verbose q/quiet h/help V/version
+end
+
+function __fish_freeroute_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_freeroute_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_freeroute_using_subcommand
+    set -l cmd (__fish_freeroute_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c freeroute -n "__fish_freeroute_needs_command" -s m -l model -d 'Try exactly these models, in this order (repeatable)' -r
+complete -c freeroute -n "__fish_freeroute_needs_command" -s p -l provider -d 'Only use these providers (repeatable)' -r
+complete -c freeroute -n "__fish_freeroute_needs_command" -l exclude -d 'Drop models whose id matches GLOB (`*` wildcard, repeatable)' -r
+complete -c freeroute -n "__fish_freeroute_needs_command" -l prefer -d 'Rank models whose id matches GLOB first (`*` wildcard, repeatable)' -r
+complete -c freeroute -n "__fish_freeroute_needs_command" -s s -l system -d 'System prompt' -r
+complete -c freeroute -n "__fish_freeroute_needs_command" -l max-tokens -d 'Most tokens to generate' -r
+complete -c freeroute -n "__fish_freeroute_needs_command" -l temperature -d 'Sampling temperature' -r
+complete -c freeroute -n "__fish_freeroute_needs_command" -l timeout -d 'Deadline for the whole run, in seconds [default: 120]' -r
+complete -c freeroute -n "__fish_freeroute_needs_command" -l attempts -d 'Most candidates to try [default: 8]' -r
+complete -c freeroute -n "__fish_freeroute_needs_command" -l config -d 'Config file (default: $XDG_CONFIG_HOME/freeroute/config.toml)' -r -F
+complete -c freeroute -n "__fish_freeroute_needs_command" -l allow-paid -d 'Permit models that are not free (never the default)'
+complete -c freeroute -n "__fish_freeroute_needs_command" -l refresh -d 'Refetch the model catalogs now'
+complete -c freeroute -n "__fish_freeroute_needs_command" -l offline -d 'Never touch the network for catalogs (use the cached copies)'
+complete -c freeroute -n "__fish_freeroute_needs_command" -l json -d 'Print one JSON result object instead of plain text'
+complete -c freeroute -n "__fish_freeroute_needs_command" -l stream -d 'Print tokens as they arrive (default when stdout is a terminal)'
+complete -c freeroute -n "__fish_freeroute_needs_command" -l no-stream -d 'Print the answer only once it is complete (default when stdout is not a terminal)'
+complete -c freeroute -n "__fish_freeroute_needs_command" -l dry-run -d 'Route but send nothing: print the plan and why each model was kept or dropped'
+complete -c freeroute -n "__fish_freeroute_needs_command" -s v -l verbose -d 'Print the routing trace on stderr'
+complete -c freeroute -n "__fish_freeroute_needs_command" -s q -l quiet -d 'No spinner, no notes on stderr (errors are still printed)'
+complete -c freeroute -n "__fish_freeroute_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c freeroute -n "__fish_freeroute_needs_command" -s V -l version -d 'Print version'
+complete -c freeroute -n "__fish_freeroute_needs_command" -a "models" -d 'List eligible free models in the order they would be tried'
+complete -c freeroute -n "__fish_freeroute_needs_command" -a "config" -d 'Where the config lives, the merged view, or a commented starter file'
+complete -c freeroute -n "__fish_freeroute_needs_command" -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c freeroute -n "__fish_freeroute_using_subcommand models" -s m -l model -d 'Try exactly these models, in this order (repeatable)' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand models" -s p -l provider -d 'Only use these providers (repeatable)' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand models" -l exclude -d 'Drop models whose id matches GLOB (`*` wildcard, repeatable)' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand models" -l prefer -d 'Rank models whose id matches GLOB first (`*` wildcard, repeatable)' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand models" -l config -d 'Config file (default: $XDG_CONFIG_HOME/freeroute/config.toml)' -r -F
+complete -c freeroute -n "__fish_freeroute_using_subcommand models" -l allow-paid -d 'Permit models that are not free (never the default)'
+complete -c freeroute -n "__fish_freeroute_using_subcommand models" -l refresh -d 'Refetch the model catalogs now'
+complete -c freeroute -n "__fish_freeroute_using_subcommand models" -l offline -d 'Never touch the network for catalogs (use the cached copies)'
+complete -c freeroute -n "__fish_freeroute_using_subcommand models" -l json -d 'Print a JSON array'
+complete -c freeroute -n "__fish_freeroute_using_subcommand models" -s v -l verbose -d 'Print the routing trace on stderr'
+complete -c freeroute -n "__fish_freeroute_using_subcommand models" -s q -l quiet -d 'No spinner, no notes on stderr (errors are still printed)'
+complete -c freeroute -n "__fish_freeroute_using_subcommand models" -s h -l help -d 'Print help'
+complete -c freeroute -n "__fish_freeroute_using_subcommand config" -l config -d 'Config file (default: $XDG_CONFIG_HOME/freeroute/config.toml)' -r -F
+complete -c freeroute -n "__fish_freeroute_using_subcommand config" -l force -d 'With `init`: overwrite an existing file'
+complete -c freeroute -n "__fish_freeroute_using_subcommand config" -s v -l verbose -d 'Print the routing trace on stderr'
+complete -c freeroute -n "__fish_freeroute_using_subcommand config" -s q -l quiet -d 'No spinner, no notes on stderr (errors are still printed)'
+complete -c freeroute -n "__fish_freeroute_using_subcommand config" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c freeroute -n "__fish_freeroute_using_subcommand help; and not __fish_seen_subcommand_from models config help" -f -a "models" -d 'List eligible free models in the order they would be tried'
+complete -c freeroute -n "__fish_freeroute_using_subcommand help; and not __fish_seen_subcommand_from models config help" -f -a "config" -d 'Where the config lives, the merged view, or a commented starter file'
+complete -c freeroute -n "__fish_freeroute_using_subcommand help; and not __fish_seen_subcommand_from models config help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

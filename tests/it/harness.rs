@@ -1,0 +1,154 @@
+//! Runs the binary in a sealed environment and collects stdout, stderr and exit code.
+//! A run that takes longer than `RUN_LIMIT` is killed and fails the test.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::fake::FakeServer;
+
+pub const KEY: &str = "sk-or-v1-test-secret-0123456789abcdef";
+const RUN_LIMIT: Duration = Duration::from_secs(60);
+
+pub struct Env {
+    pub home: tempfile::TempDir,
+    pub vars: Vec<(String, String)>,
+    pub config: String,
+}
+
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(self.stdout.trim_end())
+            .unwrap_or_else(|e| panic!("stdout is not one JSON value ({e}): {self}"))
+    }
+}
+
+impl std::fmt::Display for Out {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+impl Env {
+    /// An environment whose OpenRouter points at the fake server and has a key.
+    pub fn new(server: &FakeServer) -> Env {
+        let mut env = Env::bare();
+        env.vars.push(("OPENROUTER_API_KEY".into(), KEY.into()));
+        env.config = format!(
+            "[providers.openrouter]\nbase_url = \"{}\"\n",
+            server.url("/api/v1")
+        );
+        env
+    }
+
+    /// No key, no config.
+    pub fn bare() -> Env {
+        let home = tempfile::tempdir().unwrap();
+        let vars = vec![("FREEROUTE_SEED".into(), "7".into())];
+        Env {
+            home,
+            vars,
+            config: String::new(),
+        }
+    }
+
+    pub fn var(mut self, k: &str, v: &str) -> Env {
+        self.vars.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn config(mut self, extra: &str) -> Env {
+        self.config.push_str(extra);
+        self
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.home.path().join(rel)
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.path("state/freeroute")
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let config_path = self.path("config/freeroute/config.toml");
+        std::fs::create_dir_all(config_path.parent().unwrap()).unwrap();
+        std::fs::write(&config_path, &self.config).unwrap();
+        let mut c = Command::new(env!("CARGO_BIN_EXE_freeroute"));
+        c.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.home.path())
+            .env("XDG_CONFIG_HOME", self.path("config"))
+            .env("XDG_CACHE_HOME", self.path("cache"))
+            .env("XDG_STATE_HOME", self.path("state"))
+            .env("XDG_DATA_HOME", self.path("data"))
+            .env("NO_COLOR", "1");
+        for (k, v) in &self.vars {
+            c.env(k, v);
+        }
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Out {
+        self.run_full(args, None, &[])
+    }
+
+    pub fn run_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Out {
+        self.run_full(args, stdin, &[])
+    }
+
+    /// Runs with extra variables for this run only.
+    pub fn run_with_env(&self, args: &[&str], extra: &[(&str, &str)]) -> Out {
+        self.run_full(args, None, extra)
+    }
+
+    pub fn run_full(&self, args: &[&str], stdin: Option<&str>, extra: &[(&str, &str)]) -> Out {
+        let mut c = self.cmd(args);
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        c.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("spawn freeroute");
+        if let Some(text) = stdin {
+            let mut pipe = child.stdin.take().unwrap();
+            pipe.write_all(text.as_bytes()).unwrap();
+        }
+        let pid = child.id();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        let output = match rx.recv_timeout(RUN_LIMIT) {
+            Ok(o) => o.unwrap(),
+            Err(_) => {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+                panic!("freeroute {args:?} did not finish within {RUN_LIMIT:?}");
+            }
+        };
+        Out {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}

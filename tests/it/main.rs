@@ -1,0 +1,13 @@
+//! Integration tests: the real binary against a fake OpenRouter-compatible server on
+//! 127.0.0.1, with a cleared environment and temporary HOME and XDG folders.
+
+#[path = "../support/fake.rs"]
+mod fake;
+
+mod harness;
+
+mod ask;
+mod catalog;
+mod cli;
+mod failures;
+mod generated;

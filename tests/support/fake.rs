@@ -1,0 +1,468 @@
+//! A fake OpenAI/OpenRouter-compatible server on 127.0.0.1 for tests and benchmarks.
+//!
+//! It speaks enough HTTP/1.1 (keep-alive, chunked responses) for reqwest and curl, records
+//! every request, and answers with scripted replies that behave like the real providers in
+//! `shared/reference/openrouter.md`: keep-alive comments, the usage chunk after the finish
+//! chunk, error chunks inside HTTP 200 streams, hangs after the headers, dropped
+//! connections. Every connection is bounded in time, and the server stops when dropped.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The longest any connection is served, so a forgotten hang cannot outlive a test.
+const CONNECTION_LIMIT: Duration = Duration::from_secs(90);
+
+/// A request as received.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The `model` of a chat request.
+    pub fn model(&self) -> String {
+        self.json()["model"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+/// One step of a streamed reply.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// Raw bytes of the body, sent as one chunk.
+    Send(String),
+    Sleep(Duration),
+    /// Stop sending but keep the connection open (until the client leaves or the limit).
+    Hang,
+    /// Drop the connection without finishing the body.
+    Drop,
+}
+
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// A complete response with a body.
+    Full {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: String,
+    },
+    /// A 200 `text/event-stream` response written step by step (chunked encoding).
+    Stream {
+        headers: Vec<(String, String)>,
+        steps: Vec<Step>,
+    },
+    /// Read the request, never answer.
+    Hang,
+}
+
+impl Reply {
+    pub fn json(status: u16, body: impl Into<String>) -> Reply {
+        Reply::Full {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.into(),
+        }
+    }
+
+    pub fn json_with(status: u16, headers: &[(&str, &str)], body: impl Into<String>) -> Reply {
+        let mut h: Vec<(String, String)> = vec![("content-type".into(), "application/json".into())];
+        h.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Reply::Full {
+            status,
+            headers: h,
+            body: body.into(),
+        }
+    }
+
+    pub fn stream(steps: Vec<Step>) -> Reply {
+        Reply::Stream {
+            headers: vec![],
+            steps,
+        }
+    }
+}
+
+pub type Handler = Arc<dyn Fn(&Request) -> Reply + Send + Sync>;
+
+pub struct FakeServer {
+    pub port: u16,
+    requests: Arc<Mutex<Vec<Request>>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeServer {
+    pub fn start(handler: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> FakeServer {
+        Self::start_on(0, handler).expect("bind 127.0.0.1")
+    }
+
+    /// Starts on a given port (0: any free one).
+    pub fn start_on(
+        port: u16,
+        handler: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+    ) -> std::io::Result<FakeServer> {
+        let std_listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
+        std_listener.set_nonblocking(true)?;
+        let port = std_listener.local_addr()?.port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let handler: Handler = Arc::new(handler);
+        let recorded = requests.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = TcpListener::from_std(std_listener).unwrap();
+                let accept = async {
+                    loop {
+                        let Ok((sock, _)) = listener.accept().await else {
+                            continue;
+                        };
+                        let handler = handler.clone();
+                        let recorded = recorded.clone();
+                        tokio::spawn(async move {
+                            let _ = tokio::time::timeout(
+                                CONNECTION_LIMIT,
+                                serve(sock, handler, recorded),
+                            )
+                            .await;
+                        });
+                    }
+                };
+                tokio::select! {
+                    _ = accept => {}
+                    _ = rx => {}
+                }
+            });
+        });
+        Ok(FakeServer {
+            port,
+            requests,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// Chat requests only, in arrival order.
+    pub fn chats(&self) -> Vec<Request> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with("/chat/completions"))
+            .collect()
+    }
+
+    pub fn chat_models(&self) -> Vec<String> {
+        self.chats().iter().map(Request::model).collect()
+    }
+
+    pub fn count(&self, path_suffix: &str) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r.path.ends_with(path_suffix))
+            .count()
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn serve(sock: TcpStream, handler: Handler, recorded: Arc<Mutex<Vec<Request>>>) {
+    let _ = sock.set_nodelay(true);
+    let mut reader = BufReader::new(sock);
+    loop {
+        let Some(req) = read_request(&mut reader).await else {
+            return;
+        };
+        recorded.lock().unwrap().push(req.clone());
+        let reply = handler(&req);
+        let sock = reader.get_mut();
+        let keep = match reply {
+            Reply::Full {
+                status,
+                headers,
+                body,
+            } => {
+                let mut head = format!(
+                    "HTTP/1.1 {status} {}\r\ncontent-length: {}\r\n",
+                    reason(status),
+                    body.len()
+                );
+                for (k, v) in headers {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                head.push_str("\r\n");
+                head.push_str(&body);
+                sock.write_all(head.as_bytes()).await.is_ok()
+            }
+            Reply::Hang => {
+                // Wait until the client goes away (a read returns 0 or fails).
+                let mut buf = [0u8; 64];
+                let _ = reader.read(&mut buf).await;
+                false
+            }
+            Reply::Stream { headers, steps } => {
+                let mut head = String::from(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\ncache-control: no-cache\r\n",
+                );
+                for (k, v) in headers {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                head.push_str("\r\n");
+                if sock.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut finished = true;
+                for step in steps {
+                    match step {
+                        Step::Send(data) => {
+                            if data.is_empty() {
+                                continue;
+                            }
+                            let chunk = format!("{:x}\r\n{data}\r\n", data.len());
+                            if sock.write_all(chunk.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                        Step::Sleep(d) => tokio::time::sleep(d).await,
+                        Step::Hang => {
+                            let mut buf = [0u8; 64];
+                            let _ = reader.read(&mut buf).await;
+                            return;
+                        }
+                        Step::Drop => {
+                            finished = false;
+                            break;
+                        }
+                    }
+                }
+                if !finished {
+                    return;
+                }
+                reader.get_mut().write_all(b"0\r\n\r\n").await.is_ok()
+            }
+        };
+        if !keep {
+            return;
+        }
+    }
+}
+
+async fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).await.ok()? == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let path = parts.next()?.to_string();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).await.ok()? == 0 {
+            return None;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    let len = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body).await.ok()?;
+    Some(Request {
+        method,
+        path,
+        headers,
+        body,
+    })
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
+        403 => "Forbidden",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        413 => "Payload Too Large",
+        422 => "Unprocessable Entity",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}
+
+// ---- Realistic bodies (shapes from shared/reference/openrouter.md §3) ----
+
+pub fn chunk(model: &str, delta: serde_json::Value, finish: Option<&str>) -> String {
+    let v = serde_json::json!({
+        "id": "gen-1768896871-9HgAQqS1Z72C6gApaidi",
+        "provider": "OpenInference",
+        "model": model,
+        "object": "chat.completion.chunk",
+        "created": 1768896871,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "native_finish_reason": finish, "logprobs": null}]
+    });
+    format!("data: {v}\n\n")
+}
+
+/// A whole OpenRouter-style stream: keep-alive comments, a role chunk, one chunk per
+/// piece, the finish chunk, the usage chunk after it, `[DONE]`.
+pub fn answer_steps(model: &str, pieces: &[&str]) -> Vec<Step> {
+    let mut steps = vec![
+        Step::Send(": OPENROUTER PROCESSING\n\n".into()),
+        Step::Send(": OPENROUTER PROCESSING\n\n".into()),
+        Step::Send(chunk(
+            model,
+            serde_json::json!({"role": "assistant", "content": "", "reasoning": null}),
+            None,
+        )),
+    ];
+    for p in pieces {
+        steps.push(Step::Send(chunk(
+            model,
+            serde_json::json!({"role": "assistant", "content": p}),
+            None,
+        )));
+    }
+    steps.push(Step::Send(chunk(
+        model,
+        serde_json::json!({"role": "assistant", "content": ""}),
+        Some("stop"),
+    )));
+    let usage = serde_json::json!({
+        "id": "gen-1", "provider": "OpenInference", "model": model, "object": "chat.completion.chunk",
+        "created": 1768896871,
+        "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}],
+        "usage": {"prompt_tokens": 12, "completion_tokens": pieces.len(), "total_tokens": 12 + pieces.len()}
+    });
+    steps.push(Step::Send(format!("data: {usage}\n\n")));
+    steps.push(Step::Send("data: [DONE]\n\n".into()));
+    steps
+}
+
+pub fn answer(model: &str, pieces: &[&str]) -> Reply {
+    Reply::stream(answer_steps(model, pieces))
+}
+
+/// Starts answering, then fails mid-stream with an error chunk in the HTTP 200 stream.
+pub fn mid_stream_error(model: &str, pieces: &[&str]) -> Reply {
+    let mut steps = vec![Step::Send(": OPENROUTER PROCESSING\n\n".into())];
+    for p in pieces {
+        steps.push(Step::Send(chunk(
+            model,
+            serde_json::json!({"content": p}),
+            None,
+        )));
+    }
+    let err = serde_json::json!({
+        "id": "gen-abc123", "object": "chat.completion.chunk", "created": 1234567890, "model": model,
+        "provider": "OpenAI",
+        "error": {"code": 502, "message": "Provider disconnected mid-stream", "metadata": {"error_type": "provider_unavailable"}},
+        "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}]
+    });
+    steps.push(Step::Send(format!("data: {err}\n\n")));
+    steps.push(Step::Send("data: [DONE]\n\n".into()));
+    Reply::stream(steps)
+}
+
+pub fn error_json(code: u16, message: &str) -> Reply {
+    Reply::json(
+        code,
+        serde_json::json!({"error": {"code": code, "message": message}}).to_string(),
+    )
+}
+
+pub fn upstream_429(model: &str) -> Reply {
+    Reply::json(429, serde_json::json!({"error": {"message": "Provider returned error", "code": 429, "metadata": {
+        "raw": format!("{model} is temporarily rate-limited upstream. Please retry shortly, or add your own key to accumulate your rate limits: https://openrouter.ai/settings/integrations"),
+        "provider_name": "DeepInfra", "is_byok": false, "provider_error_code": "engine_overloaded",
+        "limit_source": "upstream_provider_shared_pool"}}}).to_string())
+}
+
+pub fn daily_quota_429(reset_ms: u64) -> Reply {
+    let body = serde_json::json!({"error": {"message": "Rate limit exceeded: free-models-per-day. Add 10 credits to unlock 1000 free model requests per day", "code": 429, "metadata": {"headers": {"X-RateLimit-Limit": "50", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset_ms.to_string()}, "limit_source": "openrouter_free_tier_daily"}}});
+    Reply::json_with(
+        429,
+        &[
+            ("X-RateLimit-Limit", "50"),
+            ("X-RateLimit-Remaining", "0"),
+            ("X-RateLimit-Reset", &reset_ms.to_string()),
+        ],
+        body.to_string(),
+    )
+}
+
+/// An OpenRouter-shaped catalog entry.
+pub fn model_entry(
+    id: &str,
+    prompt_price: &str,
+    context: Option<u64>,
+    inputs: &[&str],
+    params: &[&str],
+) -> serde_json::Value {
+    serde_json::json!({
+        "id": id, "canonical_slug": id, "name": id, "created": 1760000000,
+        "context_length": context,
+        "architecture": {"input_modalities": inputs, "output_modalities": ["text"], "modality": "text->text", "tokenizer": "Other", "instruct_type": null},
+        "pricing": {"prompt": prompt_price, "completion": prompt_price, "request": "0", "image": "0"},
+        "top_provider": {"context_length": context, "max_completion_tokens": null, "is_moderated": false},
+        "per_request_limits": null,
+        "supported_parameters": params,
+        "default_parameters": null,
+        "expiration_date": null
+    })
+}
+
+pub fn catalog(entries: Vec<serde_json::Value>) -> Reply {
+    Reply::json(200, serde_json::json!({"data": entries}).to_string())
+}
