@@ -45,7 +45,12 @@ fn first_outcome(reply: impl Fn() -> Reply + Send + Sync + 'static) -> (String, 
 
 #[test]
 fn model_level_failures_fall_back_to_the_next_model() {
-    let cases: Vec<(&str, Box<dyn Fn() -> Reply + Send + Sync>, Option<u16>)> = vec![
+    type Case = (
+        &'static str,
+        Box<dyn Fn() -> Reply + Send + Sync>,
+        Option<u16>,
+    );
+    let cases: Vec<Case> = vec![
         (
             "rate_limited",
             Box::new(|| fake::upstream_429(BIG)),
@@ -364,6 +369,20 @@ fn quota_429_skips_the_providers_other_free_models_and_moves_on() {
     let a: JsonAnswer = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(a.provider, "second");
     assert_eq!(a.attempts[0].outcome, "quota_exhausted");
+    assert_eq!(
+        (
+            a.attempts[0].provider.as_str(),
+            a.attempts[0].model.as_str()
+        ),
+        ("openrouter", BIG)
+    );
+    assert_eq!(
+        (
+            a.attempts[1].provider.as_str(),
+            a.attempts[1].model.as_str()
+        ),
+        ("second", "local-model")
+    );
     let to_openrouter = s
         .chats()
         .iter()
