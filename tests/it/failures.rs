@@ -547,3 +547,46 @@ fn a_cooled_down_model_is_not_tried_first_next_run() {
     assert_ne!(asked[2], BIG, "the rate-limited model is cooling down");
     let _ = Duration::ZERO;
 }
+
+#[test]
+fn ctrl_c_ends_the_run_at_once_with_130() {
+    let s = server(|_| Reply::Hang);
+    let env = Env::new(&s);
+    let child = env
+        .cmd(&["--json", "-m", BIG, "--timeout", "50", "q"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waited = std::time::Instant::now();
+    while s.chats().is_empty() {
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "the request never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pid = child.id();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = rx
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+            panic!("Ctrl-C did not end the run");
+        });
+    let out = out.unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["kind"], "interrupted");
+    assert_eq!(v["ok"], false);
+}
