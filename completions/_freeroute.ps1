@@ -50,6 +50,7 @@ Register-ArgumentCompleter -Native -CommandName 'freeroute' -ScriptBlock {
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('models', 'models', [CompletionResultType]::ParameterValue, 'List eligible free models in the order they would be tried')
+            [CompletionResult]::new('stats', 'stats', [CompletionResultType]::ParameterValue, 'What the router remembers: health, latency, cool-downs, quotas')
             [CompletionResult]::new('config', 'config', [CompletionResultType]::ParameterValue, 'Where the config lives, the merged view, or a commented starter file')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -74,6 +75,18 @@ Register-ArgumentCompleter -Native -CommandName 'freeroute' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             break
         }
+        'freeroute;stats' {
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file (default: $XDG_CONFIG_HOME/freeroute/config.toml)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print one JSON object')
+            [CompletionResult]::new('--reset', '--reset', [CompletionResultType]::ParameterName, 'Forget everything remembered (state and request log)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Print the routing trace on stderr')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Print the routing trace on stderr')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'No spinner, no notes on stderr (errors are still printed)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'No spinner, no notes on stderr (errors are still printed)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
         'freeroute;config' {
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file (default: $XDG_CONFIG_HOME/freeroute/config.toml)')
             [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'With `init`: overwrite an existing file')
@@ -87,11 +100,15 @@ Register-ArgumentCompleter -Native -CommandName 'freeroute' -ScriptBlock {
         }
         'freeroute;help' {
             [CompletionResult]::new('models', 'models', [CompletionResultType]::ParameterValue, 'List eligible free models in the order they would be tried')
+            [CompletionResult]::new('stats', 'stats', [CompletionResultType]::ParameterValue, 'What the router remembers: health, latency, cool-downs, quotas')
             [CompletionResult]::new('config', 'config', [CompletionResultType]::ParameterValue, 'Where the config lives, the merged view, or a commented starter file')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
         'freeroute;help;models' {
+            break
+        }
+        'freeroute;help;stats' {
             break
         }
         'freeroute;help;config' {

@@ -25,6 +25,9 @@ _freeroute() {
             freeroute,models)
                 cmd="freeroute__subcmd__models"
                 ;;
+            freeroute,stats)
+                cmd="freeroute__subcmd__stats"
+                ;;
             freeroute__subcmd__help,config)
                 cmd="freeroute__subcmd__help__subcmd__config"
                 ;;
@@ -34,6 +37,9 @@ _freeroute() {
             freeroute__subcmd__help,models)
                 cmd="freeroute__subcmd__help__subcmd__models"
                 ;;
+            freeroute__subcmd__help,stats)
+                cmd="freeroute__subcmd__help__subcmd__stats"
+                ;;
             *)
                 ;;
         esac
@@ -41,7 +47,7 @@ _freeroute() {
 
     case "${cmd}" in
         freeroute)
-            opts="-m -p -s -v -q -h -V --model --provider --exclude --prefer --allow-paid --refresh --offline --system --json --stream --no-stream --max-tokens --temperature --timeout --attempts --dry-run --config --verbose --quiet --help --version models config help"
+            opts="-m -p -s -v -q -h -V --model --provider --exclude --prefer --allow-paid --refresh --offline --system --json --stream --no-stream --max-tokens --temperature --timeout --attempts --dry-run --config --verbose --quiet --help --version models stats config help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -125,7 +131,7 @@ _freeroute() {
             return 0
             ;;
         freeroute__subcmd__help)
-            opts="models config help"
+            opts="models stats config help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -180,6 +186,20 @@ _freeroute() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        freeroute__subcmd__help__subcmd__stats)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         freeroute__subcmd__models)
             opts="-m -p -v -q -h --model --provider --exclude --prefer --allow-paid --refresh --offline --json --config --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -211,6 +231,24 @@ _freeroute() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        freeroute__subcmd__stats)
+            opts="-v -q -h --json --reset --config --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -47,6 +47,7 @@ set edit:completion:arg-completer[freeroute] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
             cand models 'List eligible free models in the order they would be tried'
+            cand stats 'What the router remembers: health, latency, cool-downs, quotas'
             cand config 'Where the config lives, the merged view, or a commented starter file'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -69,6 +70,17 @@ set edit:completion:arg-completer[freeroute] = {|@words|
             cand -h 'Print help'
             cand --help 'Print help'
         }
+        &'freeroute;stats'= {
+            cand --config 'Config file (default: $XDG_CONFIG_HOME/freeroute/config.toml)'
+            cand --json 'Print one JSON object'
+            cand --reset 'Forget everything remembered (state and request log)'
+            cand -v 'Print the routing trace on stderr'
+            cand --verbose 'Print the routing trace on stderr'
+            cand -q 'No spinner, no notes on stderr (errors are still printed)'
+            cand --quiet 'No spinner, no notes on stderr (errors are still printed)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
         &'freeroute;config'= {
             cand --config 'Config file (default: $XDG_CONFIG_HOME/freeroute/config.toml)'
             cand --force 'With `init`: overwrite an existing file'
@@ -81,10 +93,13 @@ set edit:completion:arg-completer[freeroute] = {|@words|
         }
         &'freeroute;help'= {
             cand models 'List eligible free models in the order they would be tried'
+            cand stats 'What the router remembers: health, latency, cool-downs, quotas'
             cand config 'Where the config lives, the merged view, or a commented starter file'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'freeroute;help;models'= {
+        }
+        &'freeroute;help;stats'= {
         }
         &'freeroute;help;config'= {
         }

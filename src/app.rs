@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::attempt::{self, Stop};
 use crate::catalog::{self, Loaded};
-use crate::cli::{AskArgs, Cli, Command, ConfigAction, ConfigArgs, ModelsArgs};
+use crate::cli::{AskArgs, Cli, Command, ConfigAction, ConfigArgs, ModelsArgs, StatsArgs};
 use crate::config::{self, Config};
 use crate::error::{Error, ErrorKind, Result};
 use crate::input;
@@ -31,6 +31,7 @@ pub fn run(cli: Cli) -> i32 {
         None => ask(&cli.ask, cli.global.config.as_deref(), &mut printer),
         Some(Command::Models(args)) => models(&args, cli.global.config.as_deref(), &printer),
         Some(Command::Config(args)) => config_cmd(&args, cli.global.config.as_deref(), &printer),
+        Some(Command::Stats(args)) => stats(&args, &printer),
     };
     match result {
         Ok(()) => 0,
@@ -317,9 +318,13 @@ fn remember(setup: &Setup, attempts: &[AttemptRecord], req: &Request, printer: &
         "timeout_ms": req.timeout.as_millis() as u64,
     })
     .to_string();
+    let limits = |name: &str| {
+        let p = setup.providers.iter().find(|p| p.name == name);
+        p.map(|p| p.limits).unwrap_or_default()
+    };
     match setup
         .store
-        .update(|s| s.record_attempts(attempts, now), Some(&line))
+        .update(|s| s.record_attempts(attempts, now, &limits), Some(&line))
     {
         Ok(notes) => notes.iter().for_each(|n| printer.note(n)),
         Err(e) => printer.note(&format!("Running without memory: {e}")),
@@ -577,4 +582,157 @@ fn config_cmd(args: &ConfigArgs, config_flag: Option<&Path>, printer: &Printer) 
             Ok(())
         }
     }
+}
+
+/// `freeroute stats`: what the router remembers, as a table or one JSON object.
+fn stats(args: &StatsArgs, printer: &Printer) -> Result<()> {
+    let store = Store::new(state::state_dir());
+    if args.reset {
+        store
+            .reset()
+            .map_err(|e| Error::internal(format!("Cannot reset the state: {e}")))?;
+        printer
+            .note("Forgot all remembered health, latency, cool-downs, quotas and the request log");
+        return Ok(());
+    }
+    let mut notes = Vec::new();
+    let st = store.snapshot(&mut notes);
+    notes.iter().for_each(|n| printer.note(n));
+    let now = crate::now_ms();
+    let (runs, answered) = store
+        .log_path()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .map_or((0, 0), |text| {
+            let runs = text.lines().filter(|l| !l.trim().is_empty()).count();
+            let ok = text.lines().filter(|l| l.contains("\"ok\":true")).count();
+            (runs, ok)
+        });
+    let models: Vec<_> = st
+        .models
+        .iter()
+        .map(|(key, m)| {
+            let (provider, model) = key.split_once('/').unwrap_or((key.as_str(), ""));
+            json!({
+                "provider": provider,
+                "model": model,
+                "success_ratio": round(m.health(now)),
+                "ok": round(m.ok),
+                "failed": round(m.fail),
+                "first_token_ms": m.ttft_ms.map(|t| t.round()),
+                "tokens_per_sec": m.tps.map(round),
+                "cooldown_until_ms": (m.cooldown_until_ms > now).then_some(m.cooldown_until_ms),
+                "last_outcome": m.last_outcome,
+                "last_error": m.last_error,
+                "missing": m.misses,
+                "updated_ms": m.updated_ms,
+            })
+        })
+        .collect();
+    let providers: Vec<_> = st
+        .providers
+        .iter()
+        .map(|(name, p)| {
+            let block = (p.blocked_until_ms > now)
+                .then(|| {
+                    (
+                        p.blocked_until_ms,
+                        p.blocked_outcome
+                            .map_or("blocked", |o| o.as_str())
+                            .to_string(),
+                    )
+                })
+                .or_else(|| p.quota_block(now));
+            let today = p.day == now / 86_400_000;
+            let this_minute = now < p.minute_start_ms + 60_000;
+            json!({
+                "provider": name,
+                "requests_this_minute": if this_minute { p.minute_count } else { 0 },
+                "requests_today": if today { p.day_count } else { 0 },
+                "per_minute_limit": p.per_minute,
+                "per_day_limit": p.day_limit.or(p.per_day),
+                "skipped_until_ms": block.as_ref().map(|b| b.0),
+                "skipped_because": block.as_ref().map(|b| b.1.clone()),
+            })
+        })
+        .collect();
+    if args.json {
+        printer.json(&json!({
+            "state_dir": store.dir(),
+            "models": models,
+            "providers": providers,
+            "runs_logged": runs,
+            "runs_answered": answered,
+        }));
+        return Ok(());
+    }
+    let mut s = String::new();
+    if let Some(d) = store.dir() {
+        s.push_str(&format!(
+            "# {}: {runs} runs logged, {answered} answered\n",
+            d.display()
+        ));
+    }
+    if models.is_empty() && providers.is_empty() {
+        s.push_str("Nothing remembered yet.\n");
+        printer.stdout(&s);
+        return Ok(());
+    }
+    s.push_str(&format!(
+        "{:<60} {:>7} {:>9} {:>8} {:>10}  {}\n",
+        "MODEL", "SUCCESS", "1ST TOKEN", "TOK/S", "COOL-DOWN", "LAST"
+    ));
+    for (m, (key, _)) in models.iter().zip(&st.models) {
+        let cool = m["cooldown_until_ms"]
+            .as_u64()
+            .map_or("-".to_string(), |t| {
+                crate::plan::filter::format_wait(t, now)
+            });
+        let last = match (m["last_outcome"].as_str(), m["last_error"].as_str()) {
+            (Some(o), Some(e)) => format!("{o}: {}", e.chars().take(60).collect::<String>()),
+            (Some(o), None) => o.to_string(),
+            _ => "-".into(),
+        };
+        s.push_str(&format!(
+            "{:<60} {:>6.0}% {:>9} {:>8} {:>10}  {}\n",
+            key,
+            m["success_ratio"].as_f64().unwrap_or(0.5) * 100.0,
+            m["first_token_ms"]
+                .as_f64()
+                .map_or("-".into(), |t| format!("{t:.0} ms")),
+            m["tokens_per_sec"]
+                .as_f64()
+                .map_or("-".into(), |t| format!("{t:.0}")),
+            cool,
+            last
+        ));
+    }
+    s.push_str(&format!(
+        "\n{:<20} {:>12} {:>12}  {}\n",
+        "PROVIDER", "THIS MINUTE", "TODAY (UTC)", "SKIPPED"
+    ));
+    for p in &providers {
+        let limit = |v: &serde_json::Value| v.as_u64().map_or(String::new(), |n| format!("/{n}"));
+        let skipped = match (
+            p["skipped_until_ms"].as_u64(),
+            p["skipped_because"].as_str(),
+        ) {
+            (Some(t), Some(why)) => {
+                format!("for {} ({why})", crate::plan::filter::format_wait(t, now))
+            }
+            _ => "-".into(),
+        };
+        s.push_str(&format!(
+            "{:<20} {:>12} {:>12}  {}\n",
+            p["provider"].as_str().unwrap_or(""),
+            format!(
+                "{}{}",
+                p["requests_this_minute"],
+                limit(&p["per_minute_limit"])
+            ),
+            format!("{}{}", p["requests_today"], limit(&p["per_day_limit"])),
+            skipped
+        ));
+    }
+    printer.stdout(&s);
+    Ok(())
 }

@@ -226,6 +226,7 @@ mod tests {
             paid: false,
             models: None,
             configured: false,
+            limits: Default::default(),
         }
     }
 

@@ -145,8 +145,21 @@ pub struct AskArgs {
 pub enum Command {
     /// List eligible free models in the order they would be tried
     Models(ModelsArgs),
+    /// What the router remembers: health, latency, cool-downs, quotas
+    Stats(StatsArgs),
     /// Where the config lives, the merged view, or a commented starter file
     Config(ConfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Print one JSON object
+    #[arg(long)]
+    pub json: bool,
+
+    /// Forget everything remembered (state and request log)
+    #[arg(long)]
+    pub reset: bool,
 }
 
 #[derive(Debug, Args)]

@@ -74,6 +74,9 @@ pub struct AttemptRecord {
     /// The failure concerns every model of the provider (quota, key, balance, policy).
     #[serde(skip)]
     pub provider_wide: bool,
+    /// The provider's daily request limit, when its quota reply stated it.
+    #[serde(skip)]
+    pub day_limit: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -25,6 +25,15 @@ pub struct Builtin {
     pub key_env: &'static str,
     pub kind: ProviderKind,
     pub signup: &'static str,
+    pub limits: Limits,
+}
+
+/// A provider's documented free-tier request limits, when it has any. A daily limit learned
+/// from the provider's own 429 replaces `per_day` (see `state.rs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub per_minute: Option<u32>,
+    pub per_day: Option<u32>,
 }
 
 pub const BUILTINS: &[Builtin] = &[Builtin {
@@ -33,6 +42,12 @@ pub const BUILTINS: &[Builtin] = &[Builtin {
     key_env: "OPENROUTER_API_KEY",
     kind: ProviderKind::OpenRouter,
     signup: "https://openrouter.ai/keys",
+    // 20 a minute for every account; 50 or 1000 a day depending on credits bought, so the
+    // daily figure is learned from the first quota 429 (reference §1.6).
+    limits: Limits {
+        per_minute: Some(20),
+        per_day: None,
+    },
 }];
 
 pub fn is_builtin(name: &str) -> bool {
@@ -54,6 +69,7 @@ pub struct Provider {
     pub models: Option<Vec<ModelConfig>>,
     /// Added by the user's config (its models count as free unless `paid`).
     pub configured: bool,
+    pub limits: Limits,
 }
 
 /// A provider that is known but not used this run, and why (`config show`, `-v`).
@@ -102,6 +118,7 @@ pub fn resolve(
             paid: over.is_some_and(|o| o.paid),
             models: over.and_then(|o| o.models.clone()),
             configured: false,
+            limits: b.limits,
         });
     }
     for (name, p) in &config.providers {
@@ -146,6 +163,11 @@ pub fn resolve(
             paid: p.paid,
             models: p.models.clone(),
             configured: true,
+            limits: if kind == ProviderKind::OpenRouter {
+                BUILTINS[0].limits
+            } else {
+                Limits::default()
+            },
         });
     }
     (enabled, disabled)

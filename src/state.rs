@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::outcome::{AttemptOutcome, AttemptRecord};
+use crate::providers::Limits;
 
 pub const VERSION: u32 = 1;
 /// Outcome weights halve every six hours: a cron job that runs hourly still learns.
@@ -65,6 +66,11 @@ pub struct ProviderStats {
     /// Requests sent on the UTC day `day` (days since the epoch).
     pub day: u64,
     pub day_count: u32,
+    /// The daily limit the provider stated in its last quota reply.
+    pub day_limit: Option<u32>,
+    /// The documented per-minute and per-day limits, as known when last used.
+    pub per_minute: Option<u32>,
+    pub per_day: Option<u32>,
 }
 
 pub fn key(provider: &str, model: &str) -> String {
@@ -175,6 +181,29 @@ fn smooth(old: Option<f64>, sample: f64) -> f64 {
 }
 
 impl ProviderStats {
+    /// When the requests counted so far already fill a known window: until when, and why.
+    pub fn quota_block(&self, now_ms: u64) -> Option<(u64, String)> {
+        if let Some(n) = self.per_minute
+            && self.minute_count >= n
+            && now_ms < self.minute_start_ms + 60_000
+        {
+            return Some((
+                self.minute_start_ms + 60_000,
+                format!("{n} requests this minute"),
+            ));
+        }
+        if let Some(n) = self.day_limit.or(self.per_day)
+            && self.day == now_ms / 86_400_000
+            && self.day_count >= n
+        {
+            return Some((
+                (self.day + 1) * 86_400_000,
+                format!("{n} requests today (UTC)"),
+            ));
+        }
+        None
+    }
+
     fn count_request(&mut self, now_ms: u64) {
         if now_ms.saturating_sub(self.minute_start_ms) >= 60_000 {
             self.minute_start_ms = now_ms;
@@ -195,11 +224,22 @@ impl State {
         self.models.get(&key(provider, model))
     }
 
-    /// Folds one run's attempts into the state.
-    pub fn record_attempts(&mut self, attempts: &[AttemptRecord], now_ms: u64) {
+    /// Folds one run's attempts into the state; `limits` gives each provider's documented
+    /// free-tier limits.
+    pub fn record_attempts(
+        &mut self,
+        attempts: &[AttemptRecord],
+        now_ms: u64,
+        limits: &dyn Fn(&str) -> Limits,
+    ) {
         for a in attempts {
             let p = self.providers.entry(a.provider.clone()).or_default();
+            let l = limits(&a.provider);
+            (p.per_minute, p.per_day) = (l.per_minute, l.per_day);
             p.count_request(now_ms);
+            if a.day_limit.is_some() {
+                p.day_limit = a.day_limit;
+            }
             if a.provider_wide {
                 p.blocked_until_ms = p.blocked_until_ms.max(a.retry_at_ms.unwrap_or(0));
                 p.blocked_outcome = Some(a.outcome);
@@ -236,6 +276,21 @@ impl Store {
 
     fn file(&self) -> Option<PathBuf> {
         self.dir.as_ref().map(|d| d.join("state.json"))
+    }
+
+    pub fn log_path(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join("requests.jsonl"))
+    }
+
+    /// Forgets everything: a fresh state and an empty request log, under the lock.
+    pub fn reset(&self) -> Result<(), String> {
+        self.update(|s| *s = fresh(), None)?;
+        if let Some(log) = self.log_path()
+            && log.exists()
+        {
+            write_atomic(&log, b"").map_err(|e| format!("cannot clear {}: {e}", log.display()))?;
+        }
+        Ok(())
     }
 
     /// Reads the state once, without a lock (writers rename whole files into place).
@@ -358,6 +413,7 @@ mod tests {
             tokens_per_sec: Some(50.0),
             retry_at_ms: None,
             provider_wide: false,
+            day_limit: None,
         }
     }
 
@@ -412,7 +468,7 @@ mod tests {
         let mut a = attempt(AttemptOutcome::QuotaExhausted);
         a.provider_wide = true;
         a.retry_at_ms = Some(5_000_000);
-        st.record_attempts(&[a], 1_000);
+        st.record_attempts(&[a], 1_000, &|_| Limits::default());
         let p = &st.providers["or"];
         assert_eq!(p.blocked_until_ms, 5_000_000);
         assert_eq!(p.day_count, 1);
@@ -421,6 +477,35 @@ mod tests {
             0.0,
             "the model is not blamed"
         );
+    }
+
+    #[test]
+    fn counted_requests_fill_the_minute_and_the_day() {
+        let mut st = fresh();
+        let limits = |_: &str| Limits {
+            per_minute: Some(2),
+            per_day: Some(3),
+        };
+        let t0 = 10 * 86_400_000;
+        st.record_attempts(
+            &[attempt(AttemptOutcome::Ok), attempt(AttemptOutcome::Ok)],
+            t0,
+            &limits,
+        );
+        let p = &st.providers["or"];
+        assert_eq!(
+            p.quota_block(t0 + 1),
+            Some((t0 + 60_000, "2 requests this minute".into()))
+        );
+        assert_eq!(p.quota_block(t0 + 60_000), None);
+        st.record_attempts(&[attempt(AttemptOutcome::Ok)], t0 + 61_000, &limits);
+        let p = &st.providers["or"];
+        assert_eq!(
+            p.quota_block(t0 + 62_000).unwrap().0,
+            11 * 86_400_000,
+            "the day is full until UTC midnight"
+        );
+        assert_eq!(p.quota_block(11 * 86_400_000), None);
     }
 
     #[test]
@@ -438,7 +523,7 @@ mod tests {
         let store = Store::new(Some(dir.path().to_path_buf()));
         store
             .update(
-                |s| s.record_attempts(&[attempt(AttemptOutcome::Ok)], 0),
+                |s| s.record_attempts(&[attempt(AttemptOutcome::Ok)], 0, &|_| Limits::default()),
                 Some("{\"x\":1}"),
             )
             .unwrap();

@@ -20,6 +20,8 @@ pub struct Failure {
     /// Unix ms until which the model (or provider, when `provider_wide`) should be skipped.
     pub retry_at_ms: Option<u64>,
     pub message: String,
+    /// The provider's daily request limit, when a daily-quota 429 states it.
+    pub day_limit: Option<u32>,
 }
 
 /// The headers that matter for classification, already read off the response.
@@ -28,6 +30,7 @@ pub struct RetryHeaders {
     pub retry_after: Option<String>,
     pub retry_after_ms: Option<String>,
     pub ratelimit_reset: Option<String>,
+    pub ratelimit_limit: Option<String>,
 }
 
 impl Failure {
@@ -37,6 +40,7 @@ impl Failure {
             provider_wide: false,
             retry_at_ms: None,
             message,
+            day_limit: None,
         }
     }
     fn provider(mut self) -> Self {
@@ -66,9 +70,18 @@ pub fn classify_http(status: u16, headers: &RetryHeaders, body: &[u8], now_ms: u
         429 if is_free_quota(&lower) => {
             // Without a reset time, the minute window is the shortest the quota can be.
             let until = retry_hint.unwrap_or(now_ms + 60_000);
-            Failure::new(QuotaExhausted, message)
+            let mut f = Failure::new(QuotaExhausted, message)
                 .provider()
-                .until(Some(until))
+                .until(Some(until));
+            if lower.contains("per-day") || lower.contains("daily") {
+                let limit = header_value(
+                    headers.ratelimit_limit.as_deref(),
+                    meta,
+                    "X-RateLimit-Limit",
+                );
+                f.day_limit = limit.and_then(|v| v.trim().parse().ok());
+            }
+            f
         }
         429 => Failure::new(RateLimited, message).until(cooldown),
         401 => Failure::new(AuthFailed, message).provider(),
@@ -180,21 +193,21 @@ fn searchable(message: &str, meta: Option<&Value>) -> String {
     s
 }
 
+/// A rate-limit header, from the response or from `metadata.headers` of the body.
+fn header_value(direct: Option<&str>, meta: Option<&Value>, name: &str) -> Option<String> {
+    direct.map(str::to_string).or_else(|| {
+        let h = meta?.get("headers")?;
+        let v = h.get(name).or_else(|| h.get(name.to_ascii_lowercase()))?;
+        v.as_str()
+            .map(str::to_string)
+            .or_else(|| v.as_u64().map(|n| n.to_string()))
+    })
+}
+
 /// When to try again: `X-RateLimit-Reset` (epoch **ms**, in headers or `metadata.headers`),
 /// `retry-after-ms`, or `Retry-After` (seconds or an HTTP date).
 fn retry_at(h: &RetryHeaders, meta: Option<&Value>, now_ms: u64) -> Option<u64> {
-    let meta_reset = meta
-        .and_then(|m| m.get("headers"))
-        .and_then(|h| {
-            h.get("X-RateLimit-Reset")
-                .or_else(|| h.get("x-ratelimit-reset"))
-        })
-        .and_then(|v| {
-            v.as_str()
-                .map(str::to_string)
-                .or_else(|| v.as_u64().map(|n| n.to_string()))
-        });
-    if let Some(reset) = h.ratelimit_reset.clone().or(meta_reset)
+    if let Some(reset) = header_value(h.ratelimit_reset.as_deref(), meta, "X-RateLimit-Reset")
         && let Ok(n) = reset.trim().parse::<u64>()
     {
         // Epoch milliseconds (reference §1.6); tolerate seconds from other dialects.
@@ -248,6 +261,7 @@ mod tests {
         let f = http(429, body);
         assert_eq!(f.outcome, QuotaExhausted);
         assert!(f.provider_wide);
+        assert_eq!(f.day_limit, Some(50));
         assert_eq!(f.retry_at_ms, Some(1_788_825_600_000));
     }
 

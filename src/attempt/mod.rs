@@ -130,6 +130,7 @@ pub async fn run(
                     tokens_per_sec: tps,
                     retry_at_ms: None,
                     provider_wide: false,
+                    day_limit: None,
                 });
                 sink.trace(format!(
                     "answered by {}/{} in {elapsed_ms} ms",
@@ -171,6 +172,7 @@ pub async fn run(
                     tokens_per_sec: None,
                     retry_at_ms: failure.retry_at_ms,
                     provider_wide: failure.provider_wide,
+                    day_limit: failure.day_limit,
                 });
                 if shown {
                     let err = Error::new(
@@ -327,6 +329,7 @@ fn failed(
                 _ => None,
             },
             message: message.into(),
+            day_limit: None,
         },
         status,
         shown: false,
@@ -344,6 +347,7 @@ fn retry_headers(h: &HeaderMap) -> RetryHeaders {
         retry_after: get("retry-after"),
         retry_after_ms: get("retry-after-ms"),
         ratelimit_reset: get("x-ratelimit-reset"),
+        ratelimit_limit: get("x-ratelimit-limit"),
     }
 }
 

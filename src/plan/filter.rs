@@ -45,17 +45,18 @@ impl fmt::Display for DropReason {
     }
 }
 
-/// Renders a future Unix-ms time as a wait from the current clock (display only).
-fn in_secs(until_ms: u64) -> String {
-    let now = crate::now_ms();
-    let s = until_ms.saturating_sub(now).div_ceil(1000);
-    if s >= 3600 {
-        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
-    } else if s >= 60 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{s}s")
+/// "4m05s" from `now_ms` until a future Unix-ms time (display only).
+pub fn format_wait(until_ms: u64, now_ms: u64) -> String {
+    let s = until_ms.saturating_sub(now_ms).div_ceil(1000);
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
     }
+}
+
+fn in_secs(until_ms: u64) -> String {
+    format_wait(until_ms, crate::now_ms())
 }
 
 /// `*` matches any run of characters; everything else is literal.
@@ -138,6 +139,13 @@ pub fn check(
             until_ms: p.blocked_until_ms,
             why,
         });
+    }
+    if let Some((until_ms, why)) = state
+        .providers
+        .get(&m.provider)
+        .and_then(|p| p.quota_block(now_ms))
+    {
+        return Err(DropReason::ProviderBlocked { until_ms, why });
     }
     if let Some(s) = state.model(&m.provider, &m.id)
         && s.cooldown_until_ms > now_ms

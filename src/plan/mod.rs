@@ -101,13 +101,18 @@ mod tests {
             0,
             &mut fastrand::Rng::with_seed(1),
         );
-        let ids: Vec<_> = p.candidates.iter().map(|c| c.model.id.as_str()).collect();
+        let mut ids: Vec<_> = p.candidates.iter().map(|c| c.model.id.as_str()).collect();
+        assert_eq!(
+            ids.pop(),
+            Some("openrouter/free"),
+            "the free router goes last"
+        );
+        ids.sort();
         assert_eq!(
             ids,
             vec![
                 "meta-llama/llama-3.3-70b-instruct:free",
-                "qwen/qwen3-4b:free",
-                "openrouter/free"
+                "qwen/qwen3-4b:free"
             ]
         );
         assert_eq!(p.dropped.len(), 2);

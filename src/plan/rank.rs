@@ -18,6 +18,11 @@ pub const HEALTH_WEIGHT: f64 = 1.2;
 pub const LATENCY_WEIGHT: f64 = 0.3;
 /// Jitter spreads load and gets unmeasured models tried (DESIGN §3).
 pub const JITTER: f64 = 0.15;
+/// Now and then (`EXPLORE_RATE` of the time) a model the router knows little about is
+/// lifted by up to `EXPLORE`, so models never measured, or measured long ago (one that has
+/// since recovered, say), are found again.
+pub const EXPLORE: f64 = 0.6;
+pub const EXPLORE_RATE: f64 = 0.1;
 
 /// The parts of a candidate's score; `total` orders them. Printable in `--dry-run`.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -27,14 +32,15 @@ pub struct Score {
     pub prefer: f64,
     pub health: f64,
     pub latency: f64,
+    pub explore: f64,
     pub jitter: f64,
 }
 
 impl Score {
     pub fn explain(&self) -> String {
         format!(
-            "quality {:.2} + prefer {:.2} + health {:+.2} + latency {:.2} + jitter {:.2}",
-            self.quality, self.prefer, self.health, self.latency, self.jitter
+            "quality {:.2} + prefer {:.2} + health {:+.2} + latency {:.2} + explore {:.2} + jitter {:.2}",
+            self.quality, self.prefer, self.health, self.latency, self.explore, self.jitter
         )
     }
 }
@@ -54,20 +60,34 @@ pub fn score(
     };
     let stats = state.model(&m.provider, &m.id);
     let health = stats.map_or(0.0, |s| HEALTH_WEIGHT * (s.health(now_ms) - 0.5));
-    // Unmeasured models get half the latency credit, so one measured fast model wins.
-    let latency = match stats.and_then(|s| s.ttft_ms) {
-        Some(ms) => LATENCY_WEIGHT * (1.0 - (ms / 10_000.0).clamp(0.0, 1.0)),
-        None => LATENCY_WEIGHT / 2.0,
+    // Unmeasured models are credited a typical free model's first token.
+    let latency =
+        LATENCY_WEIGHT * latency_credit(stats.and_then(|s| s.ttft_ms).unwrap_or(TYPICAL_TTFT_MS));
+    let confidence = stats.map_or(0.0, |s| s.confidence(now_ms));
+    let explore = if rng.f64() < EXPLORE_RATE {
+        EXPLORE * (1.0 - confidence)
+    } else {
+        0.0
     };
     let jitter = JITTER * rng.f64();
     Score {
-        total: quality + prefer + health + latency + jitter,
+        total: quality + prefer + health + latency + explore + jitter,
         quality,
         prefer,
         health,
         latency,
+        explore,
         jitter,
     }
+}
+
+/// The first-token time assumed for a model not measured yet.
+pub const TYPICAL_TTFT_MS: f64 = 1500.0;
+
+/// 1 for a first token within 250 ms, 0 at 10 s or more, on a log scale in between: the
+/// difference between 300 ms and 3 s matters more than between 6 s and 9 s.
+pub fn latency_credit(ttft_ms: f64) -> f64 {
+    (1.0 - (ttft_ms.max(1.0) / 250.0).ln() / 40f64.ln()).clamp(0.0, 1.0)
 }
 
 /// Orders candidates: models named by `-m` in the order given, else by score; the
@@ -240,6 +260,37 @@ mod tests {
         let a = score(&model("or", "a-70b"), &Route::default(), &st, 0, &mut rng);
         let b = score(&model("or", "b-70b"), &Route::default(), &st, 0, &mut rng);
         assert!(a.latency - b.latency > JITTER);
+    }
+
+    #[test]
+    fn unmeasured_models_are_explored_now_and_then() {
+        let mut st = State::default();
+        st.models.insert(
+            key("or", "known-70b"),
+            ModelStats {
+                ok: 50.0,
+                ..Default::default()
+            },
+        );
+        let mut rng = fastrand::Rng::with_seed(3);
+        let runs = 1000;
+        let explored = (0..runs)
+            .filter(|_| {
+                score(&model("or", "new-70b"), &Route::default(), &st, 0, &mut rng).explore > 0.0
+            })
+            .count();
+        assert!((50..200).contains(&explored), "{explored} of {runs}");
+        let known = score(
+            &model("or", "known-70b"),
+            &Route::default(),
+            &st,
+            0,
+            &mut rng,
+        );
+        assert!(
+            known.explore < 0.05,
+            "a well-measured model is hardly explored: {known:?}"
+        );
     }
 
     #[test]

@@ -86,7 +86,11 @@ impl Env {
     pub fn cmd(&self, args: &[&str]) -> Command {
         let config_path = self.path("config/freeroute/config.toml");
         std::fs::create_dir_all(config_path.parent().unwrap()).unwrap();
-        std::fs::write(&config_path, &self.config).unwrap();
+        // Rewritten only when it changed: processes started in parallel must never see a
+        // half-written file.
+        if std::fs::read_to_string(&config_path).ok().as_deref() != Some(self.config.as_str()) {
+            std::fs::write(&config_path, &self.config).unwrap();
+        }
         let mut c = Command::new(env!("CARGO_BIN_EXE_freeroute"));
         c.args(args)
             .env_clear()

@@ -11,3 +11,4 @@ mod catalog;
 mod cli;
 mod failures;
 mod generated;
+mod memory;

@@ -1,0 +1,237 @@
+//! Memory across runs (DESIGN §5): concurrent runs lose no update, damage is never fatal,
+//! cool-downs and quota blocks carry over and expire, latency moves the ranking, `stats`.
+
+use std::time::Duration;
+
+use crate::ask::{BIG, JsonAnswer, MID, server};
+use crate::fake::{self, FakeServer, Reply, Step};
+use crate::harness::Env;
+
+/// A custom provider with two models of equal prior on the fake server (no per-minute
+/// limit, so many runs can go at once).
+fn local(s: &FakeServer) -> Env {
+    Env::bare().config(&format!(
+        "[providers.local]\nbase_url = \"{}\"\nmodels = [{{ id = \"fast-7b\", context = 8192 }}, {{ id = \"slow-7b\", context = 8192 }}]\n",
+        s.url("/v1")
+    ))
+}
+
+fn stats(env: &Env) -> serde_json::Value {
+    let out = env.run(&["stats", "--json"]);
+    assert_eq!(out.code, 0, "{out}");
+    out.json()
+}
+
+#[test]
+fn thirty_two_concurrent_runs_lose_no_update() {
+    let s = FakeServer::start(|r| fake::answer(&r.model(), &["ok"]));
+    let env = local(&s);
+    let children: Vec<_> = (0..32)
+        .map(|_| {
+            env.cmd(&["-q", "-m", "fast-7b", "q"])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.stdout, b"ok\n");
+    }
+    assert_eq!(s.chats().len(), 32);
+    let v = stats(&env);
+    let model = v["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model"] == "fast-7b")
+        .unwrap()
+        .clone();
+    assert!(
+        (model["ok"].as_f64().unwrap() - 32.0).abs() < 0.01,
+        "{model}"
+    );
+    assert_eq!(v["providers"][0]["requests_today"], 32);
+    assert_eq!(v["runs_logged"], 32);
+    let log = std::fs::read_to_string(env.state_dir().join("requests.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 32);
+    for line in log.lines() {
+        let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(entry["ok"], true);
+        assert!(!line.contains("\"q\""), "no prompt text in the log: {line}");
+    }
+    assert!(
+        !std::fs::read_dir(env.state_dir())
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
+    );
+}
+
+#[test]
+fn damaged_state_is_set_aside_and_never_fatal() {
+    let s = FakeServer::start(|r| fake::answer(&r.model(), &["ok"]));
+    let env = local(&s);
+    std::fs::create_dir_all(env.state_dir()).unwrap();
+    for damage in ["{not json", "", "{\"version\": 99, \"models\": {}}"] {
+        std::fs::write(env.state_dir().join("state.json"), damage).unwrap();
+        let out = env.run(&["-m", "fast-7b", "q"]);
+        assert_eq!(out.code, 0, "{out}");
+        assert_eq!(out.stdout, "ok\n");
+        assert!(out.stderr.contains("set it aside"), "{damage:?}: {out}");
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(env.state_dir().join("state.json")).unwrap())
+                .unwrap();
+        assert_eq!(state["version"], 1);
+    }
+    let aside = std::fs::read_dir(env.state_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".bad-"))
+        .count();
+    assert!(aside >= 1);
+}
+
+#[test]
+fn unwritable_state_dir_degrades_to_no_memory() {
+    let s = FakeServer::start(|r| fake::answer(&r.model(), &["ok"]));
+    let env = local(&s);
+    // A file where the state directory should be: no directory can be made there.
+    let blocker = env.path("not-a-dir");
+    std::fs::write(&blocker, "x").unwrap();
+    let out = env.run_with_env(
+        &["-m", "fast-7b", "q"],
+        &[("XDG_STATE_HOME", blocker.to_str().unwrap())],
+    );
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(out.stdout, "ok\n");
+    assert_eq!(out.stderr.matches("without memory").count(), 1, "{out}");
+}
+
+#[test]
+fn quota_block_lasts_until_the_reset_then_lifts() {
+    let reset = 4_102_444_800_000u64;
+    let s = server(move |r| {
+        if r.model() == BIG {
+            fake::daily_quota_429(reset)
+        } else {
+            fake::answer(&r.model(), &["ok"])
+        }
+    });
+    let env = Env::new(&s);
+    let out = env.run(&["-m", BIG, "q"]);
+    assert_eq!(out.code, 4, "{out}");
+    let v = stats(&env);
+    let p = &v["providers"][0];
+    assert_eq!(p["skipped_until_ms"], reset);
+    assert_eq!(
+        p["per_day_limit"], 50,
+        "the daily limit is learned from the reply"
+    );
+    // While blocked: no request at all, exit 3 (no eligible model).
+    let out = env.run(&["-m", MID, "q"]);
+    assert_eq!(out.code, 3, "{out}");
+    assert!(out.stderr.contains("No eligible model"), "{out}");
+    assert_eq!(s.chats().len(), 1);
+    // After the reset (the clock moved through the state's view of time): used again.
+    let after = (reset + 1000).to_string();
+    let out = env.run_with_env(&["-m", MID, "q"], &[("FREEROUTE_NOW_MS", &after)]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(s.chat_models(), vec![BIG, MID]);
+}
+
+#[test]
+fn per_minute_window_is_respected_without_a_request() {
+    let s = server(|r| fake::answer(&r.model(), &["ok"]));
+    let env = Env::new(&s);
+    let now: u64 = 1_900_000_000_000;
+    for i in 0..20 {
+        let t = (now + i * 100).to_string();
+        let out = env.run_with_env(&["-q", "-m", MID, "q"], &[("FREEROUTE_NOW_MS", &t)]);
+        assert_eq!(out.code, 0, "run {i}: {out}");
+    }
+    let t = (now + 5_000).to_string();
+    let out = env.run_with_env(&["--dry-run", "-m", MID, "q"], &[("FREEROUTE_NOW_MS", &t)]);
+    assert_eq!(out.code, 3, "{out}");
+    assert!(out.stdout.contains("20 requests this minute"), "{out}");
+    let t = (now + 61_000).to_string();
+    let out = env.run_with_env(&["-m", MID, "q"], &[("FREEROUTE_NOW_MS", &t)]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(s.chats().len(), 21);
+}
+
+#[test]
+fn measured_latency_moves_the_faster_model_ahead() {
+    let s = FakeServer::start(|r| {
+        let mut steps = fake::answer_steps(&r.model(), &["ok"]);
+        if r.model() == "slow-7b" {
+            steps.insert(0, Step::Sleep(Duration::from_millis(2500)));
+        }
+        Reply::stream(steps)
+    });
+    let env = local(&s);
+    for model in ["slow-7b", "fast-7b", "slow-7b", "fast-7b"] {
+        let out = env.run(&["-m", model, "q"]);
+        assert_eq!(out.code, 0, "{out}");
+    }
+    for seed in ["1", "2", "3"] {
+        let out = env.run_with_env(&["--dry-run", "--json", "q"], &[("FREEROUTE_SEED", seed)]);
+        let v = out.json();
+        assert_eq!(v["candidates"][0]["model"], "fast-7b", "seed {seed}: {out}");
+    }
+    let v = stats(&env);
+    let ttft = |id: &str| {
+        v["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["model"] == id)
+            .unwrap()["first_token_ms"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(ttft("slow-7b") > 2000.0 && ttft("fast-7b") < 1000.0, "{v}");
+}
+
+#[test]
+fn stats_shows_failures_and_cooldowns_and_reset_forgets() {
+    let s = server(|r| {
+        if r.model() == BIG {
+            fake::upstream_429(BIG)
+        } else {
+            fake::answer(&r.model(), &["ok"])
+        }
+    });
+    let env = Env::new(&s);
+    let out = env.run(&["--json", "-m", BIG, "-m", MID, "q"]);
+    let a: JsonAnswer = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(a.attempts[0].outcome, "rate_limited");
+    let v = stats(&env);
+    let models = v["models"].as_array().unwrap();
+    let big = models.iter().find(|m| m["model"] == BIG).unwrap();
+    assert_eq!(big["last_outcome"], "rate_limited");
+    assert!(big["cooldown_until_ms"].as_u64().is_some(), "{big}");
+    assert!(big["success_ratio"].as_f64().unwrap() < 0.5);
+    let mid = models.iter().find(|m| m["model"] == MID).unwrap();
+    assert!(mid["success_ratio"].as_f64().unwrap() > 0.5);
+    assert!(mid["first_token_ms"].is_number());
+    assert_eq!(v["providers"][0]["requests_today"], 2);
+    let table = env.run(&["stats"]);
+    assert!(
+        table.stdout.contains(BIG) && table.stdout.contains("rate_limited"),
+        "{table}"
+    );
+    let out = env.run(&["stats", "--reset"]);
+    assert_eq!(out.code, 0, "{out}");
+    let v = stats(&env);
+    assert!(v["models"].as_array().unwrap().is_empty());
+    assert_eq!(v["runs_logged"], 0);
+}
