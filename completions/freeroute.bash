@@ -47,7 +47,7 @@ _freeroute() {
 
     case "${cmd}" in
         freeroute)
-            opts="-m -p -s -v -q -h -V --model --provider --exclude --prefer --allow-paid --refresh --offline --system --json --stream --no-stream --max-tokens --temperature --timeout --attempts --dry-run --config --verbose --quiet --help --version models stats config help"
+            opts="-m -p -s -i -c -v -q -h -V --model --provider --exclude --prefer --allow-paid --refresh --offline --system --image --vision --ocr --translate --to --from --tools --tool-choice --schema --messages --continue --json --stream --no-stream --max-tokens --temperature --timeout --attempts --dry-run --config --verbose --quiet --help --version models stats config help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -82,6 +82,38 @@ _freeroute() {
                     return 0
                     ;;
                 -s)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --image)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -i)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tools)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tool-choice)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --schema)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --messages)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

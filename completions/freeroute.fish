@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_freeroute_global_optspecs
-    string join \n m/model= p/provider= exclude= prefer= allow-paid refresh offline s/system= json stream no-stream max-tokens= temperature= timeout= attempts= dry-run config= v/verbose q/quiet h/help V/version
+    string join \n m/model= p/provider= exclude= prefer= allow-paid refresh offline s/system= i/image= vision ocr translate to= from= tools= tool-choice= schema= messages= c/continue json stream no-stream max-tokens= temperature= timeout= attempts= dry-run config= v/verbose q/quiet h/help V/version
 end
 
 function __fish_freeroute_needs_command
@@ -29,6 +29,13 @@ complete -c freeroute -n "__fish_freeroute_needs_command" -s p -l provider -d 'O
 complete -c freeroute -n "__fish_freeroute_needs_command" -l exclude -d 'Drop models whose id matches GLOB (`*` wildcard, repeatable)' -r
 complete -c freeroute -n "__fish_freeroute_needs_command" -l prefer -d 'Rank models whose id matches GLOB first (`*` wildcard, repeatable)' -r
 complete -c freeroute -n "__fish_freeroute_needs_command" -s s -l system -d 'System prompt' -r
+complete -c freeroute -n "__fish_freeroute_needs_command" -s i -l image -d 'Attach an image: a file, an http(s) URL, or - for image bytes on stdin (repeatable)' -r
+complete -c freeroute -n "__fish_freeroute_needs_command" -l to -d 'Target language of --translate [default: config translate_to, else English]' -r
+complete -c freeroute -n "__fish_freeroute_needs_command" -l from -d 'Source language of --translate (detected when not given)' -r
+complete -c freeroute -n "__fish_freeroute_needs_command" -l tools -d 'OpenAI-style tool definitions (a JSON array, or an object with `tools`)' -r -F
+complete -c freeroute -n "__fish_freeroute_needs_command" -l tool-choice -d 'With --tools: auto, none, required, or a tool\'s name' -r
+complete -c freeroute -n "__fish_freeroute_needs_command" -l schema -d 'Require a JSON answer matching this JSON Schema (a file, or inline JSON)' -r
+complete -c freeroute -n "__fish_freeroute_needs_command" -l messages -d 'Send a whole conversation (JSON array of messages); words become the last user message' -r
 complete -c freeroute -n "__fish_freeroute_needs_command" -l max-tokens -d 'Most tokens to generate' -r
 complete -c freeroute -n "__fish_freeroute_needs_command" -l temperature -d 'Sampling temperature' -r
 complete -c freeroute -n "__fish_freeroute_needs_command" -l timeout -d 'Deadline for the whole run, in seconds [default: 120]' -r
@@ -37,6 +44,10 @@ complete -c freeroute -n "__fish_freeroute_needs_command" -l config -d 'Config f
 complete -c freeroute -n "__fish_freeroute_needs_command" -l allow-paid -d 'Permit models that are not free (never the default)'
 complete -c freeroute -n "__fish_freeroute_needs_command" -l refresh -d 'Refetch the model catalogs now'
 complete -c freeroute -n "__fish_freeroute_needs_command" -l offline -d 'Never touch the network for catalogs (use the cached copies)'
+complete -c freeroute -n "__fish_freeroute_needs_command" -l vision -d 'Require image input'
+complete -c freeroute -n "__fish_freeroute_needs_command" -l ocr -d 'Transcribe all text in the image(s) verbatim, nothing else'
+complete -c freeroute -n "__fish_freeroute_needs_command" -l translate -d 'Translate the input; prints only the translation'
+complete -c freeroute -n "__fish_freeroute_needs_command" -s c -l continue -d 'Continue the last answered conversation'
 complete -c freeroute -n "__fish_freeroute_needs_command" -l json -d 'Print one JSON result object instead of plain text'
 complete -c freeroute -n "__fish_freeroute_needs_command" -l stream -d 'Print tokens as they arrive (default when stdout is a terminal)'
 complete -c freeroute -n "__fish_freeroute_needs_command" -l no-stream -d 'Print the answer only once it is complete (default when stdout is not a terminal)'

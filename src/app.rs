@@ -15,7 +15,7 @@ use crate::cli::{AskArgs, Cli, Command, ConfigAction, ConfigArgs, ModelsArgs, St
 use crate::config::{self, Config};
 use crate::error::{Error, ErrorKind, Result};
 use crate::input;
-use crate::outcome::{Answer, AttemptRecord, Timing};
+use crate::outcome::{Answer, AttemptRecord, Piece, Timing};
 use crate::output::{Printer, Sink};
 use crate::plan::{self, Plan};
 use crate::providers::{self, Disabled, Provider};
@@ -190,24 +190,163 @@ fn rng() -> fastrand::Rng {
 fn ask(args: &AskArgs, config_flag: Option<&Path>, printer: &mut Printer) -> Result<()> {
     let started = Instant::now();
     let (config, config_path) = config::load(config_flag)?;
-    let piped = if input::stdin_is_terminal() {
-        None
+    let input = input::gather(&input::Sources {
+        words: &args.prompt,
+        images: &args.images,
+        tools: args.tools.as_deref(),
+        schema: args.schema.as_deref(),
+        messages: args.messages.as_deref(),
+    })?;
+    let previous = if args.cont {
+        let store = Store::new(state::state_dir());
+        Some(store.last_conversation().ok_or_else(|| {
+            Error::usage("No earlier conversation to continue")
+                .with_hint("Ask something first: -c continues the last answered run")
+        })?)
     } else {
-        Some(input::read_stdin_text()?)
+        None
     };
-    let prompt = input::join_prompt(&args.prompt, piped.as_deref());
-    let req = request::resolve(args, &config, prompt, Printer::stdout_is_terminal())?;
+    let req = request::resolve(
+        args,
+        &config,
+        input,
+        previous,
+        Printer::stdout_is_terminal(),
+    )?;
     let deadline = started + req.timeout;
     let rt = runtime()?;
     let setup = setup(&config, config_path, &req.route, req.timeout, &rt, printer)?;
-    let now = crate::now_ms();
+    let mut rng = rng();
+    let plan = make_plan(&req, &setup, &mut rng, printer);
+    // A translation too long for every model is split at paragraphs (DESIGN §4).
+    let jobs: Vec<(Request, Plan)> = match split_translation(&req, &plan, &setup, &mut rng) {
+        Some(pieces) => {
+            printer.note(&format!(
+                "The text is too long for one model: translating it in {} pieces",
+                pieces.len()
+            ));
+            pieces
+        }
+        None => vec![(req.clone(), plan)],
+    };
+    if req.dry_run {
+        print_plan(&jobs[0].1, req.json, printer);
+        return match jobs.iter().find(|(_, p)| p.candidates.is_empty()) {
+            Some((r, p)) => Err(no_eligible(p, &r.needs)),
+            None => Ok(()),
+        };
+    }
+    if let Some((r, p)) = jobs.iter().find(|(_, p)| p.candidates.is_empty()) {
+        return Err(no_eligible(p, &r.needs));
+    }
+    let client = setup.client()?;
+    let log = RefCell::new(Vec::<AttemptRecord>::new());
+    let mut sink = Sink {
+        printer,
+        ends_with_newline: true,
+        printed_any: false,
+    };
+    let outcome = rt.block_on(async {
+        tokio::select! {
+            r = run_jobs(client, &setup.providers, &jobs, deadline, &mut sink, &log) => Some(r),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    });
+    let (printed_any, ends_with_newline) = (sink.printed_any, sink.ends_with_newline);
+    let attempts = log.into_inner();
+    remember(&setup, &attempts, &req, printer);
+    let close_line = |printer: &Printer| {
+        if printed_any && !ends_with_newline {
+            printer.stdout("\n");
+        }
+    };
+    let successes = match outcome {
+        None => {
+            close_line(printer);
+            return Err(Error::new(ErrorKind::Interrupted, "Interrupted").with_attempts(attempts));
+        }
+        Some(Err(Stop::OutputClosed)) => return Ok(()),
+        Some(Err(Stop::Error(mut e))) => {
+            close_line(printer);
+            e.attempts = attempts;
+            return Err(e);
+        }
+        Some(Ok(s)) => s,
+    };
+    let total_ms = started.elapsed().as_millis() as u64;
+    for s in successes.iter().filter(|s| s.paid) {
+        printer.note(&format!(
+            "{}/{} is a paid model (--allow-paid)",
+            s.provider, s.model
+        ));
+    }
+    let content = successes
+        .iter()
+        .map(|s| s.content.as_str())
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    let tool_calls: Vec<serde_json::Value> = successes
+        .iter()
+        .flat_map(|s| s.tool_calls.clone())
+        .collect();
+    save_conversation(&setup, &req, &content, &tool_calls, printer);
+    let first = &successes[0];
+    if req.json {
+        let usage = successes
+            .iter()
+            .filter_map(|s| s.usage.clone())
+            .reduce(|mut a, b| {
+                a.prompt_tokens += b.prompt_tokens;
+                a.completion_tokens += b.completion_tokens;
+                a.total_tokens += b.total_tokens;
+                a
+            });
+        let answer = Answer {
+            ok: true,
+            content,
+            model: first.model.clone(),
+            provider: first.provider.clone(),
+            finish_reason: successes.last().and_then(|s| s.finish_reason.clone()),
+            tool_calls,
+            usage,
+            timing: Timing {
+                first_token_ms: first.first_token_ms,
+                total_ms,
+            },
+            paid: successes.iter().any(|s| s.paid),
+            pieces: (successes.len() > 1).then(|| {
+                successes
+                    .iter()
+                    .map(|s| Piece {
+                        model: s.model.clone(),
+                        provider: s.provider.clone(),
+                    })
+                    .collect()
+            }),
+            attempts,
+        };
+        printer.json(&answer);
+        return Ok(());
+    }
+    if req.stream {
+        close_line(printer);
+    } else if !content.is_empty() {
+        printer.answer(&content);
+    }
+    for call in &tool_calls {
+        printer.stdout(&format!("{call}\n"));
+    }
+    Ok(())
+}
+
+fn make_plan(req: &Request, setup: &Setup, rng: &mut fastrand::Rng, printer: &Printer) -> Plan {
     let plan = plan::plan(
         &setup.loaded.models,
         &req.route,
         &req.needs,
         &setup.state,
-        now,
-        &mut rng(),
+        crate::now_ms(),
+        rng,
     );
     for c in &plan.candidates {
         printer.trace(&format!(
@@ -221,83 +360,128 @@ fn ask(args: &AskArgs, config_flag: Option<&Path>, printer: &mut Printer) -> Res
     for d in &plan.dropped {
         printer.trace(&format!("dropped {}/{}: {}", d.provider, d.model, d.reason));
     }
-    if req.dry_run {
-        print_plan(&plan, req.json, printer);
-        return if plan.candidates.is_empty() {
-            Err(no_eligible(&plan, &req.needs))
-        } else {
-            Ok(())
-        };
+    plan
+}
+
+/// When a translation fits no model, the pieces (with their plans) that each fit the
+/// largest eligible context; `None` when no split is needed or none would help.
+fn split_translation(
+    req: &Request,
+    plan: &Plan,
+    setup: &Setup,
+    rng: &mut fastrand::Rng,
+) -> Option<Vec<(Request, Plan)>> {
+    let t = req.translation.as_ref()?;
+    if !plan.candidates.is_empty() {
+        return None;
     }
-    if plan.candidates.is_empty() {
-        return Err(no_eligible(&plan, &req.needs));
-    }
-    let client = setup.client()?;
-    let log = RefCell::new(Vec::<AttemptRecord>::new());
-    let mut sink = Sink {
-        printer,
-        ends_with_newline: true,
-        printed_any: false,
+    let any_size = Needs {
+        context_tokens: 0,
+        ..req.needs
     };
-    let outcome = rt.block_on(async {
-        tokio::select! {
-            r = attempt::run(client, &setup.providers, &plan, &req, deadline, &mut sink, &log) => Some(r),
-            _ = tokio::signal::ctrl_c() => None,
+    let now = crate::now_ms();
+    let open = plan::plan(
+        &setup.loaded.models,
+        &req.route,
+        &any_size,
+        &setup.state,
+        now,
+        rng,
+    );
+    let largest = open
+        .candidates
+        .iter()
+        .filter_map(|c| c.model.context)
+        .max()?;
+    let system = request::estimate_tokens(&[crate::wire::openai::Message::text(
+        "system",
+        t.system.clone(),
+    )]);
+    // Half for the source, half for its translation, with room for framing.
+    let budget = largest.saturating_sub(system + 64) / 2;
+    if budget < 64 {
+        return None;
+    }
+    let pieces = request::split_paragraphs(&t.text, budget);
+    if pieces.len() < 2 {
+        return None;
+    }
+    Some(
+        pieces
+            .iter()
+            .map(|piece| {
+                let r = req.for_piece(piece);
+                let p = plan::plan(
+                    &setup.loaded.models,
+                    &r.route,
+                    &r.needs,
+                    &setup.state,
+                    now,
+                    rng,
+                );
+                (r, p)
+            })
+            .collect(),
+    )
+}
+
+/// Runs each job (one, or the pieces of a split translation) in order, sharing the
+/// deadline; attempts of a split run carry their piece index.
+async fn run_jobs(
+    client: &Client,
+    providers: &[Provider],
+    jobs: &[(Request, Plan)],
+    deadline: Instant,
+    sink: &mut Sink<'_>,
+    log: &RefCell<Vec<AttemptRecord>>,
+) -> std::result::Result<Vec<attempt::Success>, Stop> {
+    let mut out = Vec::new();
+    for (i, (req, plan)) in jobs.iter().enumerate() {
+        if i > 0 && req.stream {
+            use crate::attempt::TokenSink;
+            sink.token("\n\n");
         }
-    });
-    let printed_any = sink.printed_any;
-    let ends_with_newline = sink.ends_with_newline;
-    let attempts = log.into_inner();
-    remember(&setup, &attempts, &req, printer);
-    match outcome {
-        None => {
-            if printed_any && !ends_with_newline {
-                printer.stdout("\n");
+        let before = log.borrow().len();
+        let result = attempt::run(client, providers, plan, req, deadline, sink, log).await;
+        if jobs.len() > 1 {
+            for a in log.borrow_mut()[before..].iter_mut() {
+                a.piece = Some(i);
             }
-            Err(Error::new(ErrorKind::Interrupted, "Interrupted").with_attempts(attempts))
         }
-        Some(Err(Stop::OutputClosed)) => Ok(()),
-        Some(Err(Stop::Error(mut e))) => {
-            if printed_any && !ends_with_newline {
-                printer.stdout("\n");
-            }
-            e.attempts = attempts;
-            Err(e)
-        }
-        Some(Ok(success)) => {
-            let total_ms = started.elapsed().as_millis() as u64;
-            if success.paid {
-                printer.note(&format!(
-                    "{}/{} is a paid model (--allow-paid)",
-                    success.provider, success.model
-                ));
-            }
-            if req.json {
-                let answer = Answer {
-                    ok: true,
-                    content: success.content,
-                    model: success.model,
-                    provider: success.provider,
-                    finish_reason: success.finish_reason,
-                    tool_calls: Vec::new(),
-                    usage: success.usage,
-                    timing: Timing {
-                        first_token_ms: success.first_token_ms,
-                        total_ms,
-                    },
-                    paid: success.paid,
-                    attempts,
-                };
-                printer.json(&answer);
-            } else if req.stream {
-                if !ends_with_newline {
-                    printer.stdout("\n");
-                }
-            } else {
-                printer.answer(&success.content);
-            }
-            Ok(())
-        }
+        out.push(result?);
+    }
+    Ok(out)
+}
+
+/// Keeps the answered conversation for `--continue` (state dir, last few only).
+fn save_conversation(
+    setup: &Setup,
+    req: &Request,
+    content: &str,
+    tool_calls: &[serde_json::Value],
+    printer: &Printer,
+) {
+    let mut messages = req.messages.clone();
+    let mut reply = crate::wire::openai::Message::text("assistant", content);
+    if !tool_calls.is_empty() {
+        let calls: Vec<_> = tool_calls
+            .iter()
+            .map(|c| {
+                json!({"id": c["id"], "type": "function", "function": {
+                    "name": c["name"],
+                    "arguments": match &c["arguments"] { serde_json::Value::String(s) => s.clone(), other => other.to_string() },
+                }})
+            })
+            .collect();
+        reply
+            .extra
+            .insert("tool_calls".into(), serde_json::Value::Array(calls));
+    }
+    messages.push(reply);
+    if let Err(e) = setup.store.save_conversation(&messages) {
+        printer.note(&format!(
+            "Could not keep the conversation for --continue: {e}"
+        ));
     }
 }
 

@@ -108,6 +108,50 @@ pub struct AskArgs {
     #[arg(short = 's', long, value_name = "TEXT")]
     pub system: Option<String>,
 
+    /// Attach an image: a file, an http(s) URL, or - for image bytes on stdin (repeatable)
+    #[arg(short = 'i', long = "image", value_name = "PATH|URL|-")]
+    pub images: Vec<String>,
+
+    /// Require image input
+    #[arg(long)]
+    pub vision: bool,
+
+    /// Transcribe all text in the image(s) verbatim, nothing else
+    #[arg(long)]
+    pub ocr: bool,
+
+    /// Translate the input; prints only the translation
+    #[arg(long)]
+    pub translate: bool,
+
+    /// Target language of --translate [default: config translate_to, else English]
+    #[arg(long, value_name = "LANG", requires = "translate")]
+    pub to: Option<String>,
+
+    /// Source language of --translate (detected when not given)
+    #[arg(long, value_name = "LANG", requires = "translate")]
+    pub from: Option<String>,
+
+    /// OpenAI-style tool definitions (a JSON array, or an object with `tools`)
+    #[arg(long, value_name = "FILE")]
+    pub tools: Option<PathBuf>,
+
+    /// With --tools: auto, none, required, or a tool's name
+    #[arg(long, value_name = "CHOICE", requires = "tools")]
+    pub tool_choice: Option<String>,
+
+    /// Require a JSON answer matching this JSON Schema (a file, or inline JSON)
+    #[arg(long, value_name = "FILE|JSON")]
+    pub schema: Option<String>,
+
+    /// Send a whole conversation (JSON array of messages); words become the last user message
+    #[arg(long, value_name = "FILE|-", conflicts_with = "cont")]
+    pub messages: Option<String>,
+
+    /// Continue the last answered conversation
+    #[arg(short = 'c', long = "continue", id = "cont")]
+    pub cont: bool,
+
     /// Print one JSON result object instead of plain text
     #[arg(long)]
     pub json: bool,

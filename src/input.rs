@@ -1,26 +1,99 @@
-//! Turns what the user typed and piped into values (DESIGN §1 "Prompt text"). The only
-//! module that reads standard input.
+//! Turns what the user typed, piped and named into values (DESIGN §1): the prompt text,
+//! images, tool definitions, a JSON Schema, a conversation. The only module that reads
+//! standard input or the user's input files; every problem is an input error (exit 2)
+//! naming the file and what is wrong, found before any request is sent.
 
 use std::io::{IsTerminal, Read};
+use std::path::Path;
+
+use base64::Engine;
+use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::wire::openai::Message;
+
+/// The largest image accepted, before base64 (most providers refuse far less; 20 MB is
+/// OpenAI's documented ceiling).
+pub const MAX_IMAGE_BYTES: usize = 20 * 1024 * 1024;
+
+/// Everything read from the user's inputs for one prompt.
+#[derive(Debug, Clone, Default)]
+pub struct Input {
+    /// Words and piped text, joined as the contract says (may be empty).
+    pub prompt: String,
+    pub images: Vec<Image>,
+    pub tools: Option<Vec<Value>>,
+    pub schema: Option<Value>,
+    /// A whole conversation from `--messages`.
+    pub messages: Option<Vec<Message>>,
+}
+
+/// An image ready to send: a `data:` URL, or an http(s) URL passed through.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Image {
+    pub url: String,
+    /// Where it came from, for messages.
+    pub source: String,
+}
 
 /// Whether standard input is a terminal (then it is never read).
 pub fn stdin_is_terminal() -> bool {
     std::io::stdin().is_terminal()
 }
 
-/// Reads all of standard input as text.
-pub fn read_stdin_text() -> Result<String> {
+fn read_stdin_bytes() -> Result<Vec<u8>> {
     let mut buf = Vec::new();
     std::io::stdin()
         .lock()
         .read_to_end(&mut buf)
         .map_err(|e| Error::input(format!("Cannot read standard input: {e}")))?;
-    String::from_utf8(buf).map_err(|_| {
-        Error::input("Standard input is not UTF-8 text")
-            .with_hint("Pipe text, or pass an image with -i - once image input is supported")
-    })
+    Ok(buf)
+}
+
+/// What the user named on the command line that this module reads.
+pub struct Sources<'a> {
+    pub words: &'a [String],
+    pub images: &'a [String],
+    pub tools: Option<&'a Path>,
+    pub schema: Option<&'a str>,
+    pub messages: Option<&'a str>,
+}
+
+/// Reads every input. Standard input goes to exactly one use: image bytes (`-i -`), a
+/// conversation (`--messages -`), or prompt text.
+pub fn gather(src: &Sources) -> Result<Input> {
+    let image_stdin = src.images.iter().filter(|i| i.as_str() == "-").count();
+    let messages_stdin = src.messages == Some("-");
+    if image_stdin > 1 || (image_stdin == 1 && messages_stdin) {
+        return Err(Error::usage(
+            "Standard input can feed only one of -i - and --messages -",
+        ));
+    }
+    let mut input = Input::default();
+    let stdin_free = image_stdin == 0 && !messages_stdin;
+    let piped = if stdin_free && !stdin_is_terminal() {
+        let bytes = read_stdin_bytes()?;
+        Some(String::from_utf8(bytes).map_err(|_| {
+            Error::input("Standard input is not UTF-8 text")
+                .with_hint("To send an image from standard input, pass -i -")
+        })?)
+    } else {
+        None
+    };
+    input.prompt = join_prompt(src.words, piped.as_deref());
+    for spec in src.images {
+        input.images.push(load_image(spec)?);
+    }
+    if let Some(path) = src.tools {
+        input.tools = Some(load_tools(path)?);
+    }
+    if let Some(arg) = src.schema {
+        input.schema = Some(load_schema(arg)?);
+    }
+    if let Some(arg) = src.messages {
+        input.messages = Some(load_messages(arg)?);
+    }
+    Ok(input)
 }
 
 /// The prompt: the words joined by spaces; with piped text too, the piped text, a blank
@@ -37,6 +110,241 @@ pub fn join_prompt(words: &[String], piped: Option<&str>) -> String {
     }
 }
 
+/// The MIME type from the first bytes (PNG, JPEG, GIF, WebP), whatever the file is called.
+pub fn sniff_image(bytes: &[u8]) -> Option<&'static str> {
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some("image/png")
+    } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        Some("image/jpeg")
+    } else if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
+        Some("image/gif")
+    } else if bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+        Some("image/webp")
+    } else {
+        None
+    }
+}
+
+/// Reads `-i SPEC`: a file, `-` (standard input), or an http(s) URL passed through.
+pub fn load_image(spec: &str) -> Result<Image> {
+    if spec.starts_with("https://") || spec.starts_with("http://") {
+        reqwest::Url::parse(spec)
+            .map_err(|e| Error::input(format!("Image URL {spec} is not valid: {e}")))?;
+        return Ok(Image {
+            url: spec.to_string(),
+            source: spec.to_string(),
+        });
+    }
+    let (name, bytes) = if spec == "-" {
+        ("standard input".to_string(), read_stdin_bytes()?)
+    } else {
+        let bytes = std::fs::read(spec)
+            .map_err(|e| Error::input(format!("Cannot read image {spec}: {e}")))?;
+        (spec.to_string(), bytes)
+    };
+    image_from_bytes(&name, &bytes)
+}
+
+pub fn image_from_bytes(name: &str, bytes: &[u8]) -> Result<Image> {
+    if bytes.is_empty() {
+        return Err(Error::input(format!("Image {name} is empty")));
+    }
+    if bytes.len() > MAX_IMAGE_BYTES {
+        return Err(Error::input(format!(
+            "Image {name} is {:.1} MB; the limit is {} MB",
+            bytes.len() as f64 / 1_048_576.0,
+            MAX_IMAGE_BYTES / 1_048_576
+        ))
+        .with_hint("Scale it down or compress it (e.g. convert in.png -resize 50% out.jpg)"));
+    }
+    let mime = sniff_image(bytes).ok_or_else(|| {
+        Error::input(format!("{name} is not a PNG, JPEG, GIF or WebP image"))
+            .with_hint("Convert it to PNG or JPEG first")
+    })?;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+    Ok(Image {
+        url: format!("data:{mime};base64,{b64}"),
+        source: name.to_string(),
+    })
+}
+
+fn read_json_file(path: &Path, what: &str) -> Result<Value> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::input(format!("Cannot read {what} file {}: {e}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| {
+        Error::input(format!(
+            "{what} file {} is not valid JSON: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// `--tools FILE`: an array of OpenAI-style tools, or an object with `tools`. A bare
+/// function (`{"name", "parameters"}`) is wrapped as `{"type": "function", "function": …}`.
+pub fn load_tools(path: &Path) -> Result<Vec<Value>> {
+    let v = read_json_file(path, "Tools")?;
+    let list = match v {
+        Value::Array(a) => a,
+        Value::Object(mut o) => match o.remove("tools") {
+            Some(Value::Array(a)) => a,
+            _ => {
+                return Err(Error::input(format!(
+                    "Tools file {} must hold an array of tools or an object with a `tools` array",
+                    path.display()
+                )));
+            }
+        },
+        _ => {
+            return Err(Error::input(format!(
+                "Tools file {} must hold an array of tools",
+                path.display()
+            )));
+        }
+    };
+    if list.is_empty() {
+        return Err(Error::input(format!(
+            "Tools file {} holds no tools",
+            path.display()
+        )));
+    }
+    list.into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            normalize_tool(t).map_err(|why| {
+                Error::input(format!("Tools file {}, tool {i}: {why}", path.display()))
+            })
+        })
+        .collect()
+}
+
+fn normalize_tool(t: Value) -> std::result::Result<Value, String> {
+    let Value::Object(o) = &t else {
+        return Err("not an object".into());
+    };
+    let function = match o.get("type").and_then(Value::as_str) {
+        Some("function") => o
+            .get("function")
+            .cloned()
+            .ok_or("`type` is \"function\" but `function` is missing")?,
+        Some(other) => {
+            return Err(format!(
+                "unsupported tool type `{other}` (only \"function\")"
+            ));
+        }
+        None if o.contains_key("name") => t.clone(),
+        None => return Err("needs `type: \"function\"` and a `function` object".into()),
+    };
+    let name = function
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or("the function has no `name`")?;
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(format!(
+            "function name `{name}` must be letters, digits, _ or -"
+        ));
+    }
+    if let Some(p) = function.get("parameters")
+        && !p.is_object()
+    {
+        return Err(format!(
+            "`parameters` of `{name}` must be a JSON Schema object"
+        ));
+    }
+    Ok(serde_json::json!({"type": "function", "function": function}))
+}
+
+/// `--schema FILE|JSON`: inline JSON when it starts with `{`, else a file; must be a valid
+/// JSON Schema.
+pub fn load_schema(arg: &str) -> Result<Value> {
+    let (v, name) = if arg.trim_start().starts_with('{') {
+        let v = serde_json::from_str(arg)
+            .map_err(|e| Error::input(format!("--schema is not valid JSON: {e}")))?;
+        (v, "--schema".to_string())
+    } else {
+        (
+            read_json_file(Path::new(arg), "Schema")?,
+            format!("Schema file {arg}"),
+        )
+    };
+    if !v.is_object() {
+        return Err(Error::input(format!(
+            "{name} must be a JSON object (a JSON Schema)"
+        )));
+    }
+    jsonschema::validator_for(&v)
+        .map_err(|e| Error::input(format!("{name} is not a valid JSON Schema: {e}")))?;
+    Ok(v)
+}
+
+const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool"];
+
+/// `--messages FILE|-`: a JSON array of `{role, content}` messages.
+pub fn load_messages(arg: &str) -> Result<Vec<Message>> {
+    let (text, name) = if arg == "-" {
+        let bytes = read_stdin_bytes()?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Error::input("--messages - : standard input is not UTF-8"))?;
+        (text, "standard input".to_string())
+    } else {
+        let text = std::fs::read_to_string(arg)
+            .map_err(|e| Error::input(format!("Cannot read messages file {arg}: {e}")))?;
+        (text, format!("messages file {arg}"))
+    };
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| Error::input(format!("The {name} is not valid JSON: {e}")))?;
+    let Value::Array(items) = v else {
+        return Err(Error::input(format!(
+            "The {name} must hold a JSON array of messages"
+        )));
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let bad = |why: String| Error::input(format!("The {name}, message {i}: {why}"));
+            let role = m
+                .get("role")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("no `role`".into()))?;
+            if !ROLES.contains(&role) {
+                return Err(bad(format!(
+                    "unknown role `{role}` (use {})",
+                    ROLES.join(", ")
+                )));
+            }
+            let content = m.get("content").cloned().unwrap_or(Value::Null);
+            let ok = match &content {
+                Value::String(_) => true,
+                Value::Array(parts) => parts
+                    .iter()
+                    .all(|p| p.get("type").and_then(Value::as_str).is_some()),
+                Value::Null => role == "assistant" && m.get("tool_calls").is_some(),
+                _ => false,
+            };
+            if !ok {
+                return Err(bad(
+                    "`content` must be a string or an array of typed parts".into()
+                ));
+            }
+            let mut msg = Message {
+                role: role.to_string(),
+                content,
+                extra: Default::default(),
+            };
+            for key in ["tool_calls", "tool_call_id", "name"] {
+                if let Some(v) = m.get(key) {
+                    msg.extra.insert(key.to_string(), v.clone());
+                }
+            }
+            Ok(msg)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,5 +357,42 @@ mod tests {
         assert_eq!(join_prompt(&[], Some("only piped\n")), "only piped");
         assert_eq!(join_prompt(&w, Some("  \n")), "write a message");
         assert_eq!(join_prompt(&[], None), "");
+    }
+
+    #[test]
+    fn sniffs_image_types_from_bytes() {
+        assert_eq!(sniff_image(b"\x89PNG\r\n\x1a\n...."), Some("image/png"));
+        assert_eq!(sniff_image(&[0xFF, 0xD8, 0xFF, 0xE0]), Some("image/jpeg"));
+        assert_eq!(sniff_image(b"GIF89a..."), Some("image/gif"));
+        assert_eq!(sniff_image(b"RIFF\x10\0\0\0WEBPVP8 "), Some("image/webp"));
+        assert_eq!(sniff_image(b"hello"), None);
+        let img = image_from_bytes("x.jpg", b"\x89PNG\r\n\x1a\nabc").unwrap();
+        assert!(
+            img.url.starts_with("data:image/png;base64,"),
+            "the name does not decide the type"
+        );
+        assert!(image_from_bytes("t.txt", b"plain text").is_err());
+        assert!(image_from_bytes("e.png", b"").is_err());
+    }
+
+    #[test]
+    fn tools_are_normalized_and_checked() {
+        let bare = normalize_tool(
+            serde_json::json!({"name": "get_weather", "parameters": {"type": "object"}}),
+        )
+        .unwrap();
+        assert_eq!(bare["type"], "function");
+        assert_eq!(bare["function"]["name"], "get_weather");
+        assert!(normalize_tool(serde_json::json!({"type": "function"})).is_err());
+        assert!(normalize_tool(serde_json::json!({"type": "web_search"})).is_err());
+        assert!(normalize_tool(serde_json::json!({"name": "bad name"})).is_err());
+        assert!(normalize_tool(serde_json::json!({"name": "f", "parameters": "x"})).is_err());
+    }
+
+    #[test]
+    fn schemas_must_be_valid() {
+        assert!(load_schema(r#"{"type":"object","properties":{"a":{"type":"string"}}}"#).is_ok());
+        assert!(load_schema(r#"{"type":"nonsense"}"#).is_err());
+        assert!(load_schema("{not json").is_err());
     }
 }

@@ -74,6 +74,9 @@ pub struct AttemptRecord {
     /// The failure concerns every model of the provider (quota, key, balance, policy).
     #[serde(skip)]
     pub provider_wide: bool,
+    /// Which piece of a split translation this attempt served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub piece: Option<usize>,
     /// The provider's daily request limit, when its quota reply stated it.
     #[serde(skip)]
     pub day_limit: Option<u32>,
@@ -99,7 +102,16 @@ pub struct Answer {
     /// Present (and true) only when a paid model answered under `--allow-paid`.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub paid: bool,
+    /// The model and provider of each piece, when a long translation was split.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pieces: Option<Vec<Piece>>,
     pub attempts: Vec<AttemptRecord>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Piece {
+    pub model: String,
+    pub provider: String,
 }
 
 #[cfg(test)]

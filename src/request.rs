@@ -7,6 +7,11 @@ use std::time::Duration;
 use crate::cli::{AskArgs, RouteArgs};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use std::ops::Not;
+
+use serde_json::{Value, json};
+
+use crate::input::Input;
 use crate::wire::openai::Message;
 
 pub const DEFAULT_TIMEOUT_SECS: f64 = 120.0;
@@ -58,7 +63,7 @@ pub struct Needs {
 /// One prompt, fully resolved.
 #[derive(Debug, Clone)]
 pub struct Request {
-    /// The conversation sent: an optional system message, then the user's prompt.
+    /// The conversation sent: system message, earlier turns, then the user's prompt.
     pub messages: Vec<Message>,
     pub needs: Needs,
     pub route: Route,
@@ -66,16 +71,55 @@ pub struct Request {
     pub max_tokens: Option<u32>,
     /// Passed through as `temperature`.
     pub temperature: Option<f32>,
+    /// Tool definitions sent as `tools`.
+    pub tools: Option<Vec<Value>>,
+    /// `tool_choice`, as the wire wants it.
+    pub tool_choice: Option<Value>,
+    /// The JSON Schema the answer must match.
+    pub schema: Option<Value>,
+    /// `response_format` built from the schema.
+    pub response_format: Option<Value>,
+    /// A translation, kept apart so a text too long for any model can be split.
+    pub translation: Option<Translation>,
     /// Deadline for the whole run.
     pub timeout: Duration,
     /// Most candidates tried.
     pub attempts: usize,
     /// Print one JSON object instead of text.
     pub json: bool,
-    /// Print tokens as they arrive (never with `json`).
+    /// Print tokens as they arrive (never with `json` or `schema`).
     pub stream: bool,
     /// Plan only; send nothing.
     pub dry_run: bool,
+}
+
+/// A text translation: the system prompt and the source text it applies to.
+#[derive(Debug, Clone)]
+pub struct Translation {
+    pub system: String,
+    pub text: String,
+}
+
+/// The `--ocr` preset (DESIGN §1).
+pub const OCR_SYSTEM: &str = "Transcribe all text visible in the image(s) exactly as written. \
+Keep the original line breaks and reading order. Output only the transcribed text: no preamble, \
+no commentary, no description of the image, no code fences. If there is no text, output nothing.";
+
+fn translate_system(to: &str, from: Option<&str>, ocr: bool) -> String {
+    let source = from.map_or(String::new(), |f| format!(" from {f}"));
+    let what = if ocr {
+        format!(
+            "Transcribe all text visible in the image(s), keeping line breaks and reading order, \
+and translate it{source} into {to}."
+        )
+    } else {
+        format!("Translate the user's text{source} into {to}.")
+    };
+    format!(
+        "{what} Output only the translation: no quotes, notes, explanations or preamble. \
+Preserve the formatting exactly: Markdown, line breaks, lists, tables and code blocks \
+(leave code itself unchanged). If the text is already in {to}, output it unchanged."
+    )
 }
 
 pub fn resolve_route(args: &RouteArgs, config: &Config) -> Route {
@@ -102,20 +146,16 @@ pub fn resolve_route(args: &RouteArgs, config: &Config) -> Route {
     }
 }
 
-/// Builds the request from the flags, the config and the prompt text.
+/// Builds the request from the flags, the config, what `input.rs` read and, with
+/// `--continue`, the previous conversation.
 pub fn resolve(
     args: &AskArgs,
     config: &Config,
-    prompt: String,
+    input: Input,
+    previous: Option<Vec<Message>>,
     stdout_is_terminal: bool,
 ) -> Result<Request> {
     let d = &config.defaults;
-    if prompt.trim().is_empty() {
-        return Err(
-            Error::usage("No prompt: give words, or pipe text on standard input")
-                .with_hint("Example: freeroute \"What is the capital of France?\""),
-        );
-    }
     let timeout = args.timeout.or(d.timeout).unwrap_or(DEFAULT_TIMEOUT_SECS);
     if !(timeout.is_finite() && timeout > 0.0) {
         return Err(Error::usage(format!(
@@ -126,24 +166,139 @@ pub fn resolve(
     if attempts == 0 {
         return Err(Error::usage("--attempts must be at least 1"));
     }
-    let system = args.system.clone().or_else(|| d.system.clone());
-    let mut messages = Vec::new();
-    if let Some(s) = system.filter(|s| !s.trim().is_empty()) {
-        messages.push(Message::text("system", s));
+    let Input {
+        prompt,
+        images,
+        tools,
+        schema,
+        messages: conversation,
+    } = input;
+    let has_images = !images.is_empty();
+    let ocr = args.ocr;
+    if ocr && !has_images && conversation.is_none() && previous.is_none() {
+        return Err(Error::usage("--ocr needs an image")
+            .with_hint("Example: freeroute --ocr -i screenshot.png"));
     }
-    messages.push(Message::text("user", prompt));
+    let prompt_given = !prompt.trim().is_empty();
+    if !prompt_given && !has_images && conversation.is_none() && !ocr {
+        return Err(
+            Error::usage("No prompt: give words, or pipe text on standard input")
+                .with_hint("Example: freeroute \"What is the capital of France?\""),
+        );
+    }
+    if !prompt_given && has_images && !ocr && !args.translate && conversation.is_none() {
+        return Err(Error::usage("An image needs a prompt saying what to do with it")
+            .with_hint("Example: freeroute -i photo.jpg \"What is in this picture?\", or --ocr to transcribe it"));
+    }
+
+    // The system prompt: a preset first, then the user's own instruction.
+    let to = args
+        .to
+        .clone()
+        .or_else(|| d.translate_to.clone())
+        .unwrap_or_else(|| "English".into());
+    let preset = match (args.translate, ocr) {
+        (true, _) => Some(translate_system(&to, args.from.as_deref(), ocr)),
+        (false, true) => Some(OCR_SYSTEM.to_string()),
+        (false, false) => None,
+    };
+    let user_system = args
+        .system
+        .clone()
+        .or_else(|| d.system.clone())
+        .filter(|s| !s.trim().is_empty());
+    let system = match (preset.clone(), user_system) {
+        (Some(p), Some(u)) => Some(format!("{p}\n\n{u}")),
+        (p, u) => p.or(u),
+    };
+    if args.translate && !ocr && !prompt_given && conversation.is_none() {
+        return Err(Error::usage(
+            "--translate needs text: give words, or pipe a file on standard input",
+        ));
+    }
+
+    // The user's turn: text first, then images (OpenRouter's recommended order).
+    let user_text = match (ocr, prompt_given) {
+        (true, true) => format!("Additional instruction: {prompt}"),
+        (true, false) => "Transcribe the text in the image.".to_string(),
+        (false, _) => prompt.clone(),
+    };
+    let user_turn = if has_images {
+        let mut parts = vec![json!({"type": "text", "text": user_text})];
+        parts.extend(
+            images
+                .iter()
+                .map(|i| json!({"type": "image_url", "image_url": {"url": i.url}})),
+        );
+        Some(Message {
+            role: "user".into(),
+            content: Value::Array(parts),
+            extra: Default::default(),
+        })
+    } else if !user_text.trim().is_empty() {
+        Some(Message::text("user", user_text))
+    } else {
+        None
+    };
+
+    let mut earlier = conversation.or(previous).unwrap_or_default();
+    if system.is_some() {
+        earlier.retain(|m| m.role != "system" && m.role != "developer");
+    }
+    let mut messages = Vec::new();
+    if let Some(s) = &system {
+        messages.push(Message::text("system", s.clone()));
+    }
+    messages.extend(earlier);
+    messages.extend(user_turn);
+    if !messages.iter().any(|m| m.role == "user") {
+        return Err(Error::usage(
+            "The conversation has no user message to answer",
+        ));
+    }
+
+    let tool_choice = match (&tools, args.tool_choice.as_deref()) {
+        (_, None) => None,
+        (_, Some(c @ ("auto" | "none" | "required"))) => Some(Value::String(c.into())),
+        (Some(list), Some(name)) => {
+            if !list.iter().any(|t| t["function"]["name"] == name) {
+                return Err(Error::usage(format!(
+                    "--tool-choice `{name}` names no tool in the tools file"
+                )));
+            }
+            Some(json!({"type": "function", "function": {"name": name}}))
+        }
+        (None, Some(_)) => None,
+    };
+    let response_format = schema
+        .as_ref()
+        .map(|s| json!({"type": "json_schema", "json_schema": {"name": "answer", "schema": s}}));
     let max_tokens = args.max_tokens.or(d.max_tokens);
-    let stream = if args.json || args.no_stream {
+    let stream = if args.json || args.no_stream || schema.is_some() {
         false
     } else if args.stream {
         true
     } else {
         d.stream.unwrap_or(stdout_is_terminal)
     };
+    let translation =
+        (args.translate && !ocr && has_images.not() && prompt_given).then(|| Translation {
+            system: system.clone().unwrap_or_default(),
+            text: prompt.clone(),
+        });
+    let prompt_tokens = estimate_tokens(&messages);
+    // A translation is about as long as its source.
+    let reserve = match (max_tokens, &translation) {
+        (Some(n), _) => u64::from(n),
+        (None, Some(t)) => estimate_text(&t.text).max(DEFAULT_OUTPUT_RESERVE),
+        (None, None) => DEFAULT_OUTPUT_RESERVE,
+    };
+    let vision = has_images || args.vision || ocr || messages.iter().any(has_image_part);
     let needs = Needs {
-        context_tokens: estimate_tokens(&messages)
-            + max_tokens.map_or(DEFAULT_OUTPUT_RESERVE, u64::from),
-        ..Needs::default()
+        vision,
+        tools: tools.is_some(),
+        schema: schema.is_some(),
+        context_tokens: prompt_tokens + reserve,
     };
     Ok(Request {
         messages,
@@ -151,6 +306,11 @@ pub fn resolve(
         route: resolve_route(&args.route, config),
         max_tokens,
         temperature: args.temperature.or(d.temperature),
+        tools,
+        tool_choice,
+        schema,
+        response_format,
+        translation,
         timeout: Duration::from_secs_f64(timeout),
         attempts: attempts as usize,
         json: args.json,
@@ -159,17 +319,120 @@ pub fn resolve(
     })
 }
 
+impl Request {
+    /// The same request for one piece of a translation split at paragraph boundaries.
+    pub fn for_piece(&self, piece: &str) -> Request {
+        let t = self
+            .translation
+            .as_ref()
+            .expect("only translations are split");
+        let mut r = self.clone();
+        r.messages = vec![
+            Message::text("system", t.system.clone()),
+            Message::text("user", piece),
+        ];
+        r.needs.context_tokens = estimate_tokens(&r.messages)
+            + self
+                .max_tokens
+                .map_or(estimate_text(piece).max(DEFAULT_OUTPUT_RESERVE), u64::from);
+        r.translation = Some(Translation {
+            system: t.system.clone(),
+            text: piece.to_string(),
+        });
+        r
+    }
+}
+
+fn has_image_part(m: &Message) -> bool {
+    m.content
+        .as_array()
+        .is_some_and(|parts| parts.iter().any(|p| p["type"] == "image_url"))
+}
+
+/// Splits text at paragraph boundaries (blank lines) into pieces whose estimated
+/// size stays within `max_tokens` each; a single paragraph that is too long is split at
+/// line ends, then at spaces. Joining the pieces with blank lines gives the text back.
+pub fn split_paragraphs(text: &str, max_tokens: u64) -> Vec<String> {
+    let max_bytes = (max_tokens.max(16) * 4) as usize;
+    let mut pieces: Vec<String> = Vec::new();
+    let mut current = String::new();
+    for para in text.split("\n\n") {
+        let candidate_len = current.len() + 2 + para.len();
+        if !current.is_empty() && candidate_len > max_bytes {
+            pieces.push(std::mem::take(&mut current));
+        }
+        if para.len() > max_bytes {
+            for chunk in hard_split(para, max_bytes) {
+                pieces.push(chunk);
+            }
+            continue;
+        }
+        if !current.is_empty() {
+            current.push_str("\n\n");
+        }
+        current.push_str(para);
+    }
+    if !current.is_empty() || pieces.is_empty() {
+        pieces.push(current);
+    }
+    pieces
+}
+
+fn hard_split(text: &str, max_bytes: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while rest.len() > max_bytes {
+        let mut cut = max_bytes;
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let window = &rest[..cut];
+        let at = window
+            .rfind('\n')
+            .or_else(|| window.rfind(' '))
+            .filter(|&i| i > 0)
+            .unwrap_or(cut);
+        out.push(rest[..at].to_string());
+        rest = rest[at..].trim_start_matches(['\n', ' ']);
+    }
+    if !rest.is_empty() {
+        out.push(rest.to_string());
+    }
+    out
+}
+
+fn estimate_text(text: &str) -> u64 {
+    (text.len() as u64).div_ceil(4)
+}
+
+/// Tokens an image is counted as in the context estimate (its base64 is not text).
+pub const IMAGE_TOKENS: u64 = 1_000;
+
 /// A cheap, deliberately generous token estimate: about four bytes a token, plus a few
 /// tokens of framing per message.
 pub fn estimate_tokens(messages: &[Message]) -> u64 {
     messages
         .iter()
         .map(|m| {
-            let len = match &m.content {
-                serde_json::Value::String(s) => s.len(),
-                other => other.to_string().len(),
+            let content = match &m.content {
+                Value::String(s) => estimate_text(s),
+                Value::Array(parts) => parts
+                    .iter()
+                    .map(|p| match p["type"].as_str() {
+                        Some("text") => estimate_text(p["text"].as_str().unwrap_or_default()),
+                        Some("image_url") => IMAGE_TOKENS,
+                        _ => estimate_text(&p.to_string()),
+                    })
+                    .sum(),
+                Value::Null => 0,
+                other => estimate_text(&other.to_string()),
             };
-            (len as u64).div_ceil(4) + 8
+            let extra = if m.extra.is_empty() {
+                0
+            } else {
+                estimate_text(&Value::Object(m.extra.clone()).to_string())
+            };
+            content + extra + 8
         })
         .sum()
 }
@@ -183,10 +446,155 @@ mod tests {
         AskArgs::default()
     }
 
+    fn inp(prompt: impl Into<String>) -> Input {
+        Input {
+            prompt: prompt.into(),
+            ..Default::default()
+        }
+    }
+
+    fn image() -> crate::input::Image {
+        crate::input::image_from_bytes("a.png", b"\x89PNG\r\n\x1a\nxx").unwrap()
+    }
+
+    #[test]
+    fn ocr_preset_puts_text_then_images_and_needs_vision() {
+        let mut a = args();
+        a.ocr = true;
+        let input = Input {
+            images: vec![image()],
+            ..Default::default()
+        };
+        let r = resolve(&a, &Config::default(), input, None, false).unwrap();
+        assert!(r.needs.vision);
+        assert_eq!(r.messages[0].content, Value::String(OCR_SYSTEM.into()));
+        let parts = r.messages[1].content.as_array().unwrap();
+        assert_eq!(parts[0]["type"], "text");
+        assert!(
+            parts[1]["image_url"]["url"]
+                .as_str()
+                .unwrap()
+                .starts_with("data:image/png;base64,")
+        );
+        assert!(
+            resolve(&a, &Config::default(), inp(""), None, false).is_err(),
+            "--ocr without an image"
+        );
+    }
+
+    #[test]
+    fn translation_uses_config_language_and_reserves_output() {
+        let mut a = args();
+        a.translate = true;
+        let mut c = Config::default();
+        c.defaults.translate_to = Some("German".into());
+        let text = "Hello world. ".repeat(200);
+        let r = resolve(&a, &c, inp(text.clone()), None, false).unwrap();
+        let sys = r.messages[0].content.as_str().unwrap();
+        assert!(
+            sys.contains("into German") && sys.contains("Output only the translation"),
+            "{sys}"
+        );
+        assert_eq!(r.messages[1].content, Value::String(text.clone()));
+        assert!(
+            r.needs.context_tokens > 2 * estimate_text(&text),
+            "output reserved"
+        );
+        a.to = Some("French".into());
+        a.from = Some("English".into());
+        let r = resolve(&a, &c, inp("x"), None, false).unwrap();
+        assert!(
+            r.messages[0]
+                .content
+                .as_str()
+                .unwrap()
+                .contains("from English into French")
+        );
+        assert!(
+            resolve(&a, &c, inp(""), None, false).is_err(),
+            "nothing to translate"
+        );
+    }
+
+    #[test]
+    fn schema_forbids_streaming_and_builds_response_format() {
+        let mut a = args();
+        a.stream = true;
+        let input = Input {
+            prompt: "x".into(),
+            schema: Some(json!({"type": "object"})),
+            ..Default::default()
+        };
+        let r = resolve(&a, &Config::default(), input, None, true).unwrap();
+        assert!(!r.stream && r.needs.schema);
+        assert_eq!(r.response_format.unwrap()["type"], "json_schema");
+    }
+
+    #[test]
+    fn tool_choice_by_name_must_exist() {
+        let tools = vec![json!({"type": "function", "function": {"name": "get_weather"}})];
+        let mut a = args();
+        a.tool_choice = Some("get_weather".into());
+        let input = Input {
+            prompt: "x".into(),
+            tools: Some(tools.clone()),
+            ..Default::default()
+        };
+        let r = resolve(&a, &Config::default(), input, None, false).unwrap();
+        assert_eq!(r.tool_choice.unwrap()["function"]["name"], "get_weather");
+        assert!(r.needs.tools);
+        a.tool_choice = Some("other".into());
+        let input = Input {
+            prompt: "x".into(),
+            tools: Some(tools),
+            ..Default::default()
+        };
+        assert!(resolve(&a, &Config::default(), input, None, false).is_err());
+    }
+
+    #[test]
+    fn continued_conversation_goes_before_the_new_prompt() {
+        let previous = vec![
+            Message::text("user", "first"),
+            Message::text("assistant", "answer"),
+        ];
+        let r = resolve(
+            &args(),
+            &Config::default(),
+            inp("follow-up"),
+            Some(previous),
+            false,
+        )
+        .unwrap();
+        let roles: Vec<_> = r.messages.iter().map(|m| m.role.as_str()).collect();
+        assert_eq!(roles, vec!["user", "assistant", "user"]);
+        assert_eq!(r.messages[2].content, Value::String("follow-up".into()));
+    }
+
+    #[test]
+    fn paragraphs_split_within_budget_and_rejoin() {
+        let text = (0..50)
+            .map(|i| format!("Paragraph {i} ").repeat(10))
+            .collect::<Vec<_>>()
+            .join("\n\n");
+        let pieces = split_paragraphs(&text, 100);
+        assert!(pieces.len() > 5);
+        assert!(
+            pieces.iter().all(|p| p.len() <= 400),
+            "{:?}",
+            pieces.iter().map(|p| p.len()).collect::<Vec<_>>()
+        );
+        assert_eq!(pieces.join("\n\n"), text);
+        let long_para = "word ".repeat(500);
+        let pieces = split_paragraphs(&long_para, 50);
+        assert!(pieces.iter().all(|p| p.len() <= 200));
+        assert_eq!(split_paragraphs("short", 100), vec!["short".to_string()]);
+    }
+
     #[test]
     fn flag_beats_config_beats_default() {
         let mut c = Config::default();
-        let r = resolve(&args(), &c, "hi".into(), false).unwrap();
+        let r = resolve(&args(), &c, inp("hi"), None, false).unwrap();
         assert_eq!(r.timeout, Duration::from_secs(120));
         assert_eq!(r.attempts, 8);
         c.defaults = Defaults {
@@ -194,11 +602,11 @@ mod tests {
             attempts: Some(3),
             ..Default::default()
         };
-        let r = resolve(&args(), &c, "hi".into(), false).unwrap();
+        let r = resolve(&args(), &c, inp("hi"), None, false).unwrap();
         assert_eq!(r.timeout, Duration::from_secs(30));
         let mut a = args();
         a.timeout = Some(5.0);
-        let r = resolve(&a, &c, "hi".into(), false).unwrap();
+        let r = resolve(&a, &c, inp("hi"), None, false).unwrap();
         assert_eq!(r.timeout, Duration::from_secs(5));
         assert_eq!(r.attempts, 3);
     }
@@ -206,22 +614,22 @@ mod tests {
     #[test]
     fn streaming_default_follows_the_terminal() {
         let c = Config::default();
-        assert!(resolve(&args(), &c, "x".into(), true).unwrap().stream);
-        assert!(!resolve(&args(), &c, "x".into(), false).unwrap().stream);
+        assert!(resolve(&args(), &c, inp("x"), None, true).unwrap().stream);
+        assert!(!resolve(&args(), &c, inp("x"), None, false).unwrap().stream);
         let mut a = args();
         a.json = true;
         assert!(
-            !resolve(&a, &c, "x".into(), true).unwrap().stream,
+            !resolve(&a, &c, inp("x"), None, true).unwrap().stream,
             "json never streams"
         );
         let mut a = args();
         a.stream = true;
-        assert!(resolve(&a, &c, "x".into(), false).unwrap().stream);
+        assert!(resolve(&a, &c, inp("x"), None, false).unwrap().stream);
     }
 
     #[test]
     fn empty_prompt_is_a_usage_error() {
-        let e = resolve(&args(), &Config::default(), "  ".into(), false).unwrap_err();
+        let e = resolve(&args(), &Config::default(), inp("  "), None, false).unwrap_err();
         assert_eq!(e.kind, crate::error::ErrorKind::Usage);
     }
 
@@ -230,7 +638,7 @@ mod tests {
         let mut a = args();
         a.system = Some("be brief".into());
         a.max_tokens = Some(100);
-        let r = resolve(&a, &Config::default(), "x".repeat(400), false).unwrap();
+        let r = resolve(&a, &Config::default(), inp("x".repeat(400)), None, false).unwrap();
         assert_eq!(r.messages[0].role, "system");
         assert_eq!(r.needs.context_tokens, 100 + 8 + 2 + 8 + 100);
     }

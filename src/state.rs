@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::outcome::{AttemptOutcome, AttemptRecord};
 use crate::providers::Limits;
+use crate::wire::openai::Message;
 
 pub const VERSION: u32 = 1;
 /// Outcome weights halve every six hours: a cron job that runs hourly still learns.
@@ -285,12 +286,65 @@ impl Store {
     /// Forgets everything: a fresh state and an empty request log, under the lock.
     pub fn reset(&self) -> Result<(), String> {
         self.update(|s| *s = fresh(), None)?;
+        if let Some(c) = self.conversations_path()
+            && c.exists()
+        {
+            std::fs::remove_file(&c).map_err(|e| format!("cannot remove {}: {e}", c.display()))?;
+        }
         if let Some(log) = self.log_path()
             && log.exists()
         {
             write_atomic(&log, b"").map_err(|e| format!("cannot clear {}: {e}", log.display()))?;
         }
         Ok(())
+    }
+
+    fn conversations_path(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join("conversations.json"))
+    }
+
+    /// The messages of the last answered conversation (`--continue`).
+    pub fn last_conversation(&self) -> Option<Vec<Message>> {
+        let bytes = std::fs::read(self.conversations_path()?).ok()?;
+        let file: Conversations = serde_json::from_slice(&bytes).ok()?;
+        file.conversations.into_iter().last().map(|c| c.messages)
+    }
+
+    /// Keeps a conversation, dropping all but the last `KEPT_CONVERSATIONS`.
+    pub fn save_conversation(&self, messages: &[Message]) -> Result<(), String> {
+        let Some(path) = self.conversations_path() else {
+            return Ok(());
+        };
+        let dir = self.dir.as_ref().expect("a path implies a dir");
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let lock = self.lock(dir)?;
+        let mut file: Conversations = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        file.conversations.push(Conversation {
+            time_ms: crate::now_ms(),
+            messages: messages.to_vec(),
+        });
+        let excess = file.conversations.len().saturating_sub(KEPT_CONVERSATIONS);
+        file.conversations.drain(..excess);
+        let result = write_atomic(&path, &serde_json::to_vec(&file).expect("serializes"))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()));
+        drop(lock);
+        result
+    }
+
+    fn lock(&self, dir: &Path) -> Result<File, String> {
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("state.lock"))
+            .map_err(|e| format!("cannot open the lock file in {}: {e}", dir.display()))?;
+        lock.lock()
+            .map_err(|e| format!("cannot lock the state: {e}"))?;
+        Ok(lock)
     }
 
     /// Reads the state once, without a lock (writers rename whole files into place).
@@ -338,6 +392,22 @@ impl Store {
         drop(lock);
         result.map(|()| notes)
     }
+}
+
+/// How many answered conversations are kept for `--continue`.
+pub const KEPT_CONVERSATIONS: usize = 5;
+
+/// `conversations.json`: kept apart from the state and never written to the request log.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Conversations {
+    #[serde(default)]
+    conversations: Vec<Conversation>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Conversation {
+    time_ms: u64,
+    messages: Vec<Message>,
 }
 
 fn fresh() -> State {
@@ -414,6 +484,7 @@ mod tests {
             retry_at_ms: None,
             provider_wide: false,
             day_limit: None,
+            piece: None,
         }
     }
 

@@ -15,11 +15,13 @@ use crate::error::{Error, ErrorKind};
 use crate::outcome::{AttemptOutcome, AttemptRecord};
 use crate::plan::Plan;
 use crate::providers::Provider;
+use crate::providers::ProviderKind;
 use crate::request::Request;
 use crate::wire::client::{Client, describe_reqwest};
-use crate::wire::openai::{ChatRequest, Chunk, StreamOptions, Usage};
+use crate::wire::openai::{ChatRequest, Chunk, StreamOptions, ToolCallDelta, Usage};
 use crate::wire::sse::{Decoder, Event};
 use classify::{Failure, RetryHeaders, classify_embedded, classify_http};
+use serde_json::Value;
 
 /// Longest wait between two chunks of a stream that has started, whatever time is left.
 pub const IDLE_CAP: Duration = Duration::from_secs(30);
@@ -48,6 +50,8 @@ pub struct Success {
     pub usage: Option<Usage>,
     pub first_token_ms: Option<u64>,
     pub paid: bool,
+    /// Assembled tool calls: `{"id", "name", "arguments"}`.
+    pub tool_calls: Vec<Value>,
 }
 
 /// How the run ended without an answer being printed by us.
@@ -131,6 +135,7 @@ pub async fn run(
                     retry_at_ms: None,
                     provider_wide: false,
                     day_limit: None,
+                    piece: None,
                 });
                 sink.trace(format!(
                     "answered by {}/{} in {elapsed_ms} ms",
@@ -173,6 +178,7 @@ pub async fn run(
                     retry_at_ms: failure.retry_at_ms,
                     provider_wide: failure.provider_wide,
                     day_limit: failure.day_limit,
+                    piece: None,
                 });
                 if shown {
                     let err = Error::new(
@@ -363,6 +369,29 @@ struct Progress {
     model: Option<String>,
     done: bool,
     shown: bool,
+    /// Tool calls being assembled from fragments, by `index`.
+    calls: Vec<PartialCall>,
+}
+
+#[derive(Default)]
+struct PartialCall {
+    index: usize,
+    id: String,
+    name: String,
+    arguments: String,
+}
+
+impl PartialCall {
+    /// `{"id", "name", "arguments"}` with the arguments parsed as JSON when they are JSON.
+    fn finish(&self) -> Value {
+        let raw = self.arguments.trim();
+        let arguments = if raw.is_empty() {
+            Value::Object(Default::default())
+        } else {
+            serde_json::from_str(raw).unwrap_or_else(|_| Value::String(self.arguments.clone()))
+        };
+        serde_json::json!({"id": self.id, "name": self.name, "arguments": arguments})
+    }
 }
 
 /// One request to one model.
@@ -387,6 +416,13 @@ async fn attempt(
         },
         max_tokens: req.max_tokens,
         temperature: req.temperature,
+        tools: req.tools.as_deref(),
+        tool_choice: req.tool_choice.as_ref(),
+        response_format: req.response_format.as_ref(),
+        // Ask OpenRouter to route only to endpoints that honour tools or the schema.
+        provider: (provider.kind == ProviderKind::OpenRouter
+            && (req.tools.is_some() || req.schema.is_some()))
+        .then(|| serde_json::json!({"require_parameters": true})),
     };
     let wait = first_by.duration_since(started).as_secs_f64();
     let mut resp = match timeout_at(first_by.into(), client.chat(provider, &body)).await {
@@ -516,13 +552,24 @@ async fn attempt(
     let first_token_ms = p
         .first_token
         .map(|t| t.duration_since(started).as_millis() as u64);
-    if p.content.is_empty() {
+    if p.content.is_empty() && p.calls.is_empty() {
         let f = failed(
             AttemptOutcome::EmptyAnswer,
             "the model answered with no text",
             Some(200),
         );
         return Err(with_progress(f, &p, started));
+    }
+    if let Some(schema) = &req.schema
+        && p.calls.is_empty()
+    {
+        match check_schema(&p.content, schema) {
+            Ok(doc) => p.content = doc,
+            Err(why) => {
+                let f = failed(AttemptOutcome::InvalidAnswer, why, Some(200));
+                return Err(with_progress(f, &p, started));
+            }
+        }
     }
     if !p.done && p.finish_reason.is_none() {
         let f = failed(
@@ -540,8 +587,10 @@ async fn attempt(
             .map_or(p.content.len() as f64 / 4.0, |u| u.completion_tokens as f64);
         (secs > 0.05 && tokens > 1.0).then(|| tokens / secs)
     });
+    let tool_calls = p.calls.iter().map(PartialCall::finish).collect();
     Ok((
         Success {
+            tool_calls,
             content: p.content,
             model: p.model.unwrap_or_else(|| model.to_string()),
             provider: provider.name.clone(),
@@ -552,6 +601,57 @@ async fn attempt(
         },
         tps,
     ))
+}
+
+/// Folds one streamed tool-call fragment into the calls being assembled: the first
+/// fragment of an index brings `id` and the name, later ones append to the arguments.
+fn add_fragment(calls: &mut Vec<PartialCall>, f: &ToolCallDelta) {
+    let index = f.index.unwrap_or(calls.len());
+    let pos = match calls.iter().position(|c| c.index == index) {
+        Some(pos) => pos,
+        None => {
+            calls.push(PartialCall {
+                index,
+                ..Default::default()
+            });
+            calls.len() - 1
+        }
+    };
+    let call = &mut calls[pos];
+    if let Some(id) = f.id.as_deref().filter(|s| !s.is_empty()) {
+        call.id = id.to_string();
+    }
+    if let Some(func) = &f.function {
+        if let Some(name) = func.name.as_deref().filter(|s| !s.is_empty()) {
+            call.name.push_str(name);
+        }
+        match &func.arguments {
+            Some(Value::String(s)) => call.arguments.push_str(s),
+            Some(other @ Value::Object(_)) => call.arguments.push_str(&other.to_string()),
+            _ => {}
+        }
+    }
+}
+
+/// The answer as the JSON document the schema asks for: surrounding code fences are
+/// tolerated, anything else that is not valid JSON matching the schema is refused.
+pub fn check_schema(content: &str, schema: &Value) -> Result<String, String> {
+    let mut text = content.trim();
+    if let Some(rest) = text.strip_prefix("```") {
+        let rest = rest.trim_start_matches(|c: char| c.is_ascii_alphanumeric());
+        text = rest.strip_suffix("```").unwrap_or(rest).trim();
+    }
+    let doc: Value =
+        serde_json::from_str(text).map_err(|e| format!("the answer is not JSON ({e})"))?;
+    let validator =
+        jsonschema::validator_for(schema).map_err(|e| format!("the schema is invalid: {e}"))?;
+    if let Some(err) = validator.iter_errors(&doc).next() {
+        return Err(format!(
+            "the answer does not match the schema: {err} at `{}`",
+            err.instance_path()
+        ));
+    }
+    Ok(text.to_string())
 }
 
 fn with_progress(e: AttemptError, p: &Progress, started: Instant) -> AttemptError {
@@ -614,6 +714,10 @@ fn handle_data(
                 {
                     p.active = true;
                 }
+                for fragment in d.tool_calls.iter().flatten() {
+                    p.first_token.get_or_insert_with(Instant::now);
+                    add_fragment(&mut p.calls, fragment);
+                }
                 if let Some(text) = d.content.as_deref().filter(|t| !t.is_empty()) {
                     p.first_token.get_or_insert_with(Instant::now);
                     p.content.push_str(text);
@@ -646,4 +750,55 @@ fn handle_data(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frag(json: &str) -> ToolCallDelta {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn tool_call_fragments_assemble_by_index() {
+        let mut calls = Vec::new();
+        for f in [
+            r#"{"index":0,"id":"call_1","type":"function","function":{"name":"get_weather","arguments":""}}"#,
+            r#"{"index":1,"id":"call_2","type":"function","function":{"name":"get_time","arguments":"{\"tz\":"}}"#,
+            r#"{"index":0,"function":{"arguments":"{\"city\":"}}"#,
+            r#"{"index":0,"function":{"arguments":"\"Paris\"}"}}"#,
+            r#"{"index":1,"function":{"arguments":"\"UTC\"}"}}"#,
+        ] {
+            add_fragment(&mut calls, &frag(f));
+        }
+        let done: Vec<Value> = calls.iter().map(PartialCall::finish).collect();
+        assert_eq!(
+            done[0],
+            serde_json::json!({"id": "call_1", "name": "get_weather", "arguments": {"city": "Paris"}})
+        );
+        assert_eq!(
+            done[1],
+            serde_json::json!({"id": "call_2", "name": "get_time", "arguments": {"tz": "UTC"}})
+        );
+    }
+
+    #[test]
+    fn schema_check_accepts_fenced_json_and_refuses_mismatch() {
+        let schema = serde_json::json!({"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}});
+        assert_eq!(
+            check_schema("```json\n{\"name\": \"Ada\"}\n```", &schema).unwrap(),
+            "{\"name\": \"Ada\"}"
+        );
+        assert!(
+            check_schema("{\"name\": 3}", &schema)
+                .unwrap_err()
+                .contains("does not match")
+        );
+        assert!(
+            check_schema("Sure! Here it is", &schema)
+                .unwrap_err()
+                .contains("not JSON")
+        );
+    }
 }

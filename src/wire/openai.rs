@@ -5,11 +5,14 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// A chat message. `content` is a string or a list of content parts, kept as JSON.
+/// A chat message. `content` is a string or a list of content parts, kept as JSON; other
+/// fields (`tool_calls`, `tool_call_id`, `name`) ride along in `extra`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub role: String,
     pub content: Value,
+    #[serde(flatten, default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub extra: serde_json::Map<String, Value>,
 }
 
 impl Message {
@@ -17,6 +20,7 @@ impl Message {
         Message {
             role: role.into(),
             content: Value::String(text.into()),
+            extra: Default::default(),
         }
     }
 }
@@ -38,6 +42,37 @@ pub struct ChatRequest<'a> {
     pub max_tokens: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<&'a [Value]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<&'a Value>,
+    /// OpenRouter's provider preferences (`require_parameters` for tools and schemas).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<Value>,
+}
+
+/// One fragment of a streamed tool call, keyed by `index` (reference §1.4); a
+/// non-streaming answer carries whole calls in the same shape.
+#[derive(Debug, Default, Deserialize)]
+pub struct ToolCallDelta {
+    #[serde(default)]
+    pub index: Option<usize>,
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub function: Option<FunctionDelta>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct FunctionDelta {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A piece of the JSON arguments (a whole string in non-streaming answers; some
+    /// servers send an object).
+    #[serde(default)]
+    pub arguments: Option<Value>,
 }
 
 /// `error` inside a body or a chunk. `code` is a number or a string (§1.4).
@@ -69,6 +104,8 @@ pub struct Delta {
     pub reasoning: Option<String>,
     #[serde(default)]
     pub reasoning_content: Option<String>,
+    #[serde(default)]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

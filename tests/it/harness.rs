@@ -120,7 +120,16 @@ impl Env {
         self.run_full(args, None, extra)
     }
 
+    /// Runs with raw bytes on standard input (an image, say).
+    pub fn run_bytes(&self, args: &[&str], stdin: &[u8]) -> Out {
+        self.run_raw(args, Some(stdin), &[])
+    }
+
     pub fn run_full(&self, args: &[&str], stdin: Option<&str>, extra: &[(&str, &str)]) -> Out {
+        self.run_raw(args, stdin.map(str::as_bytes), extra)
+    }
+
+    fn run_raw(&self, args: &[&str], stdin: Option<&[u8]>, extra: &[(&str, &str)]) -> Out {
         let mut c = self.cmd(args);
         for (k, v) in extra {
             c.env(k, v);
@@ -133,9 +142,9 @@ impl Env {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
         let mut child = c.spawn().expect("spawn freeroute");
-        if let Some(text) = stdin {
+        if let Some(bytes) = stdin {
             let mut pipe = child.stdin.take().unwrap();
-            pipe.write_all(text.as_bytes()).unwrap();
+            pipe.write_all(bytes).unwrap();
         }
         let pid = child.id();
         let (tx, rx) = mpsc::channel();

@@ -7,6 +7,7 @@ mod fake;
 mod harness;
 
 mod ask;
+mod capabilities;
 mod catalog;
 mod cli;
 mod failures;
