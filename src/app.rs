@@ -12,7 +12,8 @@ use serde_json::json;
 use crate::attempt::{self, Stop};
 use crate::catalog::{self, Loaded};
 use crate::cli::{AskArgs, Cli, Command, ConfigAction, ConfigArgs, ModelsArgs, StatsArgs};
-use crate::config::{self, Config};
+use crate::config::{self, Config, Keyless};
+use crate::discover;
 use crate::error::{Error, ErrorKind, Result};
 use crate::input;
 use crate::outcome::{Answer, AttemptRecord, Piece, Timing};
@@ -79,6 +80,73 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
+/// The `keyless` setting: `FREEROUTE_KEYLESS=0` beats the config, which beats `auto`.
+fn keyless_mode(config: &Config) -> Keyless {
+    match env("FREEROUTE_KEYLESS").as_deref().map(str::trim) {
+        Some("0" | "false" | "no" | "off") => Keyless::Never,
+        Some("1" | "true" | "yes" | "on") => Keyless::Always,
+        _ => config.defaults.keyless.unwrap_or(Keyless::Auto),
+    }
+}
+
+/// Whether to look for local servers: `FREEROUTE_DISCOVER=0` or `discover = false` turn it off.
+fn discover_on(config: &Config) -> bool {
+    match env("FREEROUTE_DISCOVER").as_deref().map(str::trim) {
+        Some("0" | "false" | "no" | "off") => false,
+        _ => config.defaults.discover.unwrap_or(true),
+    }
+}
+
+/// Every provider this run may use: keyed presets and configured endpoints, local servers
+/// found by themselves, and keyless services as the `keyless` setting says (in `auto`
+/// mode only when the others have no model at all).
+struct Providers {
+    list: Vec<Provider>,
+    disabled: Vec<Disabled>,
+    keyless_waiting: Vec<Provider>,
+    mode: Keyless,
+}
+
+fn gather_providers(config: &Config, rt: &tokio::runtime::Runtime, printer: &Printer) -> Providers {
+    let resolved = providers::resolve(config, &env);
+    for d in &resolved.disabled {
+        printer.trace(&format!("provider {} off: {}", d.name, d.reason));
+    }
+    let mut list = resolved.enabled;
+    if discover_on(config) {
+        let ports = config
+            .defaults
+            .discover_ports
+            .clone()
+            .unwrap_or_else(|| discover::DEFAULT_PORTS.to_vec());
+        let started = Instant::now();
+        let open = rt.block_on(discover::open_ports(
+            &ports,
+            catalog::cache_dir().as_deref(),
+            crate::now_ms(),
+        ));
+        let found = discover::providers(&open, &list);
+        printer.trace(&format!(
+            "discovery: ports {ports:?}, open {open:?}, in {} µs",
+            started.elapsed().as_micros()
+        ));
+        list.extend(found);
+    }
+    let mode = keyless_mode(config);
+    let (keyless_now, keyless_waiting) = match mode {
+        Keyless::Always => (resolved.keyless, Vec::new()),
+        Keyless::Never => (Vec::new(), Vec::new()),
+        Keyless::Auto => (Vec::new(), resolved.keyless),
+    };
+    list.extend(keyless_now);
+    Providers {
+        list,
+        disabled: resolved.disabled,
+        keyless_waiting,
+        mode,
+    }
+}
+
 /// Config, providers, catalogs and the remembered state.
 fn setup(
     config: &Config,
@@ -88,11 +156,20 @@ fn setup(
     rt: &tokio::runtime::Runtime,
     printer: &Printer,
 ) -> Result<Setup> {
-    let (enabled, disabled) = providers::resolve(config, &env);
-    for d in &disabled {
-        printer.trace(&format!("provider {} off: {}", d.name, d.reason));
-    }
-    let enabled = select_providers(enabled, &disabled, route, config_path.as_deref())?;
+    let Providers {
+        list,
+        disabled,
+        keyless_waiting,
+        mode,
+    } = gather_providers(config, rt, printer);
+    let mut enabled = select_providers(
+        list,
+        &disabled,
+        &keyless_waiting,
+        route,
+        config_path.as_deref(),
+        mode,
+    )?;
     let store = Store::new(state::state_dir());
     let mut notes = Vec::new();
     let state = store.snapshot(&mut notes);
@@ -107,31 +184,61 @@ fn setup(
         let c = Client::new()?;
         Ok(client_cell.get_or_init(|| c).clone())
     };
-    let loaded = rt.block_on(catalog::load(
+    let fetch_timeout = (timeout / 3).min(Duration::from_secs(15));
+    let mut loaded = rt.block_on(catalog::load(
         &enabled,
         route.catalog,
         route.catalog_ttl,
         &make_client,
         crate::now_ms(),
-        (timeout / 3).min(Duration::from_secs(15)),
+        fetch_timeout,
     ));
+    // `keyless = "auto"`: the keyless services only when nothing else offers a model.
+    if loaded.models.is_empty() && !keyless_waiting.is_empty() && route.providers.is_empty() {
+        let names: Vec<_> = keyless_waiting.iter().map(|p| p.name.as_str()).collect();
+        printer.note(&format!(
+            "No key is set and no local server answered: using keyless free services ({}), which may log prompts",
+            names.join(", ")
+        ));
+        let more = rt.block_on(catalog::load(
+            &keyless_waiting,
+            route.catalog,
+            route.catalog_ttl,
+            &make_client,
+            crate::now_ms(),
+            fetch_timeout,
+        ));
+        loaded.models.extend(more.models);
+        enabled.extend(keyless_waiting);
+    }
     for n in &loaded.notes {
         printer.note(n);
     }
     for (p, why) in &loaded.failed {
-        printer.note(&format!("No model list from {p}: {why}"));
+        // A port that is open but is no LLM server is not worth a note on every run.
+        match enabled.iter().find(|e| &e.name == p) {
+            Some(e) if e.tier == providers::Tier::Local => {
+                printer.trace(&format!("No model list from {p}: {why}"))
+            }
+            _ => printer.note(&format!("No model list from {p}: {why}")),
+        }
     }
-    if loaded.models.is_empty() && !loaded.failed.is_empty() {
-        let names: Vec<_> = loaded
-            .failed
-            .iter()
-            .map(|(p, why)| format!("{p}: {why}"))
-            .collect();
-        return Err(Error::new(
-            ErrorKind::AllFailed,
-            format!("Could not get any model list ({})", names.join("; ")),
-        )
-        .with_hint("Check the network, or run once without --offline to fill the cache"));
+    if loaded.models.is_empty() {
+        if enabled.iter().all(|p| p.tier == providers::Tier::Local) && !loaded.failed.is_empty() {
+            return Err(no_provider_error(config_path.as_deref(), mode));
+        }
+        if !loaded.failed.is_empty() {
+            let names: Vec<_> = loaded
+                .failed
+                .iter()
+                .map(|(p, why)| format!("{p}: {why}"))
+                .collect();
+            return Err(Error::new(
+                ErrorKind::AllFailed,
+                format!("Could not get any model list ({})", names.join("; ")),
+            )
+            .with_hint("Check the network, or run once without --offline to fill the cache"));
+        }
     }
     Ok(Setup {
         providers: enabled,
@@ -142,16 +249,44 @@ fn setup(
     })
 }
 
-/// Applies `-p` to the enabled providers, with clear errors for unknown or keyless names;
-/// with no provider at all, says which variable to set.
+fn no_provider_error(config_path: Option<&Path>, mode: Keyless) -> Error {
+    let or = &crate::presets::PRESETS[0];
+    let where_ = config_path.map_or_else(
+        || "the config file".to_string(),
+        |p| p.display().to_string(),
+    );
+    let keyless = if mode == Keyless::Never {
+        "; keyless services are off (keyless = false or FREEROUTE_KEYLESS=0)"
+    } else {
+        ""
+    };
+    Error::config(format!(
+        "No provider has an API key: set {} (or another provider's key){keyless}",
+        or.key_env.unwrap_or_default()
+    ))
+    .with_hint(format!(
+        "Get a free key at {}, run a local server (Ollama, llama.cpp), or add an OpenAI-compatible provider to {where_} (freeroute config init)",
+        or.signup
+    ))
+}
+
+/// Applies `-p` to the providers, with clear errors for unknown or disabled names; with no
+/// provider at all, says which variable to set.
 fn select_providers(
-    enabled: Vec<Provider>,
+    mut list: Vec<Provider>,
     disabled: &[Disabled],
+    keyless_waiting: &[Provider],
     route: &Route,
     config_path: Option<&Path>,
+    mode: Keyless,
 ) -> Result<Vec<Provider>> {
     for name in &route.providers {
-        if enabled.iter().any(|p| &p.name == name) {
+        if list.iter().any(|p| &p.name == name) {
+            continue;
+        }
+        // Naming a keyless service with -p asks for it.
+        if let Some(k) = keyless_waiting.iter().find(|p| &p.name == name) {
+            list.push(k.clone());
             continue;
         }
         if let Some(d) = disabled.iter().find(|d| &d.name == name) {
@@ -160,24 +295,16 @@ fn select_providers(
                 d.reason
             )));
         }
-        let known: Vec<_> = enabled.iter().map(|p| p.name.as_str()).collect();
+        let known: Vec<_> = list.iter().map(|p| p.name.as_str()).collect();
         return Err(Error::usage(format!(
             "Unknown provider `{name}` (-p); enabled: {}",
             known.join(", ")
         )));
     }
-    if enabled.is_empty() {
-        let b = &providers::BUILTINS[0];
-        let where_ = config_path.map_or_else(
-            || "the config file".to_string(),
-            |p| p.display().to_string(),
-        );
-        return Err(Error::config(format!("No provider has an API key: set {}", b.key_env)).with_hint(format!(
-            "Get a free key at {}, or add an OpenAI-compatible provider to {where_} (freeroute config init)",
-            b.signup
-        )));
+    if list.is_empty() && keyless_waiting.is_empty() {
+        return Err(no_provider_error(config_path, mode));
     }
-    Ok(enabled)
+    Ok(list)
 }
 
 fn rng() -> fastrand::Rng {
@@ -280,6 +407,20 @@ fn ask(args: &AskArgs, config_flag: Option<&Path>, printer: &mut Printer) -> Res
             s.provider, s.model
         ));
     }
+    for s in &successes {
+        if let Some(note) = setup
+            .providers
+            .iter()
+            .find(|p| p.name == s.provider)
+            .and_then(|p| p.data_note)
+        {
+            printer.note(&format!(
+                "Answered by {} ({note}); it may log prompts",
+                s.provider
+            ));
+        }
+    }
+    note_refused_keys(&setup.providers, &attempts, printer);
     let content = successes
         .iter()
         .map(|s| s.content.as_str())
@@ -337,6 +478,29 @@ fn ask(args: &AskArgs, config_flag: Option<&Path>, printer: &mut Printer) -> Res
         printer.stdout(&format!("{call}\n"));
     }
     Ok(())
+}
+
+/// A provider that refused its key while another answered: say which variable to fix.
+fn note_refused_keys(providers: &[Provider], attempts: &[AttemptRecord], printer: &Printer) {
+    let mut named = Vec::new();
+    for a in attempts
+        .iter()
+        .filter(|a| a.outcome == crate::outcome::AttemptOutcome::AuthFailed)
+    {
+        if named.contains(&a.provider) {
+            continue;
+        }
+        named.push(a.provider.clone());
+        let var = providers
+            .iter()
+            .find(|p| p.name == a.provider)
+            .and_then(|p| p.key_env.clone());
+        printer.note(&format!(
+            "{} refused its key{}; it is skipped for this run",
+            a.provider,
+            var.map(|v| format!(": check {v}")).unwrap_or_default()
+        ));
+    }
 }
 
 fn make_plan(req: &Request, setup: &Setup, rng: &mut fastrand::Rng, printer: &Printer) -> Plan {
@@ -504,7 +668,7 @@ fn remember(setup: &Setup, attempts: &[AttemptRecord], req: &Request, printer: &
     .to_string();
     let limits = |name: &str| {
         let p = setup.providers.iter().find(|p| p.name == name);
-        p.map(|p| p.limits).unwrap_or_default()
+        p.map(|p| (p.limits, p.day_offset_ms)).unwrap_or_default()
     };
     match setup
         .store
@@ -714,7 +878,13 @@ fn config_cmd(args: &ConfigArgs, config_flag: Option<&Path>, printer: &Printer) 
         }
         ConfigAction::Show => {
             let (config, loaded_from) = config::load(config_flag)?;
-            let (enabled, disabled) = providers::resolve(&config, &env);
+            let rt = runtime()?;
+            let Providers {
+                list,
+                disabled,
+                keyless_waiting,
+                mode,
+            } = gather_providers(&config, &rt, printer);
             let mut s = String::new();
             s.push_str(&format!(
                 "# config file: {}\n",
@@ -745,19 +915,51 @@ fn config_cmd(args: &ConfigArgs, config_flag: Option<&Path>, printer: &Printer) 
                 "prefer = {:?}\nexclude = {:?}\n",
                 d.prefer, d.exclude
             ));
-            for p in &enabled {
-                s.push_str(&format!("\n[providers.{}]  # on\n", p.name));
+            let keyless = match mode {
+                Keyless::Auto => "\"auto\"  # only when no other provider has a model",
+                Keyless::Always => "true",
+                Keyless::Never => "false",
+            };
+            s.push_str(&format!("keyless = {keyless}\n"));
+            s.push_str(&format!(
+                "discover = {}\ndiscover_ports = {:?}\n",
+                discover_on(&config),
+                d.discover_ports
+                    .clone()
+                    .unwrap_or_else(|| discover::DEFAULT_PORTS.to_vec())
+            ));
+            let describe = |p: &Provider, status: &str, s: &mut String| {
+                s.push_str(&format!("\n[providers.{}]  # {status}\n", p.name));
                 s.push_str(&format!("base_url = {:?}\n", p.base_url));
                 match (&p.key_env, &p.key) {
                     (Some(var), Some(_)) => s.push_str(&format!("api_key_env = {var:?}  # set\n")),
                     (Some(var), None) => s.push_str(&format!(
-                        "api_key_env = {var:?}  # not set; loopback needs none\n"
+                        "api_key_env = {var:?}  # not set; none needed here\n"
                     )),
                     (None, _) => s.push_str("# no key\n"),
                 }
-                if let Some(m) = &p.models {
-                    s.push_str(&format!("# {} models listed in the config\n", m.len()));
+                if let Some(preset) = providers::preset(&p.name) {
+                    s.push_str(&format!("# free allowance: {}\n", preset.allowance));
                 }
+                if let Some(m) = &p.models {
+                    s.push_str(&format!("# {} models listed\n", m.len()));
+                }
+            };
+            for p in &list {
+                let status = match p.tier {
+                    providers::Tier::Cloud if p.configured => "on: added in the config",
+                    providers::Tier::Cloud => "on: its key variable is set",
+                    providers::Tier::Local => "on: found on a loopback port",
+                    providers::Tier::Keyless => "on: keyless = true",
+                };
+                describe(p, status, &mut s);
+            }
+            for p in &keyless_waiting {
+                describe(
+                    p,
+                    "standby: keyless, used only when no other provider has a model",
+                    &mut s,
+                );
             }
             for d in &disabled {
                 s.push_str(&format!("\n[providers.{}]  # off: {}\n", d.name, d.reason));

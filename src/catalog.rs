@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::ModelConfig;
-use crate::providers::{Provider, ProviderKind};
+use crate::providers::{Provider, ProviderKind, Tier};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capabilities {
@@ -35,6 +35,13 @@ pub struct Model {
     pub text_output: bool,
     /// Unix seconds the model was added to the catalog, when known (a recency prior).
     pub created: Option<i64>,
+    /// The provider's tier (set from the provider on every load, not trusted from a cache).
+    #[serde(skip, default = "cloud")]
+    pub tier: Tier,
+}
+
+fn cloud() -> Tier {
+    Tier::Cloud
 }
 
 impl Model {
@@ -70,6 +77,9 @@ fn parse_entry(e: &Value, provider: &Provider) -> Option<Model> {
         .or_else(|| e.get("model"))
         .and_then(Value::as_str)?
         .to_string();
+    if provider.kind == ProviderKind::OpenAiCompatible && !is_chat_model(&id, e) {
+        return None;
+    }
     let arch = e.get("architecture");
     let modalities = |key: &str| -> Option<Vec<String>> {
         arch.and_then(|a| a.get(key))
@@ -99,14 +109,23 @@ fn parse_entry(e: &Value, provider: &Provider) -> Option<Model> {
             .and_then(|c| c.get(k))
             .and_then(Value::as_bool)
     };
+    // Mistral's `function_calling` also means it honours `response_format` schemas.
+    let mistral_tools = cap_flag("function_calling") == Some(true);
+    let hint = provider.hints.iter().find(|h| h.id == id);
     let caps = Capabilities {
         vision: inputs.iter().any(|m| m == "image")
             || cap_list.contains(&"vision")
-            || cap_flag("vision") == Some(true),
+            || cap_flag("vision") == Some(true)
+            || hint.is_some_and(|h| h.vision),
         tools: params.contains(&"tools")
             || cap_list.contains(&"tools")
-            || cap_flag("trained_for_tool_use") == Some(true),
-        schema: params.contains(&"response_format") || params.contains(&"structured_outputs"),
+            || cap_flag("trained_for_tool_use") == Some(true)
+            || mistral_tools
+            || hint.is_some_and(|h| h.tools),
+        schema: params.contains(&"response_format")
+            || params.contains(&"structured_outputs")
+            || mistral_tools
+            || hint.is_some_and(|h| h.schema),
     };
     let context = [
         e.get("context_length"),
@@ -119,7 +138,8 @@ fn parse_entry(e: &Value, provider: &Provider) -> Option<Model> {
     .into_iter()
     .flatten()
     .find_map(Value::as_u64)
-    .filter(|&c| c > 0);
+    .filter(|&c| c > 0)
+    .or(hint.map(|h| h.context));
 
     let (free, router) = match provider.kind {
         ProviderKind::OpenRouter => {
@@ -141,7 +161,38 @@ fn parse_entry(e: &Value, provider: &Provider) -> Option<Model> {
         router,
         text_output,
         created: e.get("created").and_then(Value::as_i64),
+        tier: provider.tier,
     })
+}
+
+/// Whether a `/models` entry of an OpenAI-compatible server is a chat model: Mistral says
+/// so (`capabilities.completion_chat`), others list speech, embedding and guard models
+/// beside chat ones with nothing but their names to tell them apart.
+fn is_chat_model(id: &str, e: &Value) -> bool {
+    if let Some(chat) = e
+        .get("capabilities")
+        .and_then(|c| c.get("completion_chat"))
+        .and_then(Value::as_bool)
+    {
+        return chat;
+    }
+    if e.get("active").and_then(Value::as_bool) == Some(false) {
+        return false;
+    }
+    let lower = id.to_ascii_lowercase();
+    ![
+        "whisper",
+        "tts",
+        "embed",
+        "guard",
+        "moderation",
+        "rerank",
+        "orpheus",
+        "distil-",
+        "playai",
+    ]
+    .iter()
+    .any(|w| lower.contains(w))
 }
 
 /// A price is a string of a decimal number (or, from some servers, a number).
@@ -170,6 +221,7 @@ pub fn from_config(models: &[ModelConfig], provider: &Provider) -> Vec<Model> {
             router: false,
             text_output: true,
             created: None,
+            tier: provider.tier,
         })
         .collect()
 }
@@ -217,17 +269,9 @@ mod tests {
     use super::*;
 
     fn openrouter() -> Provider {
-        Provider {
-            name: "openrouter".into(),
-            base_url: "https://openrouter.ai/api/v1".into(),
-            kind: ProviderKind::OpenRouter,
-            key: None,
-            key_env: None,
-            paid: false,
-            models: None,
-            configured: false,
-            limits: Default::default(),
-        }
+        let mut p = Provider::custom("openrouter", "https://openrouter.ai/api/v1", Tier::Cloud);
+        p.kind = ProviderKind::OpenRouter;
+        p
     }
 
     const CATALOG: &str = r#"{"data":[
@@ -281,6 +325,36 @@ mod tests {
     }
 
     #[test]
+    fn non_chat_models_are_skipped_and_hints_fill_gaps() {
+        static HINTS: &[crate::presets::Hint] = &[crate::presets::Hint {
+            id: "llama-3.3-70b-versatile",
+            context: 131_072,
+            vision: false,
+            tools: true,
+            schema: false,
+        }];
+        let mut p = Provider::custom("groq", "https://api.groq.com/openai/v1", Tier::Cloud);
+        p.hints = HINTS;
+        let body = br#"{"data":[{"id":"llama-3.3-70b-versatile","active":true},{"id":"whisper-large-v3","context_window":448},
+            {"id":"meta-llama/llama-guard-4-12b"},{"id":"old-model","active":false}]}"#;
+        let models = parse_models(body, &p).unwrap();
+        assert_eq!(models.len(), 1);
+        assert_eq!(models[0].context, Some(131_072));
+        assert!(models[0].caps.tools);
+        let mistral = br#"{"data":[{"id":"mistral-small-latest","max_context_length":32768,
+            "capabilities":{"completion_chat":true,"function_calling":true,"vision":true}},
+            {"id":"mistral-embed","capabilities":{"completion_chat":false}}]}"#;
+        let models = parse_models(
+            mistral,
+            &Provider::custom("mistral", "https://api.mistral.ai/v1", Tier::Cloud),
+        )
+        .unwrap();
+        assert_eq!(models.len(), 1);
+        assert!(models[0].caps.vision && models[0].caps.tools && models[0].caps.schema);
+        assert_eq!(models[0].context, Some(32768));
+    }
+
+    #[test]
     fn freshness_depends_on_url_and_age() {
         let c = CacheFile {
             fetched_ms: 1_000_000,
@@ -291,6 +365,14 @@ mod tests {
         assert!(!is_fresh(&c, "u", 1_000_000 + 3_600_000, 3600));
         assert!(!is_fresh(&c, "v", 1_000_001, 3600));
     }
+}
+
+/// Cached models take their tier from the provider of this run.
+fn with_tier(models: Vec<Model>, p: &Provider) -> Vec<Model> {
+    models
+        .into_iter()
+        .map(|m| Model { tier: p.tier, ..m })
+        .collect()
 }
 
 /// What loading the catalogs produced: the models, and notes for stderr.
@@ -326,13 +408,13 @@ pub async fn load(
             .and_then(|d| read_cache(&cache_path(d, &p.name)));
         let usable = cached.filter(|c| c.base_url == p.base_url);
         match (mode, usable) {
-            (CatalogMode::Offline, Some(c)) => out.models.extend(c.models),
+            (CatalogMode::Offline, Some(c)) => out.models.extend(with_tier(c.models, p)),
             (CatalogMode::Offline, None) => {
                 out.failed
                     .push((p.name.clone(), "no cached model list (--offline)".into()));
             }
             (CatalogMode::Normal, Some(c)) if is_fresh(&c, &p.base_url, now_ms, ttl_secs) => {
-                out.models.extend(c.models)
+                out.models.extend(with_tier(c.models, p))
             }
             (_, stale) => to_fetch.push((p, stale)),
         }
@@ -376,7 +458,7 @@ pub async fn load(
                     "Could not refresh the {} model list ({e}); using the cached copy from {age_min} min ago",
                     p.name
                 ));
-                out.models.extend(c.models);
+                out.models.extend(with_tier(c.models, p));
             }
             (Err(e), None) => out.failed.push((p.name.clone(), e)),
         }

@@ -51,6 +51,41 @@ pub struct Defaults {
     pub stream: Option<bool>,
     /// Permit paid models, like `--allow-paid`.
     pub allow_paid: Option<bool>,
+    /// Keyless free services: `"auto"` (only when nothing else is there), `true`, `false`.
+    pub keyless: Option<Keyless>,
+    /// Look for local servers on the usual loopback ports (built-in true).
+    pub discover: Option<bool>,
+    /// The ports looked at (built-in 11434, 8080, 1234, 8000).
+    pub discover_ports: Option<Vec<u16>>,
+    /// Keep the prompt text in the request log (built-in false).
+    pub log_prompts: Option<bool>,
+}
+
+/// `[defaults] keyless`: `"auto"`, `true` or `false`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Keyless {
+    Auto,
+    Always,
+    Never,
+}
+
+impl<'de> Deserialize<'de> for Keyless {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Word(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bool(true) => Ok(Keyless::Always),
+            Raw::Bool(false) => Ok(Keyless::Never),
+            Raw::Word(w) if w == "auto" => Ok(Keyless::Auto),
+            Raw::Word(w) => Err(serde::de::Error::custom(format!(
+                "expected \"auto\", true or false, not \"{w}\""
+            ))),
+        }
+    }
 }
 
 /// `[providers.NAME]`: overrides of a built-in provider, or a new OpenAI-compatible one.
@@ -196,6 +231,16 @@ fn validate(config: &Config, path: &Path) -> Result<()> {
                 "must be the name of an environment variable, not the key itself".into(),
             ));
         }
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(bad(
+                format!("providers.{name}"),
+                "a provider name may hold only letters, digits, _ and -".into(),
+            ));
+        }
         if !crate::providers::is_builtin(name) && p.base_url.is_none() {
             return Err(bad(
                 format!("providers.{name}.base_url"),
@@ -217,6 +262,9 @@ pub const STARTER: &str = r#"# freeroute configuration. Every key is optional; d
 # prefer = ["meta-llama/*"] # ranked first
 # exclude = []              # never used
 # catalog_ttl = 3600       # seconds a cached model list stays fresh
+# keyless = "auto"         # keyless free services: "auto" (when nothing else), true, false
+# discover = true          # look for local servers on loopback
+# discover_ports = [11434, 8080, 1234, 8000]
 
 # The built-in OpenRouter provider; change only what you need.
 # [providers.openrouter]
@@ -263,6 +311,18 @@ mod tests {
         let err = parse("[defaults]\ntimeuot = 3\n", &p()).unwrap_err();
         assert!(err.message.contains("timeuot"), "{}", err.message);
         assert!(err.message.contains("line 2"), "{}", err.message);
+    }
+
+    #[test]
+    fn keyless_setting_takes_auto_true_false() {
+        let k = |t: &str| {
+            parse(&format!("[defaults]\nkeyless = {t}\n"), &p()).map(|c| c.defaults.keyless)
+        };
+        assert_eq!(k("\"auto\"").unwrap(), Some(Keyless::Auto));
+        assert_eq!(k("true").unwrap(), Some(Keyless::Always));
+        assert_eq!(k("false").unwrap(), Some(Keyless::Never));
+        let e = k("\"sometimes\"").unwrap_err();
+        assert!(e.message.contains("defaults.keyless"), "{}", e.message);
     }
 
     #[test]

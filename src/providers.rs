@@ -7,51 +7,12 @@ use std::net::IpAddr;
 use reqwest::Url;
 
 use crate::config::{Config, ModelConfig};
+pub use crate::presets::{Catalog, Dialect, Hint, Limits, ProviderKind, Tier};
+use crate::presets::{PRESETS, Preset};
 use crate::secret::Secret;
 
-/// How a provider's catalog and quirks are handled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProviderKind {
-    /// OpenRouter: `:free` models, account-wide free quota, router models.
-    OpenRouter,
-    /// Any other OpenAI-compatible endpoint.
-    OpenAiCompatible,
-}
-
-/// A built-in provider: name, base URL, key variable, where to sign up.
-pub struct Builtin {
-    pub name: &'static str,
-    pub base_url: &'static str,
-    pub key_env: &'static str,
-    pub kind: ProviderKind,
-    pub signup: &'static str,
-    pub limits: Limits,
-}
-
-/// A provider's documented free-tier request limits, when it has any. A daily limit learned
-/// from the provider's own 429 replaces `per_day` (see `state.rs`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Limits {
-    pub per_minute: Option<u32>,
-    pub per_day: Option<u32>,
-}
-
-pub const BUILTINS: &[Builtin] = &[Builtin {
-    name: "openrouter",
-    base_url: "https://openrouter.ai/api/v1",
-    key_env: "OPENROUTER_API_KEY",
-    kind: ProviderKind::OpenRouter,
-    signup: "https://openrouter.ai/keys",
-    // 20 a minute for every account; 50 or 1000 a day depending on credits bought, so the
-    // daily figure is learned from the first quota 429 (reference §1.6).
-    limits: Limits {
-        per_minute: Some(20),
-        per_day: None,
-    },
-}];
-
 pub fn is_builtin(name: &str) -> bool {
-    BUILTINS.iter().any(|b| b.name == name)
+    crate::presets::find(name).is_some()
 }
 
 /// A provider ready to be asked.
@@ -65,11 +26,44 @@ pub struct Provider {
     pub key_env: Option<String>,
     /// The user says this provider's models cost money.
     pub paid: bool,
-    /// Models listed in the config; `None` means: ask `GET {base}/models`.
+    /// Models listed in the config or the preset; `None` means: ask `GET {base}/models`.
     pub models: Option<Vec<ModelConfig>>,
     /// Added by the user's config (its models count as free unless `paid`).
     pub configured: bool,
     pub limits: Limits,
+    pub tier: Tier,
+    pub dialect: Dialect,
+    /// Added to Unix ms so that days start when the provider's daily quota resets.
+    pub day_offset_ms: i64,
+    /// Capability hints for the ids a fetched `/models` lists.
+    pub hints: &'static [Hint],
+    /// `max_tokens` sent when the user gives none.
+    pub default_max_tokens: Option<u32>,
+    /// Said on stderr whenever this provider answers.
+    pub data_note: Option<&'static str>,
+}
+
+impl Provider {
+    /// A user-configured or discovered OpenAI-compatible endpoint.
+    pub fn custom(name: &str, base_url: &str, tier: Tier) -> Provider {
+        Provider {
+            name: name.to_string(),
+            base_url: trim_base(base_url),
+            kind: ProviderKind::OpenAiCompatible,
+            key: None,
+            key_env: None,
+            paid: false,
+            models: None,
+            configured: true,
+            limits: Limits::default(),
+            tier,
+            dialect: Dialect::Generic,
+            day_offset_ms: 0,
+            hints: &[],
+            default_max_tokens: None,
+            data_note: None,
+        }
+    }
 }
 
 /// A provider that is known but not used this run, and why (`config show`, `-v`).
@@ -79,54 +73,92 @@ pub struct Disabled {
     pub reason: String,
 }
 
-/// Resolves every provider against the config and the environment.
-pub fn resolve(
-    config: &Config,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> (Vec<Provider>, Vec<Disabled>) {
-    let mut enabled = Vec::new();
-    let mut disabled = Vec::new();
-    for b in BUILTINS {
-        let over = config.providers.get(b.name);
+/// Every provider resolved against the config and the environment.
+#[derive(Debug, Default)]
+pub struct Resolved {
+    /// Keyed presets and the user's own endpoints.
+    pub enabled: Vec<Provider>,
+    /// Keyless presets that are not turned off (used by the `keyless` setting's rules).
+    pub keyless: Vec<Provider>,
+    pub disabled: Vec<Disabled>,
+}
+
+pub fn resolve(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Resolved {
+    let mut out = Resolved::default();
+    let set = |var: &str| {
+        env(var)
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| v.trim().to_string())
+    };
+    for preset in PRESETS {
+        let over = config.providers.get(preset.name);
+        let off = |reason: String| Disabled {
+            name: preset.name.into(),
+            reason,
+        };
         if over.and_then(|o| o.enabled) == Some(false) {
-            disabled.push(Disabled {
-                name: b.name.into(),
-                reason: "enabled = false in the config".into(),
-            });
+            out.disabled
+                .push(off("enabled = false in the config".into()));
             continue;
         }
-        let base_url = over
+        let mut base_url = over
             .and_then(|o| o.base_url.clone())
-            .unwrap_or_else(|| b.base_url.into());
+            .unwrap_or_else(|| preset.base_url.into());
+        if let Some(var) = preset.account_env
+            && base_url.contains("{account_id}")
+        {
+            match set(var) {
+                Some(id) => base_url = base_url.replace("{account_id}", &id),
+                None => {
+                    out.disabled.push(off(format!("{var} is not set")));
+                    continue;
+                }
+            }
+        }
         let key_env = over
             .and_then(|o| o.api_key_env.clone())
-            .unwrap_or_else(|| b.key_env.into());
-        let key = env(&key_env).filter(|k| !k.trim().is_empty());
-        if key.is_none() && !is_loopback_url(&base_url) {
-            disabled.push(Disabled {
-                name: b.name.into(),
-                reason: format!("{key_env} is not set"),
-            });
+            .or(preset.key_env.map(str::to_string));
+        let key_env = key_env.or(preset.optional_key_env.map(str::to_string));
+        let key = key_env.as_deref().and_then(set);
+        let keyless = preset.tier == Tier::Keyless;
+        if key.is_none() && !keyless && !is_loopback_url(&base_url) {
+            out.disabled.push(off(format!(
+                "{} is not set",
+                key_env.as_deref().unwrap_or("its key")
+            )));
             continue;
         }
-        enabled.push(Provider {
-            name: b.name.into(),
+        let listed = (preset.catalog == Catalog::Listed)
+            .then(|| preset.models.iter().map(hint_to_config).collect());
+        let provider = Provider {
+            name: preset.name.into(),
             base_url: trim_base(&base_url),
-            kind: b.kind,
-            key: key.map(|k| Secret::new(k.trim().to_string())),
-            key_env: Some(key_env),
+            kind: preset.kind,
+            key: key.map(Secret::new),
+            key_env,
             paid: over.is_some_and(|o| o.paid),
-            models: over.and_then(|o| o.models.clone()),
+            models: over.and_then(|o| o.models.clone()).or(listed),
             configured: false,
-            limits: b.limits,
-        });
+            limits: preset.limits,
+            tier: preset.tier,
+            dialect: preset.dialect,
+            day_offset_ms: preset.day_reset.offset_ms(),
+            hints: preset.models,
+            default_max_tokens: preset.default_max_tokens,
+            data_note: preset.data_note,
+        };
+        if keyless {
+            out.keyless.push(provider)
+        } else {
+            out.enabled.push(provider)
+        }
     }
     for (name, p) in &config.providers {
         if is_builtin(name) {
             continue;
         }
         if p.enabled == Some(false) {
-            disabled.push(Disabled {
+            out.disabled.push(Disabled {
                 name: name.clone(),
                 reason: "enabled = false in the config".into(),
             });
@@ -135,42 +167,45 @@ pub fn resolve(
         let Some(base_url) = p.base_url.clone() else {
             continue;
         };
-        let key = p
-            .api_key_env
-            .as_deref()
-            .and_then(env)
-            .filter(|k| !k.trim().is_empty());
+        let key = p.api_key_env.as_deref().and_then(set);
         if let (Some(var), None) = (&p.api_key_env, &key)
             && !is_loopback_url(&base_url)
         {
-            disabled.push(Disabled {
+            out.disabled.push(Disabled {
                 name: name.clone(),
                 reason: format!("{var} is not set"),
             });
             continue;
         }
-        let kind = if base_url.contains("openrouter.ai") {
-            ProviderKind::OpenRouter
-        } else {
-            ProviderKind::OpenAiCompatible
-        };
-        enabled.push(Provider {
-            name: name.clone(),
-            base_url: trim_base(&base_url),
-            kind,
-            key: key.map(|k| Secret::new(k.trim().to_string())),
-            key_env: p.api_key_env.clone(),
-            paid: p.paid,
-            models: p.models.clone(),
-            configured: true,
-            limits: if kind == ProviderKind::OpenRouter {
-                BUILTINS[0].limits
-            } else {
-                Limits::default()
-            },
-        });
+        let mut provider = Provider::custom(name, &base_url, Tier::Cloud);
+        if base_url.contains("openrouter.ai") {
+            let or = &PRESETS[0];
+            provider.kind = ProviderKind::OpenRouter;
+            provider.limits = or.limits;
+            provider.dialect = or.dialect;
+        }
+        provider.key = key.map(Secret::new);
+        provider.key_env = p.api_key_env.clone();
+        provider.paid = p.paid;
+        provider.models = p.models.clone();
+        out.enabled.push(provider);
     }
-    (enabled, disabled)
+    out
+}
+
+fn hint_to_config(h: &Hint) -> ModelConfig {
+    ModelConfig {
+        id: h.id.into(),
+        context: Some(h.context),
+        vision: h.vision,
+        tools: h.tools,
+        schema: h.schema,
+    }
+}
+
+/// The preset behind a built-in provider's name.
+pub fn preset(name: &str) -> Option<&'static Preset> {
+    crate::presets::find(name)
 }
 
 fn trim_base(url: &str) -> String {
@@ -221,15 +256,20 @@ mod tests {
 
     #[test]
     fn openrouter_needs_its_key() {
-        let (on, off) = resolve(&Config::default(), &env_with(&[]));
-        assert!(on.is_empty());
-        assert!(off[0].reason.contains("OPENROUTER_API_KEY"));
-        let (on, _) = resolve(
+        let r = resolve(&Config::default(), &env_with(&[]));
+        assert!(r.enabled.is_empty());
+        assert!(r.disabled[0].reason.contains("OPENROUTER_API_KEY"));
+        assert_eq!(
+            r.keyless.len(),
+            3,
+            "keyless presets are available without keys"
+        );
+        let r = resolve(
             &Config::default(),
             &env_with(&[("OPENROUTER_API_KEY", "sk-1")]),
         );
-        assert_eq!(on[0].name, "openrouter");
-        assert_eq!(on[0].key.as_ref().unwrap().expose(), "sk-1");
+        assert_eq!(r.enabled[0].name, "openrouter");
+        assert_eq!(r.enabled[0].key.as_ref().unwrap().expose(), "sk-1");
     }
 
     #[test]
@@ -249,11 +289,67 @@ mod tests {
                 ..Default::default()
             },
         );
-        let (on, _) = resolve(&c, &env_with(&[("MY_KEY", "k")]));
+        let on = resolve(&c, &env_with(&[("MY_KEY", "k")])).enabled;
         assert_eq!(on.len(), 2);
         assert_eq!(on[1].base_url, "http://127.0.0.1:8080/v1");
         assert!(on[1].key.is_none());
         assert!(on[1].configured);
+    }
+
+    #[test]
+    fn presets_switch_on_by_their_variables() {
+        let r = resolve(
+            &Config::default(),
+            &env_with(&[
+                ("GROQ_API_KEY", "g"),
+                ("CLOUDFLARE_API_TOKEN", "t"),
+                ("CLOUDFLARE_ACCOUNT_ID", "acc"),
+            ]),
+        );
+        let names: Vec<_> = r.enabled.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, vec!["groq", "cloudflare"]);
+        assert_eq!(
+            r.enabled[1].base_url,
+            "https://api.cloudflare.com/client/v4/accounts/acc/ai/v1"
+        );
+        assert!(
+            r.enabled[1].models.is_some(),
+            "listed presets need no /models call"
+        );
+        let r = resolve(
+            &Config::default(),
+            &env_with(&[("CLOUDFLARE_API_TOKEN", "t")]),
+        );
+        assert!(
+            r.disabled
+                .iter()
+                .any(|d| d.name == "cloudflare" && d.reason.contains("CLOUDFLARE_ACCOUNT_ID"))
+        );
+    }
+
+    #[test]
+    fn presets_can_be_overridden_and_turned_off() {
+        let mut c = Config::default();
+        c.providers.insert(
+            "kilo".into(),
+            ProviderConfig {
+                enabled: Some(false),
+                ..Default::default()
+            },
+        );
+        c.providers.insert(
+            "groq".into(),
+            ProviderConfig {
+                base_url: Some("http://127.0.0.1:9/groq".into()),
+                api_key_env: Some("MY_GROQ".into()),
+                ..Default::default()
+            },
+        );
+        let r = resolve(&c, &env_with(&[("MY_GROQ", "x")]));
+        assert!(!r.keyless.iter().any(|p| p.name == "kilo"));
+        let groq = r.enabled.iter().find(|p| p.name == "groq").unwrap();
+        assert_eq!(groq.base_url, "http://127.0.0.1:9/groq");
+        assert_eq!(groq.key_env.as_deref(), Some("MY_GROQ"));
     }
 
     #[test]

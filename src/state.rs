@@ -72,6 +72,8 @@ pub struct ProviderStats {
     /// The documented per-minute and per-day limits, as known when last used.
     pub per_minute: Option<u32>,
     pub per_day: Option<u32>,
+    /// Added to Unix ms so that `day` turns over when the provider's daily quota resets.
+    pub day_offset_ms: i64,
 }
 
 pub fn key(provider: &str, model: &str) -> String {
@@ -182,6 +184,25 @@ fn smooth(old: Option<f64>, sample: f64) -> f64 {
 }
 
 impl ProviderStats {
+    fn day_of(&self, now_ms: u64) -> u64 {
+        (now_ms as i64 + self.day_offset_ms).max(0) as u64 / 86_400_000
+    }
+
+    /// How full the fullest known window is, 0..1 (for spreading load).
+    pub fn used_fraction(&self, now_ms: u64) -> f64 {
+        let minute = match self.per_minute {
+            Some(n) if n > 0 && now_ms < self.minute_start_ms + 60_000 => {
+                self.minute_count as f64 / n as f64
+            }
+            _ => 0.0,
+        };
+        let day = match self.day_limit.or(self.per_day) {
+            Some(n) if n > 0 && self.day == self.day_of(now_ms) => self.day_count as f64 / n as f64,
+            _ => 0.0,
+        };
+        minute.max(day).min(1.0)
+    }
+
     /// When the requests counted so far already fill a known window: until when, and why.
     pub fn quota_block(&self, now_ms: u64) -> Option<(u64, String)> {
         if let Some(n) = self.per_minute
@@ -194,11 +215,11 @@ impl ProviderStats {
             ));
         }
         if let Some(n) = self.day_limit.or(self.per_day)
-            && self.day == now_ms / 86_400_000
+            && self.day == self.day_of(now_ms)
             && self.day_count >= n
         {
             return Some((
-                (self.day + 1) * 86_400_000,
+                ((self.day + 1) * 86_400_000).saturating_add_signed(-self.day_offset_ms),
                 format!("{n} requests today (UTC)"),
             ));
         }
@@ -211,7 +232,7 @@ impl ProviderStats {
             self.minute_count = 0;
         }
         self.minute_count += 1;
-        let day = now_ms / 86_400_000;
+        let day = self.day_of(now_ms);
         if day != self.day {
             self.day = day;
             self.day_count = 0;
@@ -231,12 +252,12 @@ impl State {
         &mut self,
         attempts: &[AttemptRecord],
         now_ms: u64,
-        limits: &dyn Fn(&str) -> Limits,
+        limits: &dyn Fn(&str) -> (Limits, i64),
     ) {
         for a in attempts {
             let p = self.providers.entry(a.provider.clone()).or_default();
-            let l = limits(&a.provider);
-            (p.per_minute, p.per_day) = (l.per_minute, l.per_day);
+            let (l, offset) = limits(&a.provider);
+            (p.per_minute, p.per_day, p.day_offset_ms) = (l.per_minute, l.per_day, offset);
             p.count_request(now_ms);
             if a.day_limit.is_some() {
                 p.day_limit = a.day_limit;
@@ -539,7 +560,7 @@ mod tests {
         let mut a = attempt(AttemptOutcome::QuotaExhausted);
         a.provider_wide = true;
         a.retry_at_ms = Some(5_000_000);
-        st.record_attempts(&[a], 1_000, &|_| Limits::default());
+        st.record_attempts(&[a], 1_000, &|_| (Limits::default(), 0));
         let p = &st.providers["or"];
         assert_eq!(p.blocked_until_ms, 5_000_000);
         assert_eq!(p.day_count, 1);
@@ -553,9 +574,14 @@ mod tests {
     #[test]
     fn counted_requests_fill_the_minute_and_the_day() {
         let mut st = fresh();
-        let limits = |_: &str| Limits {
-            per_minute: Some(2),
-            per_day: Some(3),
+        let limits = |_: &str| {
+            (
+                Limits {
+                    per_minute: Some(2),
+                    per_day: Some(3),
+                },
+                0,
+            )
         };
         let t0 = 10 * 86_400_000;
         st.record_attempts(
@@ -594,7 +620,11 @@ mod tests {
         let store = Store::new(Some(dir.path().to_path_buf()));
         store
             .update(
-                |s| s.record_attempts(&[attempt(AttemptOutcome::Ok)], 0, &|_| Limits::default()),
+                |s| {
+                    s.record_attempts(&[attempt(AttemptOutcome::Ok)], 0, &|_| {
+                        (Limits::default(), 0)
+                    })
+                },
                 Some("{\"x\":1}"),
             )
             .unwrap();

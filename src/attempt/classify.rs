@@ -5,6 +5,7 @@
 use serde_json::Value;
 
 use crate::outcome::AttemptOutcome;
+use crate::providers::Dialect;
 use crate::wire::openai::{WireError, parse_error_body};
 
 /// The least time a model that failed transiently is left alone (DESIGN §3).
@@ -110,6 +111,99 @@ pub fn classify_http(status: u16, headers: &RetryHeaders, body: &[u8], now_ms: u
         .until(cooldown),
         _ => Failure::new(ServerError, message).until(cooldown),
     }
+}
+
+/// What a reply's rate-limit headers say about the provider's request quota: until when
+/// it is used up, when a window shows no requests left (reference §0 item 20). Read on
+/// every reply, successful or not.
+pub fn quota_from_headers(
+    dialect: Dialect,
+    get: &dyn Fn(&str) -> Option<String>,
+    now_ms: u64,
+) -> Option<(u64, String)> {
+    let zero = |name: &str| {
+        get(name)
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .is_some_and(|n| n <= 0.0)
+    };
+    let reset = |name: &str, fallback_ms: u64| {
+        get(name)
+            .and_then(|v| duration_ms(&v))
+            .unwrap_or(fallback_ms)
+            .max(1000)
+    };
+    let (remaining, reset_name, window, fallback) = match dialect {
+        Dialect::OpenRouter => return None,
+        Dialect::Groq => (
+            "x-ratelimit-remaining-requests",
+            "x-ratelimit-reset-requests",
+            "requests today",
+            3_600_000,
+        ),
+        Dialect::Cerebras => {
+            if zero("x-ratelimit-remaining-tokens-minute") {
+                let ms = reset("x-ratelimit-reset-tokens-minute", 60_000);
+                return Some((now_ms + ms, "no tokens left this minute".into()));
+            }
+            (
+                "x-ratelimit-remaining-requests-day",
+                "x-ratelimit-reset-requests-day",
+                "requests today",
+                3_600_000,
+            )
+        }
+        Dialect::Mistral => (
+            "x-ratelimit-remaining-req-minute",
+            "x-ratelimit-reset-req-minute",
+            "requests this minute",
+            60_000,
+        ),
+        Dialect::Generic => (
+            "x-ratelimit-remaining-requests",
+            "x-ratelimit-reset-requests",
+            "requests",
+            60_000,
+        ),
+    };
+    zero(remaining).then(|| {
+        (
+            now_ms + reset(reset_name, fallback),
+            format!("no {window} left (rate-limit headers)"),
+        )
+    })
+}
+
+/// `2m59.56s`, `7.66s`, `1h2m`, `120ms`, or plain seconds.
+pub fn duration_ms(text: &str) -> Option<u64> {
+    let t = text.trim();
+    if let Ok(secs) = t.parse::<f64>() {
+        return Some((secs.max(0.0) * 1000.0).round() as u64);
+    }
+    let mut total = 0.0;
+    let mut num = String::new();
+    let mut chars = t.chars().peekable();
+    let mut any = false;
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let n: f64 = num.parse().ok()?;
+        num.clear();
+        let unit = match (c, chars.peek()) {
+            ('m', Some('s')) => {
+                chars.next();
+                0.001
+            }
+            ('h', _) => 3600.0,
+            ('m', _) => 60.0,
+            ('s', _) => 1.0,
+            _ => return None,
+        };
+        total += n * unit;
+        any = true;
+    }
+    (any && num.is_empty()).then(|| (total * 1000.0).round() as u64)
 }
 
 /// Classifies an `error` object that arrived inside an HTTP 200 reply (a chunk or the body).
@@ -395,6 +489,55 @@ mod tests {
         assert!(f.message.contains("server_error"));
         let e: WireError = serde_json::from_str(r#"{"code":502,"message":"gone"}"#).unwrap();
         assert!(classify_embedded(&e, NOW).message.contains("502"));
+    }
+
+    #[test]
+    fn durations_in_every_dialect() {
+        assert_eq!(duration_ms("2m59.56s"), Some(179_560));
+        assert_eq!(duration_ms("7.66s"), Some(7_660));
+        assert_eq!(duration_ms("120ms"), Some(120));
+        assert_eq!(duration_ms("1h2m"), Some(3_720_000));
+        assert_eq!(duration_ms("30"), Some(30_000));
+        assert_eq!(duration_ms("soon"), None);
+    }
+
+    #[test]
+    fn header_dialects_say_when_the_quota_is_spent() {
+        let headers = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let groq = headers(&[
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "2m59.56s"),
+        ]);
+        let (until, why) = quota_from_headers(Dialect::Groq, &groq, NOW).unwrap();
+        assert_eq!(until, NOW + 179_560);
+        assert!(why.contains("today"));
+        let left = headers(&[("x-ratelimit-remaining-requests", "13")]);
+        assert_eq!(quota_from_headers(Dialect::Groq, &left, NOW), None);
+        let cerebras = headers(&[
+            ("x-ratelimit-remaining-requests-day", "0"),
+            ("x-ratelimit-reset-requests-day", "33011.38"),
+        ]);
+        assert_eq!(
+            quota_from_headers(Dialect::Cerebras, &cerebras, NOW)
+                .unwrap()
+                .0,
+            NOW + 33_011_380
+        );
+        let mistral = headers(&[("x-ratelimit-remaining-req-minute", "0")]);
+        assert_eq!(
+            quota_from_headers(Dialect::Mistral, &mistral, NOW)
+                .unwrap()
+                .0,
+            NOW + 60_000
+        );
+        assert_eq!(quota_from_headers(Dialect::OpenRouter, &groq, NOW), None);
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub struct Success {
     pub paid: bool,
     /// Assembled tool calls: `{"id", "name", "arguments"}`.
     pub tool_calls: Vec<Value>,
+    /// The provider's rate-limit headers showed its window spent, until then.
+    pub quota_until_ms: Option<u64>,
 }
 
 /// How the run ended without an answer being printed by us.
@@ -132,8 +134,8 @@ pub async fn run(
                     elapsed_ms,
                     first_token_ms: success.first_token_ms,
                     tokens_per_sec: tps,
-                    retry_at_ms: None,
-                    provider_wide: false,
+                    retry_at_ms: success.quota_until_ms,
+                    provider_wide: success.quota_until_ms.is_some(),
                     day_limit: None,
                     piece: None,
                 });
@@ -414,7 +416,7 @@ async fn attempt(
         stream_options: StreamOptions {
             include_usage: true,
         },
-        max_tokens: req.max_tokens,
+        max_tokens: req.max_tokens.or(provider.default_max_tokens),
         temperature: req.temperature,
         tools: req.tools.as_deref(),
         tool_choice: req.tool_choice.as_ref(),
@@ -446,6 +448,15 @@ async fn attempt(
         Ok(Ok(r)) => r,
     };
     let status = resp.status().as_u16();
+    let quota = {
+        let h = resp.headers();
+        let get = |name: &str| {
+            h.get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        classify::quota_from_headers(provider.dialect, &get, crate::now_ms())
+    };
     if status != 200 {
         let headers = retry_headers(resp.headers());
         let mut body = Vec::new();
@@ -456,7 +467,14 @@ async fn attempt(
                 _ => break,
             }
         }
-        let failure = classify_http(status, &headers, &body, crate::now_ms());
+        let mut failure = classify_http(status, &headers, &body, crate::now_ms());
+        // A 429 whose headers show the provider's window spent is the provider's quota.
+        if let (429, Some((until, why))) = (status, &quota) {
+            failure.outcome = AttemptOutcome::QuotaExhausted;
+            failure.provider_wide = true;
+            failure.retry_at_ms = Some(*until);
+            failure.message = format!("{}; {why}", failure.message);
+        }
         return Err(AttemptError::Failed {
             failure,
             status: Some(status),
@@ -590,6 +608,7 @@ async fn attempt(
     let tool_calls = p.calls.iter().map(PartialCall::finish).collect();
     Ok((
         Success {
+            quota_until_ms: quota.map(|q| q.0),
             tool_calls,
             content: p.content,
             model: p.model.unwrap_or_else(|| model.to_string()),

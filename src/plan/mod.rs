@@ -74,6 +74,7 @@ mod tests {
             router: false,
             text_output: true,
             created: None,
+            tier: crate::providers::Tier::Cloud,
         }
     }
 

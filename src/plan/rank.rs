@@ -23,6 +23,9 @@ pub const JITTER: f64 = 0.15;
 /// since recovered, say), are found again.
 pub const EXPLORE: f64 = 0.6;
 pub const EXPLORE_RATE: f64 = 0.1;
+/// Most a provider's used-up quota window costs its models: a provider near its limit
+/// yields to one with room.
+pub const QUOTA_WEIGHT: f64 = 0.8;
 
 /// The parts of a candidate's score; `total` orders them. Printable in `--dry-run`.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -33,14 +36,21 @@ pub struct Score {
     pub health: f64,
     pub latency: f64,
     pub explore: f64,
+    pub quota: f64,
     pub jitter: f64,
 }
 
 impl Score {
     pub fn explain(&self) -> String {
         format!(
-            "quality {:.2} + prefer {:.2} + health {:+.2} + latency {:.2} + explore {:.2} + jitter {:.2}",
-            self.quality, self.prefer, self.health, self.latency, self.explore, self.jitter
+            "quality {:.2} + prefer {:.2} + health {:+.2} + latency {:.2} + explore {:.2} + quota {:+.2} + jitter {:.2}",
+            self.quality,
+            self.prefer,
+            self.health,
+            self.latency,
+            self.explore,
+            self.quota,
+            self.jitter
         )
     }
 }
@@ -70,8 +80,14 @@ pub fn score(
         0.0
     };
     let jitter = JITTER * rng.f64();
+    let used = state
+        .providers
+        .get(&m.provider)
+        .map_or(0.0, |p| p.used_fraction(now_ms));
+    let quota = -QUOTA_WEIGHT * used * used;
     Score {
-        total: quality + prefer + health + latency + explore + jitter,
+        total: quality + prefer + health + latency + explore + quota + jitter,
+        quota,
         quality,
         prefer,
         health,
@@ -90,8 +106,10 @@ pub fn latency_credit(ttft_ms: f64) -> f64 {
     (1.0 - (ttft_ms.max(1.0) / 250.0).ln() / 40f64.ln()).clamp(0.0, 1.0)
 }
 
-/// Orders candidates: models named by `-m` in the order given, else by score; the
-/// `openrouter/free` router always last (it spends the same quota and picks at random).
+/// Orders candidates: models named by `-m` in the order given; then keyed clouds before
+/// local servers found by themselves before keyless services (DESIGN §2); within a tier
+/// by score, with the `openrouter/free` router last (it spends the same quota and picks
+/// at random).
 pub fn order(candidates: &mut [Candidate], pinned: &[String]) {
     let pin_rank = |c: &Candidate| {
         pinned
@@ -100,10 +118,10 @@ pub fn order(candidates: &mut [Candidate], pinned: &[String]) {
             .unwrap_or(usize::MAX)
     };
     candidates.sort_by(|a, b| {
-        a.model
-            .is_free_router()
-            .cmp(&b.model.is_free_router())
-            .then(pin_rank(a).cmp(&pin_rank(b)))
+        pin_rank(a)
+            .cmp(&pin_rank(b))
+            .then(a.model.tier.cmp(&b.model.tier))
+            .then(a.model.is_free_router().cmp(&b.model.is_free_router()))
             .then(b.score.total.total_cmp(&a.score.total))
     });
 }
@@ -303,10 +321,12 @@ mod tests {
             },
         };
         let mut free = mk("openrouter/free", 9.0);
+        let mut keyless = mk("k", 99.0);
+        keyless.model.tier = crate::providers::Tier::Keyless;
         free.model.router = true;
-        let mut cs = vec![free, mk("a", 1.0), mk("b", 2.0), mk("c", 3.0)];
+        let mut cs = vec![keyless, free, mk("a", 1.0), mk("b", 2.0), mk("c", 3.0)];
         order(&mut cs, &["a".into(), "b".into()]);
         let ids: Vec<_> = cs.iter().map(|c| c.model.id.as_str()).collect();
-        assert_eq!(ids, vec!["a", "b", "c", "openrouter/free"]);
+        assert_eq!(ids, vec!["a", "b", "c", "openrouter/free", "k"]);
     }
 }

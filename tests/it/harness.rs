@@ -57,7 +57,13 @@ impl Env {
     /// No key, no config.
     pub fn bare() -> Env {
         let home = tempfile::tempdir().unwrap();
-        let vars = vec![("FREEROUTE_SEED".into(), "7".into())];
+        // Tests never reach the internet: no keyless services, no probing of local ports,
+        // unless a test turns them on.
+        let vars = vec![
+            ("FREEROUTE_SEED".into(), "7".into()),
+            ("FREEROUTE_DISCOVER".into(), "0".into()),
+            ("FREEROUTE_KEYLESS".into(), "0".into()),
+        ];
         Env {
             home,
             vars,
