@@ -101,6 +101,8 @@ pub fn classify_http(status: u16, headers: &RetryHeaders, body: &[u8], now_ms: u
                 .until(Some(now_ms + POLICY_BLOCK_MS))
         }
         404 if lower.contains("no endpoints found") => Failure::new(CapabilityMissing, message),
+        // llama.cpp answers an image to a text-only model with a 500; waiting will not help.
+        400 | 500 if is_missing_vision(&lower) => Failure::new(CapabilityMissing, message),
         400 | 413 if is_context_error(&lower) => Failure::new(ContextTooLong, message),
         413 => Failure::new(ContextTooLong, message),
         400 | 404 | 422 => Failure::new(BadRequest, message),
@@ -223,6 +225,17 @@ pub fn classify_embedded(err: &WireError, now_ms: u64) -> Failure {
     }
     Failure::new(AttemptOutcome::ServerError, truncate(&message))
         .until(Some(now_ms + MIN_COOLDOWN_MS))
+}
+
+fn is_missing_vision(lower: &str) -> bool {
+    [
+        "image input is not supported",
+        "does not support image",
+        "images are not supported",
+        "vision is not supported",
+    ]
+    .iter()
+    .any(|p| lower.contains(p))
 }
 
 fn is_free_quota(lower: &str) -> bool {
@@ -444,6 +457,18 @@ mod tests {
         assert_eq!(p.outcome, PolicyBlocked);
         assert!(p.provider_wide);
         assert_eq!(p.retry_at_ms, Some(NOW + POLICY_BLOCK_MS));
+    }
+
+    #[test]
+    fn llama_cpp_image_refusal_is_a_capability_miss() {
+        let body = r#"{"error":{"code":500,"message":"image input is not supported - hint: if this is unexpected, you may need to provide the mmproj","type":"server_error"}}"#;
+        let f = http(500, body);
+        assert_eq!(f.outcome, CapabilityMissing);
+        assert_eq!(
+            f.retry_at_ms, None,
+            "no cool-down: text requests still work"
+        );
+        assert_eq!(crate::state::missing_capability(&f.message), Some("vision"));
     }
 
     #[test]

@@ -13,3 +13,5 @@ mod cli;
 mod failures;
 mod generated;
 mod memory;
+mod providers;
+mod real_llama;
