@@ -41,6 +41,8 @@ Register-ArgumentCompleter -Native -CommandName 'freeroute' -ScriptBlock {
             [CompletionResult]::new('--temperature', '--temperature', [CompletionResultType]::ParameterName, 'Sampling temperature')
             [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Deadline for the whole run, in seconds [default: 120]')
             [CompletionResult]::new('--attempts', '--attempts', [CompletionResultType]::ParameterName, 'Most candidates to try [default: 8]')
+            [CompletionResult]::new('--race', '--race', [CompletionResultType]::ParameterName, 'Send to the N best candidates at once; the first to produce a token wins [default: 1]')
+            [CompletionResult]::new('--hedge-after', '--hedge-after', [CompletionResultType]::ParameterName, 'When the running attempt has no first token after MS, start the next candidate beside it')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file (default: $XDG_CONFIG_HOME/freeroute/config.toml)')
             [CompletionResult]::new('--allow-paid', '--allow-paid', [CompletionResultType]::ParameterName, 'Permit models that are not free (never the default)')
             [CompletionResult]::new('--refresh', '--refresh', [CompletionResultType]::ParameterName, 'Refetch the model catalogs now')

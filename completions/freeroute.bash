@@ -47,7 +47,7 @@ _freeroute() {
 
     case "${cmd}" in
         freeroute)
-            opts="-m -p -s -i -c -v -q -h -V --model --provider --exclude --prefer --allow-paid --refresh --offline --system --image --vision --ocr --translate --to --from --tools --tool-choice --schema --messages --continue --json --stream --no-stream --max-tokens --temperature --timeout --attempts --dry-run --config --verbose --quiet --help --version models stats config help"
+            opts="-m -p -s -i -c -v -q -h -V --model --provider --exclude --prefer --allow-paid --refresh --offline --system --image --vision --ocr --translate --to --from --tools --tool-choice --schema --messages --continue --json --stream --no-stream --max-tokens --temperature --timeout --attempts --race --hedge-after --dry-run --config --verbose --quiet --help --version models stats config help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -130,6 +130,14 @@ _freeroute() {
                     return 0
                     ;;
                 --attempts)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --race)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --hedge-after)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -38,6 +38,8 @@ set edit:completion:arg-completer[freeroute] = {|@words|
             cand --temperature 'Sampling temperature'
             cand --timeout 'Deadline for the whole run, in seconds [default: 120]'
             cand --attempts 'Most candidates to try [default: 8]'
+            cand --race 'Send to the N best candidates at once; the first to produce a token wins [default: 1]'
+            cand --hedge-after 'When the running attempt has no first token after MS, start the next candidate beside it'
             cand --config 'Config file (default: $XDG_CONFIG_HOME/freeroute/config.toml)'
             cand --allow-paid 'Permit models that are not free (never the default)'
             cand --refresh 'Refetch the model catalogs now'

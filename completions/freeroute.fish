@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_freeroute_global_optspecs
-    string join \n m/model= p/provider= exclude= prefer= allow-paid refresh offline s/system= i/image= vision ocr translate to= from= tools= tool-choice= schema= messages= c/continue json stream no-stream max-tokens= temperature= timeout= attempts= dry-run config= v/verbose q/quiet h/help V/version
+    string join \n m/model= p/provider= exclude= prefer= allow-paid refresh offline s/system= i/image= vision ocr translate to= from= tools= tool-choice= schema= messages= c/continue json stream no-stream max-tokens= temperature= timeout= attempts= race= hedge-after= dry-run config= v/verbose q/quiet h/help V/version
 end
 
 function __fish_freeroute_needs_command
@@ -40,6 +40,8 @@ complete -c freeroute -n "__fish_freeroute_needs_command" -l max-tokens -d 'Most
 complete -c freeroute -n "__fish_freeroute_needs_command" -l temperature -d 'Sampling temperature' -r
 complete -c freeroute -n "__fish_freeroute_needs_command" -l timeout -d 'Deadline for the whole run, in seconds [default: 120]' -r
 complete -c freeroute -n "__fish_freeroute_needs_command" -l attempts -d 'Most candidates to try [default: 8]' -r
+complete -c freeroute -n "__fish_freeroute_needs_command" -l race -d 'Send to the N best candidates at once; the first to produce a token wins [default: 1]' -r
+complete -c freeroute -n "__fish_freeroute_needs_command" -l hedge-after -d 'When the running attempt has no first token after MS, start the next candidate beside it' -r
 complete -c freeroute -n "__fish_freeroute_needs_command" -l config -d 'Config file (default: $XDG_CONFIG_HOME/freeroute/config.toml)' -r -F
 complete -c freeroute -n "__fish_freeroute_needs_command" -l allow-paid -d 'Permit models that are not free (never the default)'
 complete -c freeroute -n "__fish_freeroute_needs_command" -l refresh -d 'Refetch the model catalogs now'

@@ -357,7 +357,7 @@ fn ask(args: &AskArgs, config_flag: Option<&Path>, printer: &mut Printer) -> Res
         None => vec![(req.clone(), plan)],
     };
     if req.dry_run {
-        print_plan(&jobs[0].1, req.json, printer);
+        print_plan(&jobs[0].1, &jobs[0].0, printer);
         return match jobs.iter().find(|(_, p)| p.candidates.is_empty()) {
             Some((r, p)) => Err(no_eligible(p, &r.needs)),
             None => Ok(()),
@@ -727,23 +727,45 @@ fn no_eligible(plan: &Plan, needs: &Needs) -> Error {
     .with_hint("See `freeroute --dry-run -v \"…\"` for each model's reason")
 }
 
-fn print_plan(plan: &Plan, json: bool, printer: &Printer) {
-    if json {
+/// The worst-case deadline plan of a sequential run: each candidate's first-token timeout
+/// if every one before it used all of its own (DESIGN §3; `attempt::first_token_by`).
+fn deadline_plan(plan: &Plan, req: &Request) -> Vec<Duration> {
+    let start = Instant::now();
+    let deadline = start + req.timeout;
+    let n = plan.candidates.len().min(req.attempts);
+    let mut now = start;
+    let mut out = Vec::new();
+    for (i, c) in plan.candidates.iter().take(n).enumerate() {
+        let by = attempt::first_token_by(now, deadline, i + 1 < n, c.ttft_ms);
+        out.push(by.duration_since(now));
+        now = by;
+    }
+    out
+}
+
+fn print_plan(plan: &Plan, req: &Request, printer: &Printer) {
+    let timeouts = deadline_plan(plan, req);
+    let timeout_of = |i: usize| timeouts.get(i).map(|d| d.as_millis() as u64);
+    if req.json {
         #[derive(Serialize)]
         struct C<'a> {
             provider: &'a str,
             model: &'a str,
             score: f64,
             why: String,
+            /// Worst-case first-token timeout; absent past the attempt limit.
+            first_token_timeout_ms: Option<u64>,
         }
         let candidates: Vec<C> = plan
             .candidates
             .iter()
-            .map(|c| C {
+            .enumerate()
+            .map(|(i, c)| C {
                 provider: &c.model.provider,
                 model: &c.model.id,
                 score: round(c.score.total),
                 why: c.score.explain(),
+                first_token_timeout_ms: timeout_of(i),
             })
             .collect();
         printer.json(&json!({"candidates": candidates, "dropped": plan.dropped}));
@@ -751,12 +773,23 @@ fn print_plan(plan: &Plan, json: bool, printer: &Printer) {
     }
     let mut s = String::new();
     s.push_str(&format!(
-        "{} candidates, in the order they would be tried:\n",
-        plan.candidates.len()
+        "{} candidates, in the order they would be tried (deadline {:.0}s, at most {} attempts, race {}{}):\n",
+        plan.candidates.len(),
+        req.timeout.as_secs_f64(),
+        req.attempts,
+        req.race,
+        match req.hedge {
+            Some(request::Hedge::After(d)) => format!(", hedge after {} ms", d.as_millis()),
+            Some(request::Hedge::Auto) => ", hedge auto".into(),
+            None => String::new(),
+        }
     ));
     for (i, c) in plan.candidates.iter().enumerate() {
+        let t = timeout_of(i).map_or("not reached".to_string(), |ms| {
+            format!("first token within {:.1}s", ms as f64 / 1000.0)
+        });
         s.push_str(&format!(
-            "{:>3}. {}/{}  score {:.2}  ({})\n",
+            "{:>3}. {}/{}  score {:.2}  {t}  ({})\n",
             i + 1,
             c.model.provider,
             c.model.id,

@@ -180,6 +180,14 @@ pub struct AskArgs {
     #[arg(long, value_name = "N")]
     pub attempts: Option<u32>,
 
+    /// Send to the N best candidates at once; the first to produce a token wins [default: 1]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub race: Option<u32>,
+
+    /// When the running attempt has no first token after MS, start the next candidate beside it
+    #[arg(long, value_name = "MS")]
+    pub hedge_after: Option<u64>,
+
     /// Route but send nothing: print the plan and why each model was kept or dropped
     #[arg(long)]
     pub dry_run: bool,

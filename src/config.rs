@@ -59,6 +59,36 @@ pub struct Defaults {
     pub discover_ports: Option<Vec<u16>>,
     /// Keep the prompt text in the request log (built-in false).
     pub log_prompts: Option<bool>,
+    /// `--race` when not given.
+    pub race: Option<u32>,
+    /// Hedge after this many milliseconds, or `"auto"` (from the model's measured latency).
+    /// Off unless set: a hedge spends quota.
+    pub hedge: Option<HedgeSetting>,
+}
+
+/// `[defaults] hedge`: `"auto"` or milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum HedgeSetting {
+    Auto,
+    Millis(u64),
+}
+
+impl<'de> Deserialize<'de> for HedgeSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Millis(u64),
+            Word(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Millis(ms) => Ok(HedgeSetting::Millis(ms)),
+            Raw::Word(w) if w == "auto" => Ok(HedgeSetting::Auto),
+            Raw::Word(w) => Err(serde::de::Error::custom(format!(
+                "expected \"auto\" or a number of milliseconds, not \"{w}\""
+            ))),
+        }
+    }
 }
 
 /// `[defaults] keyless`: `"auto"`, `true` or `false`.
@@ -265,6 +295,8 @@ pub const STARTER: &str = r#"# freeroute configuration. Every key is optional; d
 # keyless = "auto"         # keyless free services: "auto" (when nothing else), true, false
 # discover = true          # look for local servers on loopback
 # discover_ports = [11434, 8080, 1234, 8000]
+# race = 1                 # candidates asked at once
+# hedge = "auto"           # or milliseconds: start the next candidate beside a slow one
 
 # The built-in OpenRouter provider; change only what you need.
 # [providers.openrouter]

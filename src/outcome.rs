@@ -82,6 +82,26 @@ pub struct AttemptRecord {
     pub day_limit: Option<u32>,
 }
 
+impl AttemptRecord {
+    /// A race or hedge loser, dropped when another candidate produced a token first.
+    pub fn cancelled(provider: &str, model: &str, elapsed: std::time::Duration) -> Self {
+        AttemptRecord {
+            provider: provider.to_string(),
+            model: model.to_string(),
+            outcome: AttemptOutcome::Cancelled,
+            status: None,
+            error: None,
+            elapsed_ms: elapsed.as_millis() as u64,
+            first_token_ms: None,
+            tokens_per_sec: None,
+            retry_at_ms: None,
+            provider_wide: false,
+            day_limit: None,
+            piece: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Timing {
     pub first_token_ms: Option<u64>,

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::cli::{AskArgs, RouteArgs};
-use crate::config::Config;
+use crate::config::{Config, HedgeSetting};
 use crate::error::{Error, Result};
 use std::ops::Not;
 
@@ -91,6 +91,18 @@ pub struct Request {
     pub stream: bool,
     /// Plan only; send nothing.
     pub dry_run: bool,
+    /// Candidates asked at once (`--race`).
+    pub race: usize,
+    /// Start the next candidate beside a slow one (`--hedge-after`, `hedge`).
+    pub hedge: Option<Hedge>,
+}
+
+/// When to start the next candidate beside one that has not produced a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hedge {
+    After(Duration),
+    /// From the model's measured time to first token.
+    Auto,
 }
 
 /// A text translation: the system prompt and the source text it applies to.
@@ -316,6 +328,14 @@ pub fn resolve(
         json: args.json,
         stream,
         dry_run: args.dry_run,
+        race: args.race.or(d.race).unwrap_or(1).clamp(1, 8) as usize,
+        hedge: match (args.hedge_after, d.hedge) {
+            (Some(ms), _) | (None, Some(HedgeSetting::Millis(ms))) => {
+                Some(Hedge::After(Duration::from_millis(ms)))
+            }
+            (None, Some(HedgeSetting::Auto)) => Some(Hedge::Auto),
+            (None, None) => None,
+        },
     })
 }
 

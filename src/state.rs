@@ -203,6 +203,26 @@ impl ProviderStats {
         minute.max(day).min(1.0)
     }
 
+    /// Requests left in the fullest known window, when a window is known.
+    pub fn remaining(&self, now_ms: u64) -> Option<u32> {
+        let minute = match self.per_minute {
+            Some(n) if now_ms < self.minute_start_ms + 60_000 => {
+                Some(n.saturating_sub(self.minute_count))
+            }
+            Some(n) => Some(n),
+            None => None,
+        };
+        let day = match self.day_limit.or(self.per_day) {
+            Some(n) if self.day == self.day_of(now_ms) => Some(n.saturating_sub(self.day_count)),
+            Some(n) => Some(n),
+            None => None,
+        };
+        match (minute, day) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// When the requests counted so far already fill a known window: until when, and why.
     pub fn quota_block(&self, now_ms: u64) -> Option<(u64, String)> {
         if let Some(n) = self.per_minute

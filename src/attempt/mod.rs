@@ -1,27 +1,31 @@
-//! Tries the plan's candidates in order (DESIGN §3 step 4): one streaming request at a
-//! time, each bounded by its share of the deadline, every failure classified and recorded
-//! as data. Tokens go into the `TokenSink` it is handed; it prints nothing itself.
+//! Tries the plan's candidates (DESIGN §3 step 4): in order, each bounded by its share of
+//! the deadline; with `--race N`, N at once; with a hedge, the next one beside a slow one.
+//! The first to produce a token wins and the others are dropped (`cancelled`). Every
+//! failure is classified and recorded as data. Tokens go into the `TokenSink` it is
+//! handed; it prints nothing itself.
 
 pub mod classify;
+mod stream;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use reqwest::header::HeaderMap;
-use tokio::time::timeout_at;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use serde_json::Value;
 
 use crate::error::{Error, ErrorKind};
 use crate::outcome::{AttemptOutcome, AttemptRecord};
-use crate::plan::Plan;
+use crate::plan::{Candidate, Plan};
 use crate::providers::Provider;
-use crate::providers::ProviderKind;
-use crate::request::Request;
-use crate::wire::client::{Client, describe_reqwest};
-use crate::wire::openai::{ChatRequest, Chunk, StreamOptions, ToolCallDelta, Usage};
-use crate::wire::sse::{Decoder, Event};
-use classify::{Failure, RetryHeaders, classify_embedded, classify_http};
-use serde_json::Value;
+use crate::request::{Hedge, Request};
+use crate::wire::client::Client;
+use crate::wire::openai::Usage;
+pub use stream::check_schema;
+use stream::{AttemptError, Live};
 
 /// Longest wait between two chunks of a stream that has started, whatever time is left.
 pub const IDLE_CAP: Duration = Duration::from_secs(30);
@@ -29,6 +33,16 @@ pub const IDLE_CAP: Duration = Duration::from_secs(30);
 pub const MIN_ATTEMPT: Duration = Duration::from_millis(200);
 /// Most bytes of an error body that are read.
 const MAX_ERROR_BODY: usize = 64 * 1024;
+/// A model measured at T ms to its first token gets at most `FIRST_TOKEN_MULT`·T (and at
+/// least `FIRST_TOKEN_FLOOR`) before the next candidate is tried: a fast model that hangs
+/// is given up on early, leaving the deadline to the others.
+pub const FIRST_TOKEN_MULT: f64 = 4.0;
+pub const FIRST_TOKEN_FLOOR: Duration = Duration::from_secs(5);
+/// `hedge = "auto"`: twice the model's measured first-token time, within these bounds, or
+/// `HEDGE_UNMEASURED` for a model never measured.
+pub const HEDGE_MIN: Duration = Duration::from_millis(300);
+pub const HEDGE_MAX: Duration = Duration::from_secs(8);
+pub const HEDGE_UNMEASURED: Duration = Duration::from_secs(3);
 
 /// Where an attempt's visible progress goes: the spinner and, when streaming, the tokens.
 pub trait TokenSink {
@@ -63,8 +77,95 @@ pub enum Stop {
     Error(Error),
 }
 
-/// Tries candidates until one answers. Attempts are appended to `log` as they finish, so
-/// a caller that is interrupted still knows what was tried.
+/// The first-token deadline of an attempt launched `now` (DESIGN §3, planned from the
+/// model's measured latency).
+pub fn first_token_by(
+    now: Instant,
+    deadline: Instant,
+    has_next: bool,
+    measured_ttft_ms: Option<f64>,
+) -> Instant {
+    let by = share(now, deadline, has_next);
+    match measured_ttft_ms {
+        Some(ms) if has_next => {
+            let cap =
+                Duration::from_secs_f64(ms * FIRST_TOKEN_MULT / 1000.0).max(FIRST_TOKEN_FLOOR);
+            by.min(now + cap)
+        }
+        _ => by,
+    }
+}
+
+/// How long to wait for a first token before hedging with the next candidate.
+pub fn hedge_delay(hedge: Hedge, measured_ttft_ms: Option<f64>) -> Duration {
+    match hedge {
+        Hedge::After(d) => d,
+        Hedge::Auto => measured_ttft_ms
+            .map(|ms| Duration::from_secs_f64(2.0 * ms / 1000.0).clamp(HEDGE_MIN, HEDGE_MAX))
+            .unwrap_or(HEDGE_UNMEASURED),
+    }
+}
+
+type Opening<'a> = Pin<Box<dyn Future<Output = (usize, Result<Live, AttemptError>)> + 'a>>;
+
+/// What the run has learned so far about which candidates are still worth a request.
+struct Progress<'a> {
+    cands: &'a [Candidate],
+    attempts: usize,
+    launched: usize,
+    next: usize,
+    blocked: HashMap<String, AttemptOutcome>,
+    too_small: Option<u64>,
+    /// Requests each provider may still take in its current window (DESIGN §5 quotas).
+    budget: HashMap<String, u32>,
+}
+
+impl Progress<'_> {
+    fn usable(&self, i: usize) -> bool {
+        let c = &self.cands[i].model;
+        !self.blocked.contains_key(&c.provider)
+            && !matches!((self.too_small, c.context), (Some(s), Some(x)) if x <= s)
+            && self.budget.get(&c.provider).is_none_or(|&b| b > 0)
+    }
+
+    /// The next candidate worth a request, if the attempt limit allows one.
+    fn take(&mut self) -> Option<usize> {
+        if self.launched >= self.attempts {
+            return None;
+        }
+        while self.next < self.cands.len() {
+            let i = self.next;
+            self.next += 1;
+            if self.usable(i) {
+                self.launched += 1;
+                if let Some(b) = self.budget.get_mut(&self.cands[i].model.provider) {
+                    *b -= 1;
+                }
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Whether another candidate could still follow (for the deadline share).
+    fn more(&self) -> bool {
+        self.launched < self.attempts && (self.next..self.cands.len()).any(|j| self.usable(j))
+    }
+
+    fn learn(&mut self, cand: &Candidate, outcome: AttemptOutcome, provider_wide: bool) {
+        if provider_wide {
+            self.blocked.insert(cand.model.provider.clone(), outcome);
+        }
+        if outcome == AttemptOutcome::ContextTooLong
+            && let Some(c) = cand.model.context
+        {
+            self.too_small = Some(self.too_small.map_or(c, |s| s.max(c)));
+        }
+    }
+}
+
+/// Tries candidates until one answers. Attempts are appended to `log` as they finish, so a
+/// caller that is interrupted still knows what was tried.
 pub async fn run(
     client: &Client,
     providers: &[Provider],
@@ -74,141 +175,247 @@ pub async fn run(
     sink: &mut dyn TokenSink,
     log: &RefCell<Vec<AttemptRecord>>,
 ) -> Result<Success, Stop> {
-    let mut blocked: HashMap<String, AttemptOutcome> = HashMap::new();
-    let mut too_small: Option<u64> = None;
-    let mut tried = 0usize;
-    let cands = &plan.candidates;
-    let usable = |i: usize, blocked: &HashMap<String, AttemptOutcome>, too_small: Option<u64>| {
-        let c = &cands[i].model;
-        !blocked.contains_key(&c.provider)
-            && !matches!((too_small, c.context), (Some(s), Some(x)) if x <= s)
+    let mut st = Progress {
+        cands: &plan.candidates,
+        attempts: req.attempts,
+        launched: 0,
+        next: 0,
+        blocked: HashMap::new(),
+        too_small: None,
+        budget: plan.budgets.clone(),
     };
+    let provider_of = |i: usize| {
+        providers
+            .iter()
+            .find(|p| p.name == plan.candidates[i].model.provider)
+    };
+    let mut opening: FuturesUnordered<Opening> = FuturesUnordered::new();
+    // Candidates being opened, with when they were launched.
+    let mut running: Vec<(usize, Instant)> = Vec::new();
+    let mut width = req.race.max(1);
+    let mut last_launch = Instant::now();
     let mut out_of_time = false;
-    for i in 0..cands.len() {
-        if tried >= req.attempts {
-            sink.trace(format!("stopping: --attempts {} reached", req.attempts));
-            break;
-        }
-        let cand = &cands[i].model;
-        if !usable(i, &blocked, too_small) {
+    loop {
+        while opening.len() < width {
+            if deadline.saturating_duration_since(Instant::now()) < MIN_ATTEMPT {
+                out_of_time = true;
+                break;
+            }
+            let Some(i) = st.take() else { break };
+            let Some(provider) = provider_of(i) else {
+                continue;
+            };
+            let cand = &plan.candidates[i];
+            let now = Instant::now();
+            let has_next = st.more() || !opening.is_empty();
+            let first_by = first_token_by(now, deadline, has_next, cand.ttft_ms);
             sink.trace(format!(
-                "skip {}/{}: provider or context ruled out earlier in this run",
-                cand.provider, cand.id
+                "attempt {}: {}/{} (first token within {:.1}s{})",
+                st.launched,
+                provider.name,
+                cand.model.id,
+                first_by.duration_since(now).as_secs_f64(),
+                if opening.is_empty() {
+                    ""
+                } else {
+                    ", beside another"
+                }
             ));
-            continue;
+            sink.attempt_started(&provider.name, &cand.model.id);
+            let fut = stream::open(
+                client,
+                provider,
+                &cand.model.id,
+                req,
+                first_by,
+                deadline,
+                has_next,
+            );
+            opening.push(Box::pin(async move { (i, fut.await) }));
+            running.push((i, now));
+            last_launch = now;
         }
-        let now = Instant::now();
-        if deadline.saturating_duration_since(now) < MIN_ATTEMPT {
-            out_of_time = true;
+        if opening.is_empty() {
             break;
         }
-        let has_next = tried + 1 < req.attempts
-            && (i + 1..cands.len()).any(|j| usable(j, &blocked, too_small));
-        let Some(provider) = providers.iter().find(|p| p.name == cand.provider) else {
-            continue;
+        // The hedge: when nothing produced a token within the delay, start the next beside it.
+        let hedge_at = req.hedge.filter(|_| st.more()).map(|h| {
+            let newest = running
+                .last()
+                .map(|(i, _)| plan.candidates[*i].ttft_ms)
+                .unwrap_or(None);
+            last_launch + hedge_delay(h, newest)
+        });
+        let next = tokio::select! {
+            r = opening.next() => r,
+            _ = sleep_until_opt(hedge_at) => {
+                sink.trace(format!("hedge: no first token after {} ms; starting the next candidate", hedge_at.map_or(0, |h| h.duration_since(last_launch).as_millis())));
+                width += 1;
+                continue;
+            }
         };
-        tried += 1;
-        let first_by = share(now, deadline, has_next);
-        sink.trace(format!(
-            "attempt {tried}: {}/{} (first token within {:.1}s)",
-            provider.name,
-            cand.id,
-            first_by.duration_since(now).as_secs_f64()
-        ));
-        sink.attempt_started(&provider.name, &cand.id);
-        let started = Instant::now();
-        let result = attempt(
-            client, provider, &cand.id, req, first_by, deadline, has_next, sink,
-        )
-        .await;
-        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let Some((i, result)) = next else { break };
+        let launched_at = running
+            .iter()
+            .find(|(j, _)| *j == i)
+            .map_or_else(Instant::now, |r| r.1);
+        running.retain(|(j, _)| *j != i);
+        let cand = &plan.candidates[i];
+        let provider = provider_of(i).expect("launched candidates have a provider");
         match result {
-            Ok((mut success, tps)) => {
-                success.paid = !cand.free;
-                log.borrow_mut().push(AttemptRecord {
-                    provider: provider.name.clone(),
-                    model: cand.id.clone(),
-                    outcome: AttemptOutcome::Ok,
-                    status: Some(200),
-                    error: None,
-                    elapsed_ms,
-                    first_token_ms: success.first_token_ms,
-                    tokens_per_sec: tps,
-                    retry_at_ms: success.quota_until_ms,
-                    provider_wide: success.quota_until_ms.is_some(),
-                    day_limit: None,
-                    piece: None,
-                });
-                sink.trace(format!(
-                    "answered by {}/{} in {elapsed_ms} ms",
-                    provider.name, cand.id
-                ));
-                return Ok(success);
+            Ok(live) => {
+                // The winner: drop the others at once (their connections close) and say so.
+                for (j, at) in running.drain(..) {
+                    let c = &plan.candidates[j];
+                    sink.trace(format!(
+                        "  cancelled {}/{}: another candidate answered first",
+                        c.model.provider, c.model.id
+                    ));
+                    log.borrow_mut().push(AttemptRecord::cancelled(
+                        &c.model.provider,
+                        &c.model.id,
+                        at.elapsed(),
+                    ));
+                }
+                opening = FuturesUnordered::new();
+                width = req.race.max(1);
+                let has_next = st.more();
+                let first_token_ms = live.first_token_ms();
+                let streaming = req.stream.then_some(&mut *sink as &mut dyn TokenSink);
+                match stream::finish(
+                    live,
+                    provider,
+                    &cand.model.id,
+                    req,
+                    deadline,
+                    has_next,
+                    streaming,
+                )
+                .await
+                {
+                    Ok((mut success, tps)) => {
+                        success.paid = !cand.model.free;
+                        let elapsed = launched_at.elapsed();
+                        log.borrow_mut().push(AttemptRecord {
+                            provider: provider.name.clone(),
+                            model: cand.model.id.clone(),
+                            outcome: AttemptOutcome::Ok,
+                            status: Some(200),
+                            error: None,
+                            elapsed_ms: elapsed.as_millis() as u64,
+                            first_token_ms,
+                            tokens_per_sec: tps,
+                            retry_at_ms: success.quota_until_ms,
+                            provider_wide: success.quota_until_ms.is_some(),
+                            day_limit: None,
+                            piece: None,
+                        });
+                        sink.trace(format!(
+                            "answered by {}/{} in {} ms",
+                            provider.name,
+                            cand.model.id,
+                            elapsed.as_millis()
+                        ));
+                        return Ok(success);
+                    }
+                    Err(AttemptError::OutputClosed) => return Err(Stop::OutputClosed),
+                    Err(e) => {
+                        if let Some(stop) =
+                            failure(e, provider, cand, launched_at, &mut st, sink, log)
+                        {
+                            return Err(stop);
+                        }
+                    }
+                }
             }
             Err(AttemptError::OutputClosed) => return Err(Stop::OutputClosed),
-            Err(AttemptError::Failed {
-                failure,
-                status,
-                shown,
-                first_token_ms,
-            }) => {
-                let message = redact(provider, &failure.message);
-                let outcome = if shown {
-                    AttemptOutcome::StreamInterrupted
-                } else {
-                    failure.outcome
-                };
-                sink.trace(format!(
-                    "  {} {}{}: {message}",
-                    outcome.as_str(),
-                    status.map(|s| format!("HTTP {s} ")).unwrap_or_default(),
-                    if failure.provider_wide {
-                        "(whole provider)"
-                    } else {
-                        ""
-                    }
-                ));
-                log.borrow_mut().push(AttemptRecord {
-                    provider: provider.name.clone(),
-                    model: cand.id.clone(),
-                    outcome,
-                    status,
-                    error: Some(message.clone()),
-                    elapsed_ms,
-                    first_token_ms,
-                    tokens_per_sec: None,
-                    retry_at_ms: failure.retry_at_ms,
-                    provider_wide: failure.provider_wide,
-                    day_limit: failure.day_limit,
-                    piece: None,
-                });
-                if shown {
-                    let err = Error::new(
-                        ErrorKind::AllFailed,
-                        format!(
-                            "The answer from {}/{} broke off after output began: {message}",
-                            provider.name, cand.id
-                        ),
-                    );
-                    return Err(Stop::Error(err.with_attempts(log.borrow().clone())));
-                }
-                if failure.provider_wide {
-                    blocked.insert(provider.name.clone(), failure.outcome);
-                }
-                if failure.outcome == AttemptOutcome::ContextTooLong
-                    && let Some(c) = cand.context
-                {
-                    too_small = Some(too_small.map_or(c, |s| s.max(c)));
+            Err(e) => {
+                if let Some(stop) = failure(e, provider, cand, launched_at, &mut st, sink, log) {
+                    return Err(stop);
                 }
             }
         }
     }
+    if st.launched >= st.attempts && st.more() {
+        sink.trace(format!("stopping: --attempts {} reached", req.attempts));
+    }
+    let out_of_time = out_of_time || Instant::now() + MIN_ATTEMPT >= deadline;
     Err(Stop::Error(give_up(
         providers,
         log.borrow().clone(),
-        out_of_time || Instant::now() + MIN_ATTEMPT >= deadline,
-        tried,
+        out_of_time,
+        st.launched,
     )))
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Records a failed attempt and learns from it; a failure after text was shown ends the run.
+fn failure(
+    e: AttemptError,
+    provider: &Provider,
+    cand: &Candidate,
+    launched_at: Instant,
+    st: &mut Progress,
+    sink: &mut dyn TokenSink,
+    log: &RefCell<Vec<AttemptRecord>>,
+) -> Option<Stop> {
+    let AttemptError::Failed {
+        failure,
+        status,
+        shown,
+        first_token_ms,
+    } = e
+    else {
+        return Some(Stop::OutputClosed);
+    };
+    let message = redact(provider, &failure.message);
+    let outcome = if shown {
+        AttemptOutcome::StreamInterrupted
+    } else {
+        failure.outcome
+    };
+    sink.trace(format!(
+        "  {} {}{}: {message}",
+        outcome.as_str(),
+        status.map(|s| format!("HTTP {s} ")).unwrap_or_default(),
+        if failure.provider_wide {
+            "(whole provider)"
+        } else {
+            ""
+        }
+    ));
+    log.borrow_mut().push(AttemptRecord {
+        provider: provider.name.clone(),
+        model: cand.model.id.clone(),
+        outcome,
+        status,
+        error: Some(message.clone()),
+        elapsed_ms: launched_at.elapsed().as_millis() as u64,
+        first_token_ms,
+        tokens_per_sec: None,
+        retry_at_ms: failure.retry_at_ms,
+        provider_wide: failure.provider_wide,
+        day_limit: failure.day_limit,
+        piece: None,
+    });
+    if shown {
+        let err = Error::new(
+            ErrorKind::AllFailed,
+            format!(
+                "The answer from {}/{} broke off after output began: {message}",
+                provider.name, cand.model.id
+            ),
+        );
+        return Some(Stop::Error(err.with_attempts(log.borrow().clone())));
+    }
+    st.learn(cand, failure.outcome, failure.provider_wide);
+    None
 }
 
 /// The run-level error once no candidate answered.
@@ -309,515 +516,4 @@ fn redact(provider: &Provider, text: &str) -> String {
 fn share(now: Instant, deadline: Instant, has_next: bool) -> Instant {
     let left = deadline.saturating_duration_since(now);
     if has_next { now + left / 2 } else { deadline }
-}
-
-enum AttemptError {
-    OutputClosed,
-    Failed {
-        failure: Failure,
-        status: Option<u16>,
-        shown: bool,
-        first_token_ms: Option<u64>,
-    },
-}
-
-fn failed(
-    outcome: AttemptOutcome,
-    message: impl Into<String>,
-    status: Option<u16>,
-) -> AttemptError {
-    AttemptError::Failed {
-        failure: Failure {
-            outcome,
-            provider_wide: false,
-            retry_at_ms: match outcome {
-                AttemptOutcome::Timeout
-                | AttemptOutcome::ConnectionFailed
-                | AttemptOutcome::EmptyAnswer => Some(crate::now_ms() + classify::MIN_COOLDOWN_MS),
-                _ => None,
-            },
-            message: message.into(),
-            day_limit: None,
-        },
-        status,
-        shown: false,
-        first_token_ms: None,
-    }
-}
-
-fn retry_headers(h: &HeaderMap) -> RetryHeaders {
-    let get = |name: &str| {
-        h.get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    RetryHeaders {
-        retry_after: get("retry-after"),
-        retry_after_ms: get("retry-after-ms"),
-        ratelimit_reset: get("x-ratelimit-reset"),
-        ratelimit_limit: get("x-ratelimit-limit"),
-    }
-}
-
-/// What one stream has produced so far.
-#[derive(Default)]
-struct Progress {
-    content: String,
-    first_token: Option<Instant>,
-    /// Reasoning or other deltas: the model is alive even before its first text token.
-    active: bool,
-    finish_reason: Option<String>,
-    usage: Option<Usage>,
-    model: Option<String>,
-    done: bool,
-    shown: bool,
-    /// Tool calls being assembled from fragments, by `index`.
-    calls: Vec<PartialCall>,
-}
-
-#[derive(Default)]
-struct PartialCall {
-    index: usize,
-    id: String,
-    name: String,
-    arguments: String,
-}
-
-impl PartialCall {
-    /// `{"id", "name", "arguments"}` with the arguments parsed as JSON when they are JSON.
-    fn finish(&self) -> Value {
-        let raw = self.arguments.trim();
-        let arguments = if raw.is_empty() {
-            Value::Object(Default::default())
-        } else {
-            serde_json::from_str(raw).unwrap_or_else(|_| Value::String(self.arguments.clone()))
-        };
-        serde_json::json!({"id": self.id, "name": self.name, "arguments": arguments})
-    }
-}
-
-/// One request to one model.
-#[allow(clippy::too_many_arguments)]
-async fn attempt(
-    client: &Client,
-    provider: &Provider,
-    model: &str,
-    req: &Request,
-    first_by: Instant,
-    deadline: Instant,
-    has_next: bool,
-    sink: &mut dyn TokenSink,
-) -> Result<(Success, Option<f64>), AttemptError> {
-    let started = Instant::now();
-    let body = ChatRequest {
-        model,
-        messages: &req.messages,
-        stream: true,
-        stream_options: StreamOptions {
-            include_usage: true,
-        },
-        max_tokens: req.max_tokens.or(provider.default_max_tokens),
-        temperature: req.temperature,
-        tools: req.tools.as_deref(),
-        tool_choice: req.tool_choice.as_ref(),
-        response_format: req.response_format.as_ref(),
-        // Ask OpenRouter to route only to endpoints that honour tools or the schema.
-        provider: (provider.kind == ProviderKind::OpenRouter
-            && (req.tools.is_some() || req.schema.is_some()))
-        .then(|| serde_json::json!({"require_parameters": true})),
-    };
-    let wait = first_by.duration_since(started).as_secs_f64();
-    let mut resp = match timeout_at(first_by.into(), client.chat(provider, &body)).await {
-        Err(_) => {
-            return Err(failed(
-                AttemptOutcome::Timeout,
-                format!("no response within {wait:.1}s"),
-                None,
-            ));
-        }
-        Ok(Err(e)) if e.is_timeout() => {
-            return Err(failed(AttemptOutcome::Timeout, describe_reqwest(&e), None));
-        }
-        Ok(Err(e)) => {
-            return Err(failed(
-                AttemptOutcome::ConnectionFailed,
-                describe_reqwest(&e),
-                None,
-            ));
-        }
-        Ok(Ok(r)) => r,
-    };
-    let status = resp.status().as_u16();
-    let quota = {
-        let h = resp.headers();
-        let get = |name: &str| {
-            h.get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        classify::quota_from_headers(provider.dialect, &get, crate::now_ms())
-    };
-    if status != 200 {
-        let headers = retry_headers(resp.headers());
-        let mut body = Vec::new();
-        // The error body is small; read it within what is left of the first-token share.
-        while body.len() < MAX_ERROR_BODY {
-            match timeout_at(first_by.into(), resp.chunk()).await {
-                Ok(Ok(Some(b))) => body.extend_from_slice(&b),
-                _ => break,
-            }
-        }
-        let mut failure = classify_http(status, &headers, &body, crate::now_ms());
-        // A 429 whose headers show the provider's window spent is the provider's quota.
-        if let (429, Some((until, why))) = (status, &quota) {
-            failure.outcome = AttemptOutcome::QuotaExhausted;
-            failure.provider_wide = true;
-            failure.retry_at_ms = Some(*until);
-            failure.message = format!("{}; {why}", failure.message);
-        }
-        return Err(AttemptError::Failed {
-            failure,
-            status: Some(status),
-            shown: false,
-            first_token_ms: None,
-        });
-    }
-    let is_sse = resp
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_none_or(|ct| ct.contains("event-stream"));
-    let mut p = Progress::default();
-    let mut decoder = Decoder::new();
-    let mut whole = Vec::new();
-    loop {
-        let now = Instant::now();
-        let wait_until = if p.first_token.is_none() && !p.active {
-            first_by
-        } else {
-            let idle = share(now, deadline, has_next).min(now + IDLE_CAP);
-            idle.min(deadline)
-        };
-        let next = timeout_at(wait_until.into(), resp.chunk()).await;
-        let eof = matches!(next, Ok(Ok(None)));
-        let events = match next {
-            Err(_) => {
-                if p.finish_reason.is_some() && !p.content.is_empty() {
-                    break; // complete; only the trailing usage chunk was missing
-                }
-                let msg = if p.first_token.is_none() {
-                    format!("no first token within {wait:.1}s")
-                } else {
-                    format!(
-                        "stalled: no data for {:.1}s",
-                        wait_until.duration_since(now).as_secs_f64()
-                    )
-                };
-                return Err(with_progress(
-                    failed(AttemptOutcome::Timeout, msg, Some(200)),
-                    &p,
-                    started,
-                ));
-            }
-            Ok(Err(e)) => {
-                if p.finish_reason.is_some() && !p.content.is_empty() {
-                    break;
-                }
-                let msg = format!("the stream broke: {}", describe_reqwest(&e));
-                return Err(with_progress(
-                    failed(AttemptOutcome::ConnectionFailed, msg, Some(200)),
-                    &p,
-                    started,
-                ));
-            }
-            Ok(Ok(None)) => {
-                if is_sse {
-                    decoder.finish()
-                } else {
-                    vec![Event::Data(String::from_utf8_lossy(&whole).into_owned())]
-                }
-            }
-            Ok(Ok(Some(bytes))) if is_sse => match decoder.feed(&bytes) {
-                Ok(ev) => ev,
-                Err(_) => {
-                    let f = failed(
-                        AttemptOutcome::ServerError,
-                        "the stream sent an endless line",
-                        Some(200),
-                    );
-                    return Err(with_progress(f, &p, started));
-                }
-            },
-            Ok(Ok(Some(bytes))) => {
-                whole.extend_from_slice(&bytes);
-                continue;
-            }
-        };
-        for ev in events {
-            if let Event::Data(data) = ev {
-                if let Err(e) = handle_data(&data, &mut p, req.stream, sink) {
-                    return Err(with_progress(e, &p, started));
-                }
-                if p.done {
-                    break;
-                }
-            }
-        }
-        if p.done || eof {
-            break;
-        }
-    }
-    let first_token_ms = p
-        .first_token
-        .map(|t| t.duration_since(started).as_millis() as u64);
-    if p.content.is_empty() && p.calls.is_empty() {
-        let f = failed(
-            AttemptOutcome::EmptyAnswer,
-            "the model answered with no text",
-            Some(200),
-        );
-        return Err(with_progress(f, &p, started));
-    }
-    if let Some(schema) = &req.schema
-        && p.calls.is_empty()
-    {
-        match check_schema(&p.content, schema) {
-            Ok(doc) => p.content = doc,
-            Err(why) => {
-                let f = failed(AttemptOutcome::InvalidAnswer, why, Some(200));
-                return Err(with_progress(f, &p, started));
-            }
-        }
-    }
-    if !p.done && p.finish_reason.is_none() {
-        let f = failed(
-            AttemptOutcome::ConnectionFailed,
-            "the stream ended before the answer was complete",
-            Some(200),
-        );
-        return Err(with_progress(f, &p, started));
-    }
-    let tps = p.first_token.and_then(|t| {
-        let secs = t.elapsed().as_secs_f64();
-        let tokens = p
-            .usage
-            .as_ref()
-            .map_or(p.content.len() as f64 / 4.0, |u| u.completion_tokens as f64);
-        (secs > 0.05 && tokens > 1.0).then(|| tokens / secs)
-    });
-    let tool_calls = p.calls.iter().map(PartialCall::finish).collect();
-    Ok((
-        Success {
-            quota_until_ms: quota.map(|q| q.0),
-            tool_calls,
-            content: p.content,
-            model: p.model.unwrap_or_else(|| model.to_string()),
-            provider: provider.name.clone(),
-            finish_reason: p.finish_reason,
-            usage: p.usage,
-            first_token_ms,
-            paid: false,
-        },
-        tps,
-    ))
-}
-
-/// Folds one streamed tool-call fragment into the calls being assembled: the first
-/// fragment of an index brings `id` and the name, later ones append to the arguments.
-fn add_fragment(calls: &mut Vec<PartialCall>, f: &ToolCallDelta) {
-    let index = f.index.unwrap_or(calls.len());
-    let pos = match calls.iter().position(|c| c.index == index) {
-        Some(pos) => pos,
-        None => {
-            calls.push(PartialCall {
-                index,
-                ..Default::default()
-            });
-            calls.len() - 1
-        }
-    };
-    let call = &mut calls[pos];
-    if let Some(id) = f.id.as_deref().filter(|s| !s.is_empty()) {
-        call.id = id.to_string();
-    }
-    if let Some(func) = &f.function {
-        if let Some(name) = func.name.as_deref().filter(|s| !s.is_empty()) {
-            call.name.push_str(name);
-        }
-        match &func.arguments {
-            Some(Value::String(s)) => call.arguments.push_str(s),
-            Some(other @ Value::Object(_)) => call.arguments.push_str(&other.to_string()),
-            _ => {}
-        }
-    }
-}
-
-/// The answer as the JSON document the schema asks for: surrounding code fences are
-/// tolerated, anything else that is not valid JSON matching the schema is refused.
-pub fn check_schema(content: &str, schema: &Value) -> Result<String, String> {
-    let mut text = content.trim();
-    if let Some(rest) = text.strip_prefix("```") {
-        let rest = rest.trim_start_matches(|c: char| c.is_ascii_alphanumeric());
-        text = rest.strip_suffix("```").unwrap_or(rest).trim();
-    }
-    let doc: Value =
-        serde_json::from_str(text).map_err(|e| format!("the answer is not JSON ({e})"))?;
-    let validator =
-        jsonschema::validator_for(schema).map_err(|e| format!("the schema is invalid: {e}"))?;
-    if let Some(err) = validator.iter_errors(&doc).next() {
-        return Err(format!(
-            "the answer does not match the schema: {err} at `{}`",
-            err.instance_path()
-        ));
-    }
-    Ok(text.to_string())
-}
-
-fn with_progress(e: AttemptError, p: &Progress, started: Instant) -> AttemptError {
-    match e {
-        AttemptError::Failed {
-            failure, status, ..
-        } => AttemptError::Failed {
-            failure,
-            status,
-            shown: p.shown,
-            first_token_ms: p
-                .first_token
-                .map(|t| t.duration_since(started).as_millis() as u64),
-        },
-        other => other,
-    }
-}
-
-/// Applies one SSE `data` payload (or a whole JSON answer) to the progress.
-fn handle_data(
-    data: &str,
-    p: &mut Progress,
-    stream: bool,
-    sink: &mut dyn TokenSink,
-) -> Result<(), AttemptError> {
-    if data.trim() == "[DONE]" {
-        p.done = true;
-        return Ok(());
-    }
-    let chunks: Vec<Chunk> = match serde_json::from_str::<Chunk>(data) {
-        Ok(c) => vec![c],
-        // Some servers put one JSON object per `data:` line without blank lines between.
-        Err(_) => data
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect(),
-    };
-    for chunk in chunks {
-        if let Some(err) = &chunk.error {
-            return Err(AttemptError::Failed {
-                failure: classify_embedded(err, crate::now_ms()),
-                status: Some(200),
-                shown: false,
-                first_token_ms: None,
-            });
-        }
-        if let Some(m) = chunk.model.filter(|m| !m.is_empty()) {
-            p.model = Some(m);
-        }
-        if chunk.usage.is_some() {
-            p.usage = chunk.usage;
-        }
-        for choice in chunk.choices {
-            let delta = choice.delta.or(choice.message);
-            if let Some(d) = &delta {
-                if d.reasoning.as_deref().is_some_and(|r| !r.is_empty())
-                    || d.reasoning_content
-                        .as_deref()
-                        .is_some_and(|r| !r.is_empty())
-                {
-                    p.active = true;
-                }
-                for fragment in d.tool_calls.iter().flatten() {
-                    p.first_token.get_or_insert_with(Instant::now);
-                    add_fragment(&mut p.calls, fragment);
-                }
-                if let Some(text) = d.content.as_deref().filter(|t| !t.is_empty()) {
-                    p.first_token.get_or_insert_with(Instant::now);
-                    p.content.push_str(text);
-                    if stream {
-                        p.shown = true;
-                        if !sink.token(text) {
-                            return Err(AttemptError::OutputClosed);
-                        }
-                    }
-                }
-            }
-            match choice.finish_reason.as_deref() {
-                Some("error") => {
-                    let err = choice.error.unwrap_or_default();
-                    let mut failure = classify_embedded(&err, crate::now_ms());
-                    if err.message.is_none() {
-                        failure.message =
-                            "the model ended its answer with finish_reason \"error\"".into();
-                    }
-                    return Err(AttemptError::Failed {
-                        failure,
-                        status: Some(200),
-                        shown: false,
-                        first_token_ms: None,
-                    });
-                }
-                Some(r) => p.finish_reason = Some(r.to_string()),
-                None => {}
-            }
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn frag(json: &str) -> ToolCallDelta {
-        serde_json::from_str(json).unwrap()
-    }
-
-    #[test]
-    fn tool_call_fragments_assemble_by_index() {
-        let mut calls = Vec::new();
-        for f in [
-            r#"{"index":0,"id":"call_1","type":"function","function":{"name":"get_weather","arguments":""}}"#,
-            r#"{"index":1,"id":"call_2","type":"function","function":{"name":"get_time","arguments":"{\"tz\":"}}"#,
-            r#"{"index":0,"function":{"arguments":"{\"city\":"}}"#,
-            r#"{"index":0,"function":{"arguments":"\"Paris\"}"}}"#,
-            r#"{"index":1,"function":{"arguments":"\"UTC\"}"}}"#,
-        ] {
-            add_fragment(&mut calls, &frag(f));
-        }
-        let done: Vec<Value> = calls.iter().map(PartialCall::finish).collect();
-        assert_eq!(
-            done[0],
-            serde_json::json!({"id": "call_1", "name": "get_weather", "arguments": {"city": "Paris"}})
-        );
-        assert_eq!(
-            done[1],
-            serde_json::json!({"id": "call_2", "name": "get_time", "arguments": {"tz": "UTC"}})
-        );
-    }
-
-    #[test]
-    fn schema_check_accepts_fenced_json_and_refuses_mismatch() {
-        let schema = serde_json::json!({"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}});
-        assert_eq!(
-            check_schema("```json\n{\"name\": \"Ada\"}\n```", &schema).unwrap(),
-            "{\"name\": \"Ada\"}"
-        );
-        assert!(
-            check_schema("{\"name\": 3}", &schema)
-                .unwrap_err()
-                .contains("does not match")
-        );
-        assert!(
-            check_schema("Sure! Here it is", &schema)
-                .unwrap_err()
-                .contains("not JSON")
-        );
-    }
 }

@@ -5,6 +5,8 @@
 pub mod filter;
 pub mod rank;
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
 use crate::catalog::Model;
@@ -18,6 +20,8 @@ pub use rank::Score;
 pub struct Candidate {
     pub model: Model,
     pub score: Score,
+    /// Measured time to first token, when known (plans the attempt's timeout and hedge).
+    pub ttft_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -31,6 +35,9 @@ pub struct Dropped {
 pub struct Plan {
     pub candidates: Vec<Candidate>,
     pub dropped: Vec<Dropped>,
+    /// Requests each provider with a known window may still take in it, so that races
+    /// and hedges never push a provider over its limit.
+    pub budgets: HashMap<String, u32>,
 }
 
 pub fn plan(
@@ -47,6 +54,7 @@ pub fn plan(
             Ok(()) => out.candidates.push(Candidate {
                 model: m.clone(),
                 score: rank::score(m, route, state, now_ms, rng),
+                ttft_ms: state.model(&m.provider, &m.id).and_then(|s| s.ttft_ms),
             }),
             Err(reason) => out.dropped.push(Dropped {
                 provider: m.provider.clone(),
@@ -56,6 +64,15 @@ pub fn plan(
         }
     }
     rank::order(&mut out.candidates, &route.models);
+    for c in &out.candidates {
+        if let Some(left) = state
+            .providers
+            .get(&c.model.provider)
+            .and_then(|p| p.remaining(now_ms))
+        {
+            out.budgets.insert(c.model.provider.clone(), left);
+        }
+    }
     out
 }
 

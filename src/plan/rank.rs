@@ -319,6 +319,7 @@ mod tests {
                 total,
                 ..Default::default()
             },
+            ttft_ms: None,
         };
         let mut free = mk("openrouter/free", 9.0);
         let mut keyless = mk("k", 99.0);

@@ -12,6 +12,7 @@ mod catalog;
 mod cli;
 mod failures;
 mod generated;
+mod latency;
 mod memory;
 mod providers;
 mod real_llama;

@@ -107,6 +107,8 @@ pub type Handler = Arc<dyn Fn(&Request) -> Reply + Send + Sync>;
 pub struct FakeServer {
     pub port: u16,
     requests: Arc<Mutex<Vec<Request>>>,
+    /// Models whose streamed reply the client walked away from before its end.
+    aborted: Arc<Mutex<Vec<String>>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -125,6 +127,8 @@ impl FakeServer {
         std_listener.set_nonblocking(true)?;
         let port = std_listener.local_addr()?.port();
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let aborted = Arc::new(Mutex::new(Vec::new()));
+        let gone = aborted.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let handler: Handler = Arc::new(handler);
         let recorded = requests.clone();
@@ -142,10 +146,11 @@ impl FakeServer {
                         };
                         let handler = handler.clone();
                         let recorded = recorded.clone();
+                        let gone = gone.clone();
                         tokio::spawn(async move {
                             let _ = tokio::time::timeout(
                                 CONNECTION_LIMIT,
-                                serve(sock, handler, recorded),
+                                serve(sock, handler, recorded, gone),
                             )
                             .await;
                         });
@@ -160,6 +165,7 @@ impl FakeServer {
         Ok(FakeServer {
             port,
             requests,
+            aborted,
             shutdown: Some(tx),
             thread: Some(thread),
         })
@@ -185,6 +191,11 @@ impl FakeServer {
         self.chats().iter().map(Request::model).collect()
     }
 
+    /// Models whose streamed reply the client dropped before its end.
+    pub fn aborted(&self) -> Vec<String> {
+        self.aborted.lock().unwrap().clone()
+    }
+
     pub fn count(&self, path_suffix: &str) -> usize {
         self.requests()
             .iter()
@@ -204,7 +215,12 @@ impl Drop for FakeServer {
     }
 }
 
-async fn serve(sock: TcpStream, handler: Handler, recorded: Arc<Mutex<Vec<Request>>>) {
+async fn serve(
+    sock: TcpStream,
+    handler: Handler,
+    recorded: Arc<Mutex<Vec<Request>>>,
+    gone: Arc<Mutex<Vec<String>>>,
+) {
     let _ = sock.set_nodelay(true);
     let mut reader = BufReader::new(sock);
     loop {
@@ -257,14 +273,26 @@ async fn serve(sock: TcpStream, handler: Handler, recorded: Arc<Mutex<Vec<Reques
                                 continue;
                             }
                             let chunk = format!("{:x}\r\n{data}\r\n", data.len());
-                            if sock.write_all(chunk.as_bytes()).await.is_err() {
+                            if reader.get_mut().write_all(chunk.as_bytes()).await.is_err() {
+                                gone.lock().unwrap().push(req.model());
                                 return;
                             }
                         }
-                        Step::Sleep(d) => tokio::time::sleep(d).await,
+                        Step::Sleep(d) => {
+                            // A client that leaves while we wait is noticed at once.
+                            let mut buf = [0u8; 64];
+                            tokio::select! {
+                                _ = tokio::time::sleep(d) => {}
+                                _ = reader.read(&mut buf) => {
+                                    gone.lock().unwrap().push(req.model());
+                                    return;
+                                }
+                            }
+                        }
                         Step::Hang => {
                             let mut buf = [0u8; 64];
                             let _ = reader.read(&mut buf).await;
+                            gone.lock().unwrap().push(req.model());
                             return;
                         }
                         Step::Drop => {

@@ -1,0 +1,628 @@
+//! One attempt at one model: send the request, read the reply until the first token
+//! (`open`), then to the end (`finish`). Splitting there lets a race or a hedge pick the
+//! first model to produce a token and drop the others. Failures come back as data
+//! (`AttemptError::Failed`), classified per DESIGN §3; this module prints nothing and hands
+//! text to the sink only in `finish`.
+
+use std::time::Instant;
+
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+use tokio::time::timeout_at;
+
+use super::classify::{self, Failure, RetryHeaders, classify_embedded, classify_http};
+use super::{IDLE_CAP, MAX_ERROR_BODY, Success, TokenSink, share};
+use crate::outcome::AttemptOutcome;
+use crate::providers::{Provider, ProviderKind};
+use crate::request::Request;
+use crate::wire::client::{Client, describe_reqwest};
+use crate::wire::openai::{ChatRequest, Chunk, StreamOptions, ToolCallDelta, Usage};
+use crate::wire::sse::{Decoder, Event};
+
+pub(super) enum AttemptError {
+    OutputClosed,
+    Failed {
+        failure: Failure,
+        status: Option<u16>,
+        shown: bool,
+        first_token_ms: Option<u64>,
+    },
+}
+
+pub(super) fn failed(
+    outcome: AttemptOutcome,
+    message: impl Into<String>,
+    status: Option<u16>,
+) -> AttemptError {
+    AttemptError::Failed {
+        failure: Failure {
+            outcome,
+            provider_wide: false,
+            retry_at_ms: match outcome {
+                AttemptOutcome::Timeout
+                | AttemptOutcome::ConnectionFailed
+                | AttemptOutcome::EmptyAnswer => Some(crate::now_ms() + classify::MIN_COOLDOWN_MS),
+                _ => None,
+            },
+            message: message.into(),
+            day_limit: None,
+        },
+        status,
+        shown: false,
+        first_token_ms: None,
+    }
+}
+
+fn retry_headers(h: &HeaderMap) -> RetryHeaders {
+    let get = |name: &str| {
+        h.get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    RetryHeaders {
+        retry_after: get("retry-after"),
+        retry_after_ms: get("retry-after-ms"),
+        ratelimit_reset: get("x-ratelimit-reset"),
+        ratelimit_limit: get("x-ratelimit-limit"),
+    }
+}
+
+/// What one stream has produced so far.
+#[derive(Default)]
+struct Progress {
+    content: String,
+    first_token: Option<Instant>,
+    /// Reasoning or other deltas: the model is alive even before its first text token.
+    active: bool,
+    finish_reason: Option<String>,
+    usage: Option<Usage>,
+    model: Option<String>,
+    done: bool,
+    /// Text was printed: no fallback is possible any more.
+    shown: bool,
+    /// How much of `content` has been handed to the sink.
+    emitted: usize,
+    /// Tool calls being assembled from fragments, by `index`.
+    calls: Vec<PartialCall>,
+}
+
+#[derive(Default)]
+struct PartialCall {
+    index: usize,
+    id: String,
+    name: String,
+    arguments: String,
+}
+
+impl PartialCall {
+    /// `{"id", "name", "arguments"}` with the arguments parsed as JSON when they are JSON.
+    fn finish(&self) -> Value {
+        let raw = self.arguments.trim();
+        let arguments = if raw.is_empty() {
+            Value::Object(Default::default())
+        } else {
+            serde_json::from_str(raw).unwrap_or_else(|_| Value::String(self.arguments.clone()))
+        };
+        serde_json::json!({"id": self.id, "name": self.name, "arguments": arguments})
+    }
+}
+
+/// An attempt whose reply is open: the stream, what it produced so far, and its timers.
+pub(super) struct Live {
+    resp: reqwest::Response,
+    decoder: Decoder,
+    is_sse: bool,
+    /// The body of a non-streaming reply, gathered whole.
+    whole: Vec<u8>,
+    p: Progress,
+    started: Instant,
+    first_by: Instant,
+    quota: Option<(u64, String)>,
+    eof: bool,
+}
+
+impl Live {
+    pub(super) fn first_token_ms(&self) -> Option<u64> {
+        self.p
+            .first_token
+            .map(|t| t.duration_since(self.started).as_millis() as u64)
+    }
+}
+
+/// Sends the request and reads until the first token (text or a tool call), or the end.
+pub(super) async fn open(
+    client: &Client,
+    provider: &Provider,
+    model: &str,
+    req: &Request,
+    first_by: Instant,
+    deadline: Instant,
+    has_next: bool,
+) -> Result<Live, AttemptError> {
+    let started = Instant::now();
+    let body = ChatRequest {
+        model,
+        messages: &req.messages,
+        stream: true,
+        stream_options: StreamOptions {
+            include_usage: true,
+        },
+        max_tokens: req.max_tokens.or(provider.default_max_tokens),
+        temperature: req.temperature,
+        tools: req.tools.as_deref(),
+        tool_choice: req.tool_choice.as_ref(),
+        response_format: req.response_format.as_ref(),
+        // Ask OpenRouter to route only to endpoints that honour tools or the schema.
+        provider: (provider.kind == ProviderKind::OpenRouter
+            && (req.tools.is_some() || req.schema.is_some()))
+        .then(|| serde_json::json!({"require_parameters": true})),
+    };
+    let wait = first_by.duration_since(started).as_secs_f64();
+    let mut resp = match timeout_at(first_by.into(), client.chat(provider, &body)).await {
+        Err(_) => {
+            return Err(failed(
+                AttemptOutcome::Timeout,
+                format!("no response within {wait:.1}s"),
+                None,
+            ));
+        }
+        Ok(Err(e)) if e.is_timeout() => {
+            return Err(failed(AttemptOutcome::Timeout, describe_reqwest(&e), None));
+        }
+        Ok(Err(e)) => {
+            return Err(failed(
+                AttemptOutcome::ConnectionFailed,
+                describe_reqwest(&e),
+                None,
+            ));
+        }
+        Ok(Ok(r)) => r,
+    };
+    let status = resp.status().as_u16();
+    let quota = {
+        let h = resp.headers();
+        let get = |name: &str| {
+            h.get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        classify::quota_from_headers(provider.dialect, &get, crate::now_ms())
+    };
+    if status != 200 {
+        let headers = retry_headers(resp.headers());
+        let mut body = Vec::new();
+        // The error body is small; read it within what is left of the first-token share.
+        while body.len() < MAX_ERROR_BODY {
+            match timeout_at(first_by.into(), resp.chunk()).await {
+                Ok(Ok(Some(b))) => body.extend_from_slice(&b),
+                _ => break,
+            }
+        }
+        let mut failure = classify_http(status, &headers, &body, crate::now_ms());
+        // A 429 whose headers show the provider's window spent is the provider's quota.
+        if let (429, Some((until, why))) = (status, &quota) {
+            failure.outcome = AttemptOutcome::QuotaExhausted;
+            failure.provider_wide = true;
+            failure.retry_at_ms = Some(*until);
+            failure.message = format!("{}; {why}", failure.message);
+        }
+        return Err(AttemptError::Failed {
+            failure,
+            status: Some(status),
+            shown: false,
+            first_token_ms: None,
+        });
+    }
+    let is_sse = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|ct| ct.contains("event-stream"));
+    let mut live = Live {
+        resp,
+        decoder: Decoder::new(),
+        is_sse,
+        whole: Vec::new(),
+        p: Progress::default(),
+        started,
+        first_by,
+        quota,
+        eof: false,
+    };
+    pump(&mut live, deadline, has_next, true, None).await?;
+    if live.p.first_token.is_none() {
+        return Err(complete(live, model, req).err().unwrap_or_else(|| {
+            failed(
+                AttemptOutcome::EmptyAnswer,
+                "the model answered with no text",
+                Some(200),
+            )
+        }));
+    }
+    Ok(live)
+}
+
+/// Reads the rest of the reply, handing text to the sink as it comes when streaming.
+pub(super) async fn finish(
+    mut live: Live,
+    provider: &Provider,
+    model: &str,
+    req: &Request,
+    deadline: Instant,
+    has_next: bool,
+    sink: Option<&mut dyn TokenSink>,
+) -> Result<(Success, Option<f64>), AttemptError> {
+    let _ = provider;
+    pump(&mut live, deadline, has_next, false, sink).await?;
+    complete(live, model, req).map(|(mut s, tps)| {
+        s.provider = provider.name.clone();
+        (s, tps)
+    })
+}
+
+/// Reads events until the first token (`until_first`), the end of the answer, or a failure.
+async fn pump(
+    live: &mut Live,
+    deadline: Instant,
+    has_next: bool,
+    until_first: bool,
+    mut sink: Option<&mut dyn TokenSink>,
+) -> Result<(), AttemptError> {
+    let started = live.started;
+    let wait = live.first_by.duration_since(started).as_secs_f64();
+    loop {
+        if let Some(s) = sink.as_deref_mut() {
+            flush(&mut live.p, s)?;
+        }
+        if live.p.done || live.eof || (until_first && live.p.first_token.is_some()) {
+            return Ok(());
+        }
+        let p = &live.p;
+        let now = Instant::now();
+        let wait_until = if p.first_token.is_none() && !p.active {
+            live.first_by
+        } else {
+            share(now, deadline, has_next)
+                .min(now + IDLE_CAP)
+                .min(deadline)
+        };
+        let next = timeout_at(wait_until.into(), live.resp.chunk()).await;
+        let events = match next {
+            Err(_) => {
+                if p.finish_reason.is_some() && (!p.content.is_empty() || !p.calls.is_empty()) {
+                    live.p.done = true; // complete; only the trailing usage chunk was missing
+                    continue;
+                }
+                let msg = if p.first_token.is_none() {
+                    format!("no first token within {wait:.1}s")
+                } else {
+                    format!(
+                        "stalled: no data for {:.1}s",
+                        wait_until.duration_since(now).as_secs_f64()
+                    )
+                };
+                return Err(with_progress(
+                    failed(AttemptOutcome::Timeout, msg, Some(200)),
+                    p,
+                    started,
+                ));
+            }
+            Ok(Err(e)) => {
+                if p.finish_reason.is_some() && (!p.content.is_empty() || !p.calls.is_empty()) {
+                    live.p.done = true;
+                    continue;
+                }
+                let msg = format!("the stream broke: {}", describe_reqwest(&e));
+                return Err(with_progress(
+                    failed(AttemptOutcome::ConnectionFailed, msg, Some(200)),
+                    p,
+                    started,
+                ));
+            }
+            Ok(Ok(None)) => {
+                live.eof = true;
+                if live.is_sse {
+                    live.decoder.finish()
+                } else {
+                    vec![Event::Data(
+                        String::from_utf8_lossy(&live.whole).into_owned(),
+                    )]
+                }
+            }
+            Ok(Ok(Some(bytes))) if live.is_sse => match live.decoder.feed(&bytes) {
+                Ok(ev) => ev,
+                Err(_) => {
+                    let f = failed(
+                        AttemptOutcome::ServerError,
+                        "the stream sent an endless line",
+                        Some(200),
+                    );
+                    return Err(with_progress(f, &live.p, started));
+                }
+            },
+            Ok(Ok(Some(bytes))) => {
+                live.whole.extend_from_slice(&bytes);
+                continue;
+            }
+        };
+        for ev in events {
+            if let Event::Data(data) = ev {
+                if let Err(e) = handle_data(&data, &mut live.p) {
+                    return Err(with_progress(e, &live.p, started));
+                }
+                if live.p.done {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Hands text not yet shown to the sink.
+fn flush(p: &mut Progress, sink: &mut dyn TokenSink) -> Result<(), AttemptError> {
+    if p.emitted < p.content.len() {
+        p.shown = true;
+        let ok = sink.token(&p.content[p.emitted..]);
+        p.emitted = p.content.len();
+        if !ok {
+            return Err(AttemptError::OutputClosed);
+        }
+    }
+    Ok(())
+}
+
+/// Checks a finished reply: some text or a tool call, a proper end, a valid schema answer.
+fn complete(
+    live: Live,
+    model: &str,
+    req: &Request,
+) -> Result<(Success, Option<f64>), AttemptError> {
+    let Live {
+        mut p,
+        started,
+        quota,
+        ..
+    } = live;
+    let first_token_ms = p
+        .first_token
+        .map(|t| t.duration_since(started).as_millis() as u64);
+    if p.content.is_empty() && p.calls.is_empty() {
+        let f = failed(
+            AttemptOutcome::EmptyAnswer,
+            "the model answered with no text",
+            Some(200),
+        );
+        return Err(with_progress(f, &p, started));
+    }
+    if !p.done && p.finish_reason.is_none() {
+        let f = failed(
+            AttemptOutcome::ConnectionFailed,
+            "the stream ended before the answer was complete",
+            Some(200),
+        );
+        return Err(with_progress(f, &p, started));
+    }
+    if let Some(schema) = &req.schema
+        && p.calls.is_empty()
+    {
+        match check_schema(&p.content, schema) {
+            Ok(doc) => p.content = doc,
+            Err(why) => {
+                let f = failed(AttemptOutcome::InvalidAnswer, why, Some(200));
+                return Err(with_progress(f, &p, started));
+            }
+        }
+    }
+    let tps = p.first_token.and_then(|t| {
+        let secs = t.elapsed().as_secs_f64();
+        let tokens = p
+            .usage
+            .as_ref()
+            .map_or(p.content.len() as f64 / 4.0, |u| u.completion_tokens as f64);
+        (secs > 0.05 && tokens > 1.0).then(|| tokens / secs)
+    });
+    let tool_calls = p.calls.iter().map(PartialCall::finish).collect();
+    Ok((
+        Success {
+            quota_until_ms: quota.map(|q| q.0),
+            tool_calls,
+            content: p.content,
+            model: p.model.unwrap_or_else(|| model.to_string()),
+            provider: String::new(),
+            finish_reason: p.finish_reason,
+            usage: p.usage,
+            first_token_ms,
+            paid: false,
+        },
+        tps,
+    ))
+}
+
+/// Folds one streamed tool-call fragment into the calls being assembled: the first
+/// fragment of an index brings `id` and the name, later ones append to the arguments.
+fn add_fragment(calls: &mut Vec<PartialCall>, f: &ToolCallDelta) {
+    let index = f.index.unwrap_or(calls.len());
+    let pos = match calls.iter().position(|c| c.index == index) {
+        Some(pos) => pos,
+        None => {
+            calls.push(PartialCall {
+                index,
+                ..Default::default()
+            });
+            calls.len() - 1
+        }
+    };
+    let call = &mut calls[pos];
+    if let Some(id) = f.id.as_deref().filter(|s| !s.is_empty()) {
+        call.id = id.to_string();
+    }
+    if let Some(func) = &f.function {
+        if let Some(name) = func.name.as_deref().filter(|s| !s.is_empty()) {
+            call.name.push_str(name);
+        }
+        match &func.arguments {
+            Some(Value::String(s)) => call.arguments.push_str(s),
+            Some(other @ Value::Object(_)) => call.arguments.push_str(&other.to_string()),
+            _ => {}
+        }
+    }
+}
+
+/// The answer as the JSON document the schema asks for: surrounding code fences are
+/// tolerated, anything else that is not valid JSON matching the schema is refused.
+pub fn check_schema(content: &str, schema: &Value) -> Result<String, String> {
+    let mut text = content.trim();
+    if let Some(rest) = text.strip_prefix("```") {
+        let rest = rest.trim_start_matches(|c: char| c.is_ascii_alphanumeric());
+        text = rest.strip_suffix("```").unwrap_or(rest).trim();
+    }
+    let doc: Value =
+        serde_json::from_str(text).map_err(|e| format!("the answer is not JSON ({e})"))?;
+    let validator =
+        jsonschema::validator_for(schema).map_err(|e| format!("the schema is invalid: {e}"))?;
+    if let Some(err) = validator.iter_errors(&doc).next() {
+        return Err(format!(
+            "the answer does not match the schema: {err} at `{}`",
+            err.instance_path()
+        ));
+    }
+    Ok(text.to_string())
+}
+
+fn with_progress(e: AttemptError, p: &Progress, started: Instant) -> AttemptError {
+    match e {
+        AttemptError::Failed {
+            failure, status, ..
+        } => AttemptError::Failed {
+            failure,
+            status,
+            shown: p.shown,
+            first_token_ms: p
+                .first_token
+                .map(|t| t.duration_since(started).as_millis() as u64),
+        },
+        other => other,
+    }
+}
+
+/// Applies one SSE `data` payload (or a whole JSON answer) to the progress.
+fn handle_data(data: &str, p: &mut Progress) -> Result<(), AttemptError> {
+    if data.trim() == "[DONE]" {
+        p.done = true;
+        return Ok(());
+    }
+    let chunks: Vec<Chunk> = match serde_json::from_str::<Chunk>(data) {
+        Ok(c) => vec![c],
+        // Some servers put one JSON object per `data:` line without blank lines between.
+        Err(_) => data
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect(),
+    };
+    for chunk in chunks {
+        if let Some(err) = &chunk.error {
+            return Err(AttemptError::Failed {
+                failure: classify_embedded(err, crate::now_ms()),
+                status: Some(200),
+                shown: false,
+                first_token_ms: None,
+            });
+        }
+        if let Some(m) = chunk.model.filter(|m| !m.is_empty()) {
+            p.model = Some(m);
+        }
+        if chunk.usage.is_some() {
+            p.usage = chunk.usage;
+        }
+        for choice in chunk.choices {
+            let delta = choice.delta.or(choice.message);
+            if let Some(d) = &delta {
+                if d.reasoning.as_deref().is_some_and(|r| !r.is_empty())
+                    || d.reasoning_content
+                        .as_deref()
+                        .is_some_and(|r| !r.is_empty())
+                {
+                    p.active = true;
+                }
+                for fragment in d.tool_calls.iter().flatten() {
+                    p.first_token.get_or_insert_with(Instant::now);
+                    add_fragment(&mut p.calls, fragment);
+                }
+                if let Some(text) = d.content.as_deref().filter(|t| !t.is_empty()) {
+                    p.first_token.get_or_insert_with(Instant::now);
+                    p.content.push_str(text);
+                }
+            }
+            match choice.finish_reason.as_deref() {
+                Some("error") => {
+                    let err = choice.error.unwrap_or_default();
+                    let mut failure = classify_embedded(&err, crate::now_ms());
+                    if err.message.is_none() {
+                        failure.message =
+                            "the model ended its answer with finish_reason \"error\"".into();
+                    }
+                    return Err(AttemptError::Failed {
+                        failure,
+                        status: Some(200),
+                        shown: false,
+                        first_token_ms: None,
+                    });
+                }
+                Some(r) => p.finish_reason = Some(r.to_string()),
+                None => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frag(json: &str) -> ToolCallDelta {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn tool_call_fragments_assemble_by_index() {
+        let mut calls = Vec::new();
+        for f in [
+            r#"{"index":0,"id":"call_1","type":"function","function":{"name":"get_weather","arguments":""}}"#,
+            r#"{"index":1,"id":"call_2","type":"function","function":{"name":"get_time","arguments":"{\"tz\":"}}"#,
+            r#"{"index":0,"function":{"arguments":"{\"city\":"}}"#,
+            r#"{"index":0,"function":{"arguments":"\"Paris\"}"}}"#,
+            r#"{"index":1,"function":{"arguments":"\"UTC\"}"}}"#,
+        ] {
+            add_fragment(&mut calls, &frag(f));
+        }
+        let done: Vec<Value> = calls.iter().map(PartialCall::finish).collect();
+        assert_eq!(
+            done[0],
+            serde_json::json!({"id": "call_1", "name": "get_weather", "arguments": {"city": "Paris"}})
+        );
+        assert_eq!(
+            done[1],
+            serde_json::json!({"id": "call_2", "name": "get_time", "arguments": {"tz": "UTC"}})
+        );
+    }
+
+    #[test]
+    fn schema_check_accepts_fenced_json_and_refuses_mismatch() {
+        let schema = serde_json::json!({"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}});
+        assert_eq!(
+            check_schema("```json\n{\"name\": \"Ada\"}\n```", &schema).unwrap(),
+            "{\"name\": \"Ada\"}"
+        );
+        assert!(
+            check_schema("{\"name\": 3}", &schema)
+                .unwrap_err()
+                .contains("does not match")
+        );
+        assert!(
+            check_schema("Sure! Here it is", &schema)
+                .unwrap_err()
+                .contains("not JSON")
+        );
+    }
+}

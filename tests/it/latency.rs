@@ -1,0 +1,223 @@
+//! Latency (DESIGN §1 `--race`, `--hedge-after`, §3 deadline planning): the first candidate
+//! to produce a token wins, the others are dropped and recorded as `cancelled`, no loser's
+//! text reaches stdout, every request sent is counted against the quota.
+
+use std::time::Duration;
+
+use crate::ask::{BIG, JsonAnswer, MID, SMALL, server};
+use crate::fake::{self, Reply, Step};
+use crate::harness::Env;
+
+/// BIG starts its answer only after `delay`; MID answers at once.
+fn slow_and_fast(delay: Duration) -> crate::fake::FakeServer {
+    server(move |r| {
+        if r.model() == BIG {
+            let mut steps = vec![Step::Sleep(delay)];
+            steps.extend(fake::answer_steps(BIG, &["slow ", "loser"]));
+            Reply::stream(steps)
+        } else {
+            fake::answer(&r.model(), &["fast ", "winner"])
+        }
+    })
+}
+
+#[test]
+fn race_keeps_the_first_token_and_cancels_the_rest() {
+    let s = slow_and_fast(Duration::from_secs(5));
+    let env = Env::new(&s);
+    let out = env.run(&["--json", "--race", "2", "-m", BIG, "-m", MID, "q"]);
+    assert_eq!(out.code, 0, "{out}");
+    let a: JsonAnswer = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(a.content, "fast winner");
+    assert_eq!(a.model, MID);
+    let outcomes: Vec<(&str, &str)> = a
+        .attempts
+        .iter()
+        .map(|x| (x.model.as_str(), x.outcome.as_str()))
+        .collect();
+    assert!(
+        outcomes.contains(&(BIG, "cancelled")) && outcomes.contains(&(MID, "ok")),
+        "{outcomes:?}"
+    );
+    assert_eq!(s.chat_models().len(), 2, "both were asked at once");
+    // The loser's connection was dropped, not left to run.
+    let waited = std::time::Instant::now();
+    while !s.aborted().contains(&BIG.to_string()) {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "the loser's connection stayed open"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Every request sent counts against the quota, cancelled or not.
+    let stats = env.run(&["stats", "--json"]).json();
+    assert_eq!(stats["providers"][0]["requests_today"], 2);
+}
+
+#[test]
+fn no_loser_text_reaches_stdout_even_when_streaming() {
+    let s = slow_and_fast(Duration::from_millis(1500));
+    for mode in ["--stream", "--no-stream"] {
+        let out = Env::new(&s).run(&[mode, "--race", "2", "-m", BIG, "-m", MID, "q"]);
+        assert_eq!(out.code, 0, "{out}");
+        assert_eq!(out.stdout, "fast winner\n", "{mode}");
+    }
+}
+
+#[test]
+fn hedge_starts_the_next_candidate_beside_a_slow_one() {
+    let s = server(|r| {
+        if r.model() == BIG {
+            Reply::stream(vec![
+                Step::Send(": OPENROUTER PROCESSING\n\n".into()),
+                Step::Hang,
+            ])
+        } else {
+            fake::answer(&r.model(), &["hedged"])
+        }
+    });
+    let out = Env::new(&s).run(&[
+        "--json",
+        "--hedge-after",
+        "300",
+        "--timeout",
+        "60",
+        "-m",
+        BIG,
+        "-m",
+        MID,
+        "q",
+    ]);
+    assert_eq!(out.code, 0, "{out}");
+    let a: JsonAnswer = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(a.content, "hedged");
+    let big = a.attempts.iter().find(|x| x.model == BIG).unwrap();
+    assert_eq!(
+        big.outcome, "cancelled",
+        "the hung one lost to the hedge, not to a timeout"
+    );
+    // Without the hedge the hung model would hold the run for half the deadline (30 s);
+    // with it the answer comes soon after the hedge delay (generous margin).
+    assert!(a.timing.total_ms < 15_000, "{:?}", a.timing);
+}
+
+#[test]
+fn without_a_hedge_a_fast_answer_is_not_raced() {
+    let s = server(|r| fake::answer(&r.model(), &["only one"]));
+    let out = Env::new(&s).run(&["--json", "--hedge-after", "5000", "-m", BIG, "-m", MID, "q"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(
+        s.chat_models(),
+        vec![BIG],
+        "a hedge starts only when the first is slow"
+    );
+}
+
+#[test]
+fn failed_racers_are_replaced_by_the_next_candidates() {
+    let s = server(|r| {
+        if r.model() == SMALL {
+            fake::answer(SMALL, &["third"])
+        } else {
+            fake::upstream_429(&r.model())
+        }
+    });
+    let out = Env::new(&s).run(&[
+        "--json", "--race", "2", "-m", BIG, "-m", MID, "-m", SMALL, "q",
+    ]);
+    assert_eq!(out.code, 0, "{out}");
+    let a: JsonAnswer = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(a.model, SMALL);
+    assert_eq!(
+        a.attempts
+            .iter()
+            .filter(|x| x.outcome == "rate_limited")
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn races_never_push_a_provider_over_its_minute_limit() {
+    let s = server(|r| fake::answer(&r.model(), &["ok"]));
+    let env = Env::new(&s);
+    let now: u64 = 1_900_000_000_000;
+    for i in 0..19 {
+        let t = (now + i * 100).to_string();
+        let out = env.run_with_env(&["-q", "-m", MID, "q"], &[("FREEROUTE_NOW_MS", &t)]);
+        assert_eq!(out.code, 0, "{out}");
+    }
+    let t = (now + 5_000).to_string();
+    let out = env.run_with_env(&["--json", "--race", "3", "q"], &[("FREEROUTE_NOW_MS", &t)]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(
+        s.chats().len(),
+        20,
+        "one request left in the minute: the race sent one"
+    );
+}
+
+#[test]
+fn dry_run_shows_the_deadline_plan() {
+    let s = server(|r| fake::answer(&r.model(), &["x"]));
+    let out = Env::new(&s).run(&[
+        "--dry-run",
+        "--json",
+        "--timeout",
+        "40",
+        "-m",
+        BIG,
+        "-m",
+        MID,
+        "-m",
+        SMALL,
+        "q",
+    ]);
+    let v = out.json();
+    let t: Vec<u64> = v["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["first_token_timeout_ms"].as_u64().unwrap())
+        .collect();
+    // Unmeasured: half of what is left, then half again, then all the rest.
+    assert!(
+        (19_000..=20_000).contains(&t[0])
+            && (9_500..=10_000).contains(&t[1])
+            && (9_500..=10_000).contains(&t[2]),
+        "{t:?}"
+    );
+    let out = Env::new(&s).run(&["--dry-run", "--timeout", "40", "--hedge-after", "800", "q"]);
+    assert!(
+        out.stdout.contains("first token within") && out.stdout.contains("hedge after 800 ms"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_model_measured_fast_is_given_up_on_early_when_it_hangs() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let hang = Arc::new(AtomicBool::new(false));
+    let h = hang.clone();
+    let s = server(move |r| {
+        if r.model() == BIG && h.load(Ordering::SeqCst) {
+            Reply::stream(vec![
+                Step::Send(": OPENROUTER PROCESSING\n\n".into()),
+                Step::Hang,
+            ])
+        } else {
+            fake::answer(&r.model(), &["ok"])
+        }
+    });
+    let env = Env::new(&s);
+    assert_eq!(env.run(&["-m", BIG, "q"]).code, 0, "BIG is measured fast");
+    hang.store(true, Ordering::SeqCst);
+    let out = env.run(&["--json", "--timeout", "100", "-m", BIG, "-m", MID, "q"]);
+    assert_eq!(out.code, 0, "{out}");
+    let a: JsonAnswer = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(a.attempts[0].outcome, "timeout");
+    // Half the deadline would be 50 s; a model known to answer in milliseconds gets the
+    // 5 s floor instead (generous margin for slow machines).
+    assert!(a.attempts[0].elapsed_ms < 20_000, "{:?}", a.attempts[0]);
+}
