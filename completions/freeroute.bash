@@ -16,6 +16,9 @@ _freeroute() {
             ",$1")
                 cmd="freeroute"
                 ;;
+            freeroute,batch)
+                cmd="freeroute__subcmd__batch"
+                ;;
             freeroute,config)
                 cmd="freeroute__subcmd__config"
                 ;;
@@ -27,6 +30,9 @@ _freeroute() {
                 ;;
             freeroute,stats)
                 cmd="freeroute__subcmd__stats"
+                ;;
+            freeroute__subcmd__help,batch)
+                cmd="freeroute__subcmd__help__subcmd__batch"
                 ;;
             freeroute__subcmd__help,config)
                 cmd="freeroute__subcmd__help__subcmd__config"
@@ -47,12 +53,130 @@ _freeroute() {
 
     case "${cmd}" in
         freeroute)
-            opts="-m -p -s -i -c -v -q -h -V --model --provider --exclude --prefer --allow-paid --refresh --offline --system --image --vision --ocr --translate --to --from --tools --tool-choice --schema --messages --continue --json --stream --no-stream --max-tokens --temperature --timeout --attempts --race --hedge-after --dry-run --config --verbose --quiet --help --version models stats config help"
+            opts="-m -p -s -i -c -v -q -h -V --model --provider --exclude --prefer --allow-paid --refresh --offline --system --image --vision --ocr --translate --to --from --tools --tool-choice --schema --messages --continue --json --stream --no-stream --max-tokens --temperature --timeout --attempts --race --hedge-after --dry-run --config --verbose --quiet --help --version batch models stats config help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --model)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -m)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --provider)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --exclude)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --prefer)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --system)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -s)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --image)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -i)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tools)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tool-choice)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --schema)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --messages)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-tokens)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --temperature)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --attempts)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --race)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --hedge-after)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        freeroute__subcmd__batch)
+            opts="-o -m -p -s -i -c -v -q -h --output --concurrency --ordered --model --provider --exclude --prefer --allow-paid --refresh --offline --system --image --vision --ocr --translate --to --from --tools --tool-choice --schema --messages --continue --json --stream --no-stream --max-tokens --temperature --timeout --attempts --race --hedge-after --dry-run --config --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --concurrency)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --model)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -171,8 +295,22 @@ _freeroute() {
             return 0
             ;;
         freeroute__subcmd__help)
-            opts="models stats config help"
+            opts="batch models stats config help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        freeroute__subcmd__help__subcmd__batch)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

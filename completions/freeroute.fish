@@ -58,10 +58,47 @@ complete -c freeroute -n "__fish_freeroute_needs_command" -s v -l verbose -d 'Pr
 complete -c freeroute -n "__fish_freeroute_needs_command" -s q -l quiet -d 'No spinner, no notes on stderr (errors are still printed)'
 complete -c freeroute -n "__fish_freeroute_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c freeroute -n "__fish_freeroute_needs_command" -s V -l version -d 'Print version'
+complete -c freeroute -n "__fish_freeroute_needs_command" -a "batch" -d 'Answer many prompts: JSONL (or plain lines) in, JSONL out'
 complete -c freeroute -n "__fish_freeroute_needs_command" -a "models" -d 'List eligible free models in the order they would be tried'
 complete -c freeroute -n "__fish_freeroute_needs_command" -a "stats" -d 'What the router remembers: health, latency, cool-downs, quotas'
 complete -c freeroute -n "__fish_freeroute_needs_command" -a "config" -d 'Where the config lives, the merged view, or a commented starter file'
 complete -c freeroute -n "__fish_freeroute_needs_command" -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -s o -l output -d 'Write results here (appended as items finish; ids already answered are skipped)' -r -F
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l concurrency -d 'Items in flight at once [default: 4]' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -s m -l model -d 'Try exactly these models, in this order (repeatable)' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -s p -l provider -d 'Only use these providers (repeatable)' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l exclude -d 'Drop models whose id matches GLOB (`*` wildcard, repeatable)' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l prefer -d 'Rank models whose id matches GLOB first (`*` wildcard, repeatable)' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -s s -l system -d 'System prompt' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -s i -l image -d 'Attach an image: a file, an http(s) URL, or - for image bytes on stdin (repeatable)' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l to -d 'Target language of --translate [default: config translate_to, else English]' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l from -d 'Source language of --translate (detected when not given)' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l tools -d 'OpenAI-style tool definitions (a JSON array, or an object with `tools`)' -r -F
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l tool-choice -d 'With --tools: auto, none, required, or a tool\'s name' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l schema -d 'Require a JSON answer matching this JSON Schema (a file, or inline JSON)' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l messages -d 'Send a whole conversation (JSON array of messages); words become the last user message' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l max-tokens -d 'Most tokens to generate' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l temperature -d 'Sampling temperature' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l timeout -d 'Deadline for the whole run, in seconds [default: 120]' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l attempts -d 'Most candidates to try [default: 8]' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l race -d 'Send to the N best candidates at once; the first to produce a token wins [default: 1]' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l hedge-after -d 'When the running attempt has no first token after MS, start the next candidate beside it' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l config -d 'Config file (default: $XDG_CONFIG_HOME/freeroute/config.toml)' -r -F
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l ordered -d 'Write results in input order (default: as they finish)'
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l allow-paid -d 'Permit models that are not free (never the default)'
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l refresh -d 'Refetch the model catalogs now'
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l offline -d 'Never touch the network for catalogs (use the cached copies)'
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l vision -d 'Require image input'
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l ocr -d 'Transcribe all text in the image(s) verbatim, nothing else'
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l translate -d 'Translate the input; prints only the translation'
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -s c -l continue -d 'Continue the last answered conversation'
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l json -d 'Print one JSON result object instead of plain text'
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l stream -d 'Print tokens as they arrive (default when stdout is a terminal)'
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l no-stream -d 'Print the answer only once it is complete (default when stdout is not a terminal)'
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l dry-run -d 'Route but send nothing: print the plan and why each model was kept or dropped'
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -s v -l verbose -d 'Print the routing trace on stderr'
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -s q -l quiet -d 'No spinner, no notes on stderr (errors are still printed)'
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -s h -l help -d 'Print help'
 complete -c freeroute -n "__fish_freeroute_using_subcommand models" -s m -l model -d 'Try exactly these models, in this order (repeatable)' -r
 complete -c freeroute -n "__fish_freeroute_using_subcommand models" -s p -l provider -d 'Only use these providers (repeatable)' -r
 complete -c freeroute -n "__fish_freeroute_using_subcommand models" -l exclude -d 'Drop models whose id matches GLOB (`*` wildcard, repeatable)' -r
@@ -85,7 +122,8 @@ complete -c freeroute -n "__fish_freeroute_using_subcommand config" -l force -d 
 complete -c freeroute -n "__fish_freeroute_using_subcommand config" -s v -l verbose -d 'Print the routing trace on stderr'
 complete -c freeroute -n "__fish_freeroute_using_subcommand config" -s q -l quiet -d 'No spinner, no notes on stderr (errors are still printed)'
 complete -c freeroute -n "__fish_freeroute_using_subcommand config" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c freeroute -n "__fish_freeroute_using_subcommand help; and not __fish_seen_subcommand_from models stats config help" -f -a "models" -d 'List eligible free models in the order they would be tried'
-complete -c freeroute -n "__fish_freeroute_using_subcommand help; and not __fish_seen_subcommand_from models stats config help" -f -a "stats" -d 'What the router remembers: health, latency, cool-downs, quotas'
-complete -c freeroute -n "__fish_freeroute_using_subcommand help; and not __fish_seen_subcommand_from models stats config help" -f -a "config" -d 'Where the config lives, the merged view, or a commented starter file'
-complete -c freeroute -n "__fish_freeroute_using_subcommand help; and not __fish_seen_subcommand_from models stats config help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c freeroute -n "__fish_freeroute_using_subcommand help; and not __fish_seen_subcommand_from batch models stats config help" -f -a "batch" -d 'Answer many prompts: JSONL (or plain lines) in, JSONL out'
+complete -c freeroute -n "__fish_freeroute_using_subcommand help; and not __fish_seen_subcommand_from batch models stats config help" -f -a "models" -d 'List eligible free models in the order they would be tried'
+complete -c freeroute -n "__fish_freeroute_using_subcommand help; and not __fish_seen_subcommand_from batch models stats config help" -f -a "stats" -d 'What the router remembers: health, latency, cool-downs, quotas'
+complete -c freeroute -n "__fish_freeroute_using_subcommand help; and not __fish_seen_subcommand_from batch models stats config help" -f -a "config" -d 'Where the config lives, the merged view, or a commented starter file'
+complete -c freeroute -n "__fish_freeroute_using_subcommand help; and not __fish_seen_subcommand_from batch models stats config help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

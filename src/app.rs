@@ -16,7 +16,8 @@ use crate::config::{self, Config, Keyless};
 use crate::discover;
 use crate::error::{Error, ErrorKind, Result};
 use crate::input;
-use crate::outcome::{Answer, AttemptRecord, Piece, Timing};
+use crate::limiter::Limiter;
+use crate::outcome::AttemptRecord;
 use crate::output::{Printer, Sink};
 use crate::plan::{self, Plan};
 use crate::providers::{self, Disabled, Provider};
@@ -33,6 +34,9 @@ pub fn run(cli: Cli) -> i32 {
         Some(Command::Models(args)) => models(&args, cli.global.config.as_deref(), &printer),
         Some(Command::Config(args)) => config_cmd(&args, cli.global.config.as_deref(), &printer),
         Some(Command::Stats(args)) => stats(&args, &printer),
+        Some(Command::Batch(args)) => {
+            crate::batch::run(&args, cli.global.config.as_deref(), &printer)
+        }
     };
     match result {
         Ok(()) => 0,
@@ -50,7 +54,7 @@ pub fn run(cli: Cli) -> i32 {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -58,16 +62,16 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// Everything the routing stages need, gathered once.
-struct Setup {
-    providers: Vec<Provider>,
-    loaded: Loaded,
-    state: State,
-    store: Store,
+pub(crate) struct Setup {
+    pub(crate) providers: Vec<Provider>,
+    pub(crate) loaded: Loaded,
+    pub(crate) state: State,
+    pub(crate) store: Store,
     client: std::cell::OnceCell<Client>,
 }
 
 impl Setup {
-    fn client(&self) -> Result<&Client> {
+    pub(crate) fn client(&self) -> Result<&Client> {
         if let Some(c) = self.client.get() {
             return Ok(c);
         }
@@ -148,7 +152,7 @@ fn gather_providers(config: &Config, rt: &tokio::runtime::Runtime, printer: &Pri
 }
 
 /// Config, providers, catalogs and the remembered state.
-fn setup(
+pub(crate) fn setup(
     config: &Config,
     config_path: Option<std::path::PathBuf>,
     route: &Route,
@@ -307,7 +311,7 @@ fn select_providers(
     Ok(list)
 }
 
-fn rng() -> fastrand::Rng {
+pub(crate) fn rng() -> fastrand::Rng {
     match env("FREEROUTE_SEED").and_then(|s| s.parse().ok()) {
         Some(seed) => fastrand::Rng::with_seed(seed),
         None => fastrand::Rng::new(),
@@ -346,16 +350,17 @@ fn ask(args: &AskArgs, config_flag: Option<&Path>, printer: &mut Printer) -> Res
     let mut rng = rng();
     let plan = make_plan(&req, &setup, &mut rng, printer);
     // A translation too long for every model is split at paragraphs (DESIGN §4).
-    let jobs: Vec<(Request, Plan)> = match split_translation(&req, &plan, &setup, &mut rng) {
-        Some(pieces) => {
-            printer.note(&format!(
-                "The text is too long for one model: translating it in {} pieces",
-                pieces.len()
-            ));
-            pieces
-        }
-        None => vec![(req.clone(), plan)],
-    };
+    let jobs: Vec<(Request, Plan)> =
+        match split_translation(&req, &plan, &setup.loaded.models, &setup.state, &mut rng) {
+            Some(pieces) => {
+                printer.note(&format!(
+                    "The text is too long for one model: translating it in {} pieces",
+                    pieces.len()
+                ));
+                pieces
+            }
+            None => vec![(req.clone(), plan)],
+        };
     if req.dry_run {
         print_plan(&jobs[0].1, &jobs[0].0, printer);
         return match jobs.iter().find(|(_, p)| p.candidates.is_empty()) {
@@ -367,7 +372,12 @@ fn ask(args: &AskArgs, config_flag: Option<&Path>, printer: &mut Printer) -> Res
         return Err(no_eligible(p, &r.needs));
     }
     let client = setup.client()?;
-    let log = RefCell::new(Vec::<AttemptRecord>::new());
+    let limiter = RefCell::new(Limiter::new(
+        &setup.providers,
+        &setup.state,
+        crate::now_ms(),
+    ));
+    let ledger = attempt::Ledger::new(&limiter);
     let mut sink = Sink {
         printer,
         ends_with_newline: true,
@@ -375,12 +385,12 @@ fn ask(args: &AskArgs, config_flag: Option<&Path>, printer: &mut Printer) -> Res
     };
     let outcome = rt.block_on(async {
         tokio::select! {
-            r = run_jobs(client, &setup.providers, &jobs, deadline, &mut sink, &log) => Some(r),
+            r = run_jobs(client, &setup.providers, &jobs, deadline, &mut sink, &ledger) => Some(r),
             _ = tokio::signal::ctrl_c() => None,
         }
     });
     let (printed_any, ends_with_newline) = (sink.printed_any, sink.ends_with_newline);
-    let attempts = log.into_inner();
+    let attempts = ledger.log.into_inner();
     remember(&setup, &attempts, &req, printer);
     let close_line = |printer: &Printer| {
         if printed_any && !ends_with_newline {
@@ -421,67 +431,29 @@ fn ask(args: &AskArgs, config_flag: Option<&Path>, printer: &mut Printer) -> Res
         }
     }
     note_refused_keys(&setup.providers, &attempts, printer);
-    let content = successes
-        .iter()
-        .map(|s| s.content.as_str())
-        .collect::<Vec<_>>()
-        .join("\n\n");
-    let tool_calls: Vec<serde_json::Value> = successes
-        .iter()
-        .flat_map(|s| s.tool_calls.clone())
-        .collect();
-    save_conversation(&setup, &req, &content, &tool_calls, printer);
-    let first = &successes[0];
+    let answer = crate::outcome::answer(&successes, attempts, total_ms);
+    save_conversation(&setup, &req, &answer.content, &answer.tool_calls, printer);
     if req.json {
-        let usage = successes
-            .iter()
-            .filter_map(|s| s.usage.clone())
-            .reduce(|mut a, b| {
-                a.prompt_tokens += b.prompt_tokens;
-                a.completion_tokens += b.completion_tokens;
-                a.total_tokens += b.total_tokens;
-                a
-            });
-        let answer = Answer {
-            ok: true,
-            content,
-            model: first.model.clone(),
-            provider: first.provider.clone(),
-            finish_reason: successes.last().and_then(|s| s.finish_reason.clone()),
-            tool_calls,
-            usage,
-            timing: Timing {
-                first_token_ms: first.first_token_ms,
-                total_ms,
-            },
-            paid: successes.iter().any(|s| s.paid),
-            pieces: (successes.len() > 1).then(|| {
-                successes
-                    .iter()
-                    .map(|s| Piece {
-                        model: s.model.clone(),
-                        provider: s.provider.clone(),
-                    })
-                    .collect()
-            }),
-            attempts,
-        };
         printer.json(&answer);
         return Ok(());
     }
     if req.stream {
         close_line(printer);
-    } else if !content.is_empty() {
-        printer.answer(&content);
+    } else if !answer.content.is_empty() {
+        printer.answer(&answer.content);
     }
-    for call in &tool_calls {
+    for call in &answer.tool_calls {
         printer.stdout(&format!("{call}\n"));
     }
     Ok(())
 }
 
 /// A provider that refused its key while another answered: say which variable to fix.
-fn note_refused_keys(providers: &[Provider], attempts: &[AttemptRecord], printer: &Printer) {
+pub(crate) fn note_refused_keys(
+    providers: &[Provider],
+    attempts: &[AttemptRecord],
+    printer: &Printer,
+) {
     let mut named = Vec::new();
     for a in attempts
         .iter()
@@ -503,7 +475,12 @@ fn note_refused_keys(providers: &[Provider], attempts: &[AttemptRecord], printer
     }
 }
 
-fn make_plan(req: &Request, setup: &Setup, rng: &mut fastrand::Rng, printer: &Printer) -> Plan {
+pub(crate) fn make_plan(
+    req: &Request,
+    setup: &Setup,
+    rng: &mut fastrand::Rng,
+    printer: &Printer,
+) -> Plan {
     let plan = plan::plan(
         &setup.loaded.models,
         &req.route,
@@ -529,10 +506,11 @@ fn make_plan(req: &Request, setup: &Setup, rng: &mut fastrand::Rng, printer: &Pr
 
 /// When a translation fits no model, the pieces (with their plans) that each fit the
 /// largest eligible context; `None` when no split is needed or none would help.
-fn split_translation(
+pub(crate) fn split_translation(
     req: &Request,
     plan: &Plan,
-    setup: &Setup,
+    models: &[crate::catalog::Model],
+    state: &State,
     rng: &mut fastrand::Rng,
 ) -> Option<Vec<(Request, Plan)>> {
     let t = req.translation.as_ref()?;
@@ -544,14 +522,7 @@ fn split_translation(
         ..req.needs
     };
     let now = crate::now_ms();
-    let open = plan::plan(
-        &setup.loaded.models,
-        &req.route,
-        &any_size,
-        &setup.state,
-        now,
-        rng,
-    );
+    let open = plan::plan(models, &req.route, &any_size, state, now, rng);
     let largest = open
         .candidates
         .iter()
@@ -575,14 +546,7 @@ fn split_translation(
             .iter()
             .map(|piece| {
                 let r = req.for_piece(piece);
-                let p = plan::plan(
-                    &setup.loaded.models,
-                    &r.route,
-                    &r.needs,
-                    &setup.state,
-                    now,
-                    rng,
-                );
+                let p = plan::plan(models, &r.route, &r.needs, state, now, rng);
                 (r, p)
             })
             .collect(),
@@ -591,22 +555,22 @@ fn split_translation(
 
 /// Runs each job (one, or the pieces of a split translation) in order, sharing the
 /// deadline; attempts of a split run carry their piece index.
-async fn run_jobs(
+pub(crate) async fn run_jobs(
     client: &Client,
     providers: &[Provider],
     jobs: &[(Request, Plan)],
     deadline: Instant,
-    sink: &mut Sink<'_>,
-    log: &RefCell<Vec<AttemptRecord>>,
+    sink: &mut dyn attempt::TokenSink,
+    ledger: &attempt::Ledger<'_>,
 ) -> std::result::Result<Vec<attempt::Success>, Stop> {
+    let log = &ledger.log;
     let mut out = Vec::new();
     for (i, (req, plan)) in jobs.iter().enumerate() {
         if i > 0 && req.stream {
-            use crate::attempt::TokenSink;
             sink.token("\n\n");
         }
         let before = log.borrow().len();
-        let result = attempt::run(client, providers, plan, req, deadline, sink, log).await;
+        let result = attempt::run(client, providers, plan, req, deadline, sink, ledger).await;
         if jobs.len() > 1 {
             for a in log.borrow_mut()[before..].iter_mut() {
                 a.piece = Some(i);
@@ -679,7 +643,7 @@ fn remember(setup: &Setup, attempts: &[AttemptRecord], req: &Request, printer: &
     }
 }
 
-fn no_eligible(plan: &Plan, needs: &Needs) -> Error {
+pub(crate) fn no_eligible(plan: &Plan, needs: &Needs) -> Error {
     let mut counts: Vec<(String, usize)> = Vec::new();
     for d in &plan.dropped {
         // Group by the reason's wording up to any number, e.g. "not free", "lacks image input".
@@ -1062,7 +1026,7 @@ fn stats(args: &StatsArgs, printer: &Printer) -> Result<()> {
                 })
                 .or_else(|| p.quota_block(now));
             let today = p.day == now / 86_400_000;
-            let this_minute = now < p.minute_start_ms + 60_000;
+            let this_minute = now < p.minute_start_ms + crate::minute_ms();
             json!({
                 "provider": name,
                 "requests_this_minute": if this_minute { p.minute_count } else { 0 },

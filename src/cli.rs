@@ -102,6 +102,26 @@ pub struct AskArgs {
     pub prompt: Vec<String>,
 
     #[command(flatten)]
+    pub opts: AskOptions,
+}
+
+impl std::ops::Deref for AskArgs {
+    type Target = AskOptions;
+    fn deref(&self) -> &AskOptions {
+        &self.opts
+    }
+}
+
+impl std::ops::DerefMut for AskArgs {
+    fn deref_mut(&mut self) -> &mut AskOptions {
+        &mut self.opts
+    }
+}
+
+/// The options of the default action, which `batch` applies to every item.
+#[derive(Debug, Args, Clone, Default)]
+pub struct AskOptions {
+    #[command(flatten)]
     pub route: RouteArgs,
 
     /// System prompt
@@ -195,12 +215,37 @@ pub struct AskArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Answer many prompts: JSONL (or plain lines) in, JSONL out
+    Batch(Box<BatchArgs>),
     /// List eligible free models in the order they would be tried
     Models(ModelsArgs),
     /// What the router remembers: health, latency, cool-downs, quotas
     Stats(StatsArgs),
     /// Where the config lives, the merged view, or a commented starter file
     Config(ConfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BatchArgs {
+    /// Input: JSON objects ({"id", "prompt", "system", "image", "translate", "to", "schema",
+    /// "max_tokens"}) or plain text lines, one per line; - or nothing for stdin
+    #[arg(value_name = "FILE|-")]
+    pub input: Option<String>,
+
+    /// Write results here (appended as items finish; ids already answered are skipped)
+    #[arg(short = 'o', long, value_name = "OUT")]
+    pub output: Option<PathBuf>,
+
+    /// Items in flight at once [default: 4]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub concurrency: Option<u32>,
+
+    /// Write results in input order (default: as they finish)
+    #[arg(long)]
+    pub ordered: bool,
+
+    #[command(flatten)]
+    pub opts: AskOptions,
 }
 
 #[derive(Debug, Args)]

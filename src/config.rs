@@ -136,6 +136,10 @@ pub struct ProviderConfig {
     /// Allow plain `http://` to a host that is not loopback.
     #[serde(default)]
     pub allow_insecure: bool,
+    /// The provider's request limit per minute (replaces a preset's figure).
+    pub requests_per_minute: Option<u32>,
+    /// The provider's request limit per day (replaces a preset's figure).
+    pub requests_per_day: Option<u32>,
 }
 
 /// One model listed in the config, with the capabilities the user vouches for.

@@ -134,6 +134,55 @@ pub struct Piece {
     pub provider: String,
 }
 
+/// The `--json` answer of a run: one success, or the pieces of a split translation.
+pub fn answer(
+    successes: &[crate::attempt::Success],
+    attempts: Vec<AttemptRecord>,
+    total_ms: u64,
+) -> Answer {
+    let first = &successes[0];
+    let usage = successes
+        .iter()
+        .filter_map(|s| s.usage.clone())
+        .reduce(|mut a, b| {
+            a.prompt_tokens += b.prompt_tokens;
+            a.completion_tokens += b.completion_tokens;
+            a.total_tokens += b.total_tokens;
+            a
+        });
+    Answer {
+        ok: true,
+        content: successes
+            .iter()
+            .map(|s| s.content.as_str())
+            .collect::<Vec<_>>()
+            .join("\n\n"),
+        model: first.model.clone(),
+        provider: first.provider.clone(),
+        finish_reason: successes.last().and_then(|s| s.finish_reason.clone()),
+        tool_calls: successes
+            .iter()
+            .flat_map(|s| s.tool_calls.clone())
+            .collect(),
+        usage,
+        timing: Timing {
+            first_token_ms: first.first_token_ms,
+            total_ms,
+        },
+        paid: successes.iter().any(|s| s.paid),
+        pieces: (successes.len() > 1).then(|| {
+            successes
+                .iter()
+                .map(|s| Piece {
+                    model: s.model.clone(),
+                    provider: s.provider.clone(),
+                })
+                .collect()
+        }),
+        attempts,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -147,6 +147,7 @@ pub fn resolve(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Resolve
             default_max_tokens: preset.default_max_tokens,
             data_note: preset.data_note,
         };
+        let provider = with_limits(provider, over);
         if keyless {
             out.keyless.push(provider)
         } else {
@@ -188,9 +189,22 @@ pub fn resolve(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Resolve
         provider.key_env = p.api_key_env.clone();
         provider.paid = p.paid;
         provider.models = p.models.clone();
-        out.enabled.push(provider);
+        out.enabled.push(with_limits(provider, Some(p)));
     }
     out
+}
+
+/// `requests_per_minute` / `requests_per_day` from the config replace the preset's.
+fn with_limits(mut p: Provider, over: Option<&crate::config::ProviderConfig>) -> Provider {
+    if let Some(o) = over {
+        if o.requests_per_minute.is_some() {
+            p.limits.per_minute = o.requests_per_minute;
+        }
+        if o.requests_per_day.is_some() {
+            p.limits.per_day = o.requests_per_day;
+        }
+    }
+    p
 }
 
 fn hint_to_config(h: &Hint) -> ModelConfig {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::cli::{AskArgs, RouteArgs};
+use crate::cli::{AskOptions, RouteArgs};
 use crate::config::{Config, HedgeSetting};
 use crate::error::{Error, Result};
 use std::ops::Not;
@@ -161,7 +161,7 @@ pub fn resolve_route(args: &RouteArgs, config: &Config) -> Route {
 /// Builds the request from the flags, the config, what `input.rs` read and, with
 /// `--continue`, the previous conversation.
 pub fn resolve(
-    args: &AskArgs,
+    args: &AskOptions,
     config: &Config,
     input: Input,
     previous: Option<Vec<Message>>,
@@ -460,6 +460,7 @@ pub fn estimate_tokens(messages: &[Message]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::AskArgs;
     use crate::config::Defaults;
 
     fn args() -> AskArgs {

@@ -191,7 +191,7 @@ impl ProviderStats {
     /// How full the fullest known window is, 0..1 (for spreading load).
     pub fn used_fraction(&self, now_ms: u64) -> f64 {
         let minute = match self.per_minute {
-            Some(n) if n > 0 && now_ms < self.minute_start_ms + 60_000 => {
+            Some(n) if n > 0 && now_ms < self.minute_start_ms + crate::minute_ms() => {
                 self.minute_count as f64 / n as f64
             }
             _ => 0.0,
@@ -206,7 +206,7 @@ impl ProviderStats {
     /// Requests left in the fullest known window, when a window is known.
     pub fn remaining(&self, now_ms: u64) -> Option<u32> {
         let minute = match self.per_minute {
-            Some(n) if now_ms < self.minute_start_ms + 60_000 => {
+            Some(n) if now_ms < self.minute_start_ms + crate::minute_ms() => {
                 Some(n.saturating_sub(self.minute_count))
             }
             Some(n) => Some(n),
@@ -227,10 +227,10 @@ impl ProviderStats {
     pub fn quota_block(&self, now_ms: u64) -> Option<(u64, String)> {
         if let Some(n) = self.per_minute
             && self.minute_count >= n
-            && now_ms < self.minute_start_ms + 60_000
+            && now_ms < self.minute_start_ms + crate::minute_ms()
         {
             return Some((
-                self.minute_start_ms + 60_000,
+                self.minute_start_ms + crate::minute_ms(),
                 format!("{n} requests this minute"),
             ));
         }
@@ -247,7 +247,7 @@ impl ProviderStats {
     }
 
     fn count_request(&mut self, now_ms: u64) {
-        if now_ms.saturating_sub(self.minute_start_ms) >= 60_000 {
+        if now_ms.saturating_sub(self.minute_start_ms) >= crate::minute_ms() {
             self.minute_start_ms = now_ms;
             self.minute_count = 0;
         }
@@ -404,8 +404,19 @@ impl Store {
         f: impl FnOnce(&mut State),
         log_line: Option<&str>,
     ) -> Result<Vec<String>, String> {
+        self.update_and_read(f, log_line).map(|(notes, _)| notes)
+    }
+
+    /// `update`, returning the state as written (others' updates included).
+    pub fn update_and_read(
+        &self,
+        f: impl FnOnce(&mut State),
+        log_line: Option<&str>,
+    ) -> Result<(Vec<String>, State), String> {
         let Some(dir) = &self.dir else {
-            return Ok(Vec::new());
+            let mut state = fresh();
+            f(&mut state);
+            return Ok((Vec::new(), state));
         };
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -431,7 +442,7 @@ impl Store {
                 .map_err(|e| format!("cannot write the request log: {e}"))?;
         }
         drop(lock);
-        result.map(|()| notes)
+        result.map(|()| (notes, state))
     }
 }
 

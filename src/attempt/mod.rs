@@ -18,6 +18,7 @@ use futures_util::stream::FuturesUnordered;
 use serde_json::Value;
 
 use crate::error::{Error, ErrorKind};
+use crate::limiter::Limiter;
 use crate::outcome::{AttemptOutcome, AttemptRecord};
 use crate::plan::{Candidate, Plan};
 use crate::providers::Provider;
@@ -116,8 +117,8 @@ struct Progress<'a> {
     next: usize,
     blocked: HashMap<String, AttemptOutcome>,
     too_small: Option<u64>,
-    /// Requests each provider may still take in its current window (DESIGN §5 quotas).
-    budget: HashMap<String, u32>,
+    /// Requests each provider may still take in its windows (DESIGN §5 quotas).
+    limiter: &'a RefCell<Limiter>,
 }
 
 impl Progress<'_> {
@@ -125,7 +126,7 @@ impl Progress<'_> {
         let c = &self.cands[i].model;
         !self.blocked.contains_key(&c.provider)
             && !matches!((self.too_small, c.context), (Some(s), Some(x)) if x <= s)
-            && self.budget.get(&c.provider).is_none_or(|&b| b > 0)
+            && self.limiter.borrow().has_room(&c.provider, crate::now_ms())
     }
 
     /// The next candidate worth a request, if the attempt limit allows one.
@@ -136,11 +137,13 @@ impl Progress<'_> {
         while self.next < self.cands.len() {
             let i = self.next;
             self.next += 1;
-            if self.usable(i) {
+            if self.usable(i)
+                && self
+                    .limiter
+                    .borrow_mut()
+                    .try_take(&self.cands[i].model.provider, crate::now_ms())
+            {
                 self.launched += 1;
-                if let Some(b) = self.budget.get_mut(&self.cands[i].model.provider) {
-                    *b -= 1;
-                }
                 return Some(i);
             }
         }
@@ -164,8 +167,23 @@ impl Progress<'_> {
     }
 }
 
-/// Tries candidates until one answers. Attempts are appended to `log` as they finish, so a
-/// caller that is interrupted still knows what was tried.
+/// What a run writes down as it goes: its attempts (kept by the caller, so an interrupted
+/// run still knows what was tried) and the quota each request takes from the limiter.
+pub struct Ledger<'a> {
+    pub log: RefCell<Vec<AttemptRecord>>,
+    pub limiter: &'a RefCell<Limiter>,
+}
+
+impl<'a> Ledger<'a> {
+    pub fn new(limiter: &'a RefCell<Limiter>) -> Self {
+        Ledger {
+            log: RefCell::new(Vec::new()),
+            limiter,
+        }
+    }
+}
+
+/// Tries candidates until one answers.
 pub async fn run(
     client: &Client,
     providers: &[Provider],
@@ -173,8 +191,10 @@ pub async fn run(
     req: &Request,
     deadline: Instant,
     sink: &mut dyn TokenSink,
-    log: &RefCell<Vec<AttemptRecord>>,
+    ledger: &Ledger<'_>,
 ) -> Result<Success, Stop> {
+    let log = &ledger.log;
+    let limiter = ledger.limiter;
     let mut st = Progress {
         cands: &plan.candidates,
         attempts: req.attempts,
@@ -182,7 +202,7 @@ pub async fn run(
         next: 0,
         blocked: HashMap::new(),
         too_small: None,
-        budget: plan.budgets.clone(),
+        limiter,
     };
     let provider_of = |i: usize| {
         providers

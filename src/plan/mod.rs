@@ -5,8 +5,6 @@
 pub mod filter;
 pub mod rank;
 
-use std::collections::HashMap;
-
 use serde::Serialize;
 
 use crate::catalog::Model;
@@ -35,9 +33,6 @@ pub struct Dropped {
 pub struct Plan {
     pub candidates: Vec<Candidate>,
     pub dropped: Vec<Dropped>,
-    /// Requests each provider with a known window may still take in it, so that races
-    /// and hedges never push a provider over its limit.
-    pub budgets: HashMap<String, u32>,
 }
 
 pub fn plan(
@@ -64,15 +59,6 @@ pub fn plan(
         }
     }
     rank::order(&mut out.candidates, &route.models);
-    for c in &out.candidates {
-        if let Some(left) = state
-            .providers
-            .get(&c.model.provider)
-            .and_then(|p| p.remaining(now_ms))
-        {
-            out.budgets.insert(c.model.provider.clone(), left);
-        }
-    }
     out
 }
 

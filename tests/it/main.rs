@@ -7,6 +7,7 @@ mod fake;
 mod harness;
 
 mod ask;
+mod batch;
 mod capabilities;
 mod catalog;
 mod cli;
