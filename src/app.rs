@@ -28,7 +28,8 @@ use crate::wire::client::Client;
 /// Runs the parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     let mut printer = Printer::new(cli.global.quiet, cli.global.verbose);
-    let json = cli.command.is_none() && cli.ask.json;
+    // `--dry-run --json` has printed its plan; an empty plan adds no second JSON object.
+    let json = cli.command.is_none() && cli.ask.json && !cli.ask.dry_run;
     let result = match cli.command {
         None => ask(&cli.ask, cli.global.config.as_deref(), &mut printer),
         Some(Command::Models(args)) => models(&args, cli.global.config.as_deref(), &printer),
@@ -198,7 +199,15 @@ pub(crate) fn setup(
         fetch_timeout,
     ));
     // `keyless = "auto"`: the keyless services only when nothing else offers a model.
-    if loaded.models.is_empty() && !keyless_waiting.is_empty() && route.providers.is_empty() {
+    // `auto` means: no provider with a key (or a config entry) and no local server with a
+    // model. A keyed provider whose catalog failed does not open the door to services that
+    // may log prompts.
+    let keyed = enabled.iter().any(|p| p.tier == providers::Tier::Cloud);
+    let local_models = loaded
+        .models
+        .iter()
+        .any(|m| m.tier == providers::Tier::Local);
+    if !keyed && !local_models && !keyless_waiting.is_empty() && route.providers.is_empty() {
         let names: Vec<_> = keyless_waiting.iter().map(|p| p.name.as_str()).collect();
         printer.note(&format!(
             "No key is set and no local server answered: using keyless free services ({}), which may log prompts",
@@ -218,14 +227,29 @@ pub(crate) fn setup(
     for n in &loaded.notes {
         printer.note(n);
     }
+    let mut refused = Vec::new();
     for (p, why) in &loaded.failed {
+        let provider = enabled.iter().find(|e| &e.name == p);
+        // A key refused while listing models is a credentials problem: name the variable.
+        if why.starts_with("HTTP 401") || why.starts_with("HTTP 403") {
+            let var = provider
+                .and_then(|e| e.key_env.clone())
+                .unwrap_or_else(|| format!("the key of {p}"));
+            printer.note(&format!("{p} refused its key ({why}): check {var}"));
+            refused.push(var);
+            continue;
+        }
         // A port that is open but is no LLM server is not worth a note on every run.
-        match enabled.iter().find(|e| &e.name == p) {
+        match provider {
             Some(e) if e.tier == providers::Tier::Local => {
                 printer.trace(&format!("No model list from {p}: {why}"))
             }
             _ => printer.note(&format!("No model list from {p}: {why}")),
         }
+    }
+    if loaded.models.is_empty() && !refused.is_empty() && refused.len() == loaded.failed.len() {
+        return Err(Error::config("Every provider refused its key")
+            .with_hint(format!("Check {}", refused.join(", "))));
     }
     if loaded.models.is_empty() {
         if enabled.iter().all(|p| p.tier == providers::Tier::Local) && !loaded.failed.is_empty() {
@@ -364,7 +388,11 @@ fn ask(args: &AskArgs, config_flag: Option<&Path>, printer: &mut Printer) -> Res
     if req.dry_run {
         print_plan(&jobs[0].1, &jobs[0].0, printer);
         return match jobs.iter().find(|(_, p)| p.candidates.is_empty()) {
-            Some((r, p)) => Err(no_eligible(p, &r.needs)),
+            // DESIGN §1: a dry run exits 3 whenever no candidate exists.
+            Some((r, p)) => Err(Error {
+                kind: ErrorKind::NoEligibleModel,
+                ..no_eligible(p, &r.needs)
+            }),
             None => Ok(()),
         };
     }
@@ -391,7 +419,35 @@ fn ask(args: &AskArgs, config_flag: Option<&Path>, printer: &mut Printer) -> Res
     });
     let (printed_any, ends_with_newline) = (sink.printed_any, sink.ends_with_newline);
     let attempts = ledger.log.into_inner();
-    remember(&setup, &attempts, &req, printer);
+    // The answer goes out first: nothing that happens to the state may cost it.
+    let recorded = attempts.clone();
+    let result = deliver(
+        &setup,
+        &req,
+        outcome,
+        attempts,
+        started,
+        printed_any,
+        ends_with_newline,
+        printer,
+    );
+    remember(&setup, &recorded, &req, printer);
+    result
+}
+
+/// Prints the outcome of a run (answer, JSON, or the error to return) and keeps the
+/// conversation of an answered run.
+#[allow(clippy::too_many_arguments)]
+fn deliver(
+    setup: &Setup,
+    req: &Request,
+    outcome: Option<std::result::Result<Vec<attempt::Success>, Stop>>,
+    attempts: Vec<AttemptRecord>,
+    started: Instant,
+    printed_any: bool,
+    ends_with_newline: bool,
+    printer: &Printer,
+) -> Result<()> {
     let close_line = |printer: &Printer| {
         if printed_any && !ends_with_newline {
             printer.stdout("\n");
@@ -432,9 +488,9 @@ fn ask(args: &AskArgs, config_flag: Option<&Path>, printer: &mut Printer) -> Res
     }
     note_refused_keys(&setup.providers, &attempts, printer);
     let answer = crate::outcome::answer(&successes, attempts, total_ms);
-    save_conversation(&setup, &req, &answer.content, &answer.tool_calls, printer);
     if req.json {
         printer.json(&answer);
+        save_conversation(setup, req, &answer.content, &answer.tool_calls, printer);
         return Ok(());
     }
     if req.stream {
@@ -445,6 +501,7 @@ fn ask(args: &AskArgs, config_flag: Option<&Path>, printer: &mut Printer) -> Res
     for call in &answer.tool_calls {
         printer.stdout(&format!("{call}\n"));
     }
+    save_conversation(setup, req, &answer.content, &answer.tool_calls, printer);
     Ok(())
 }
 
@@ -684,6 +741,15 @@ pub(crate) fn no_eligible(plan: &Plan, needs: &Needs) -> Error {
     } else {
         format!(" with {}", need.join(" and "))
     };
+    // Models that match but whose provider is out of quota or blocked for now: not a
+    // question of capabilities or filters (exit 3) but of no model answering now (exit 4).
+    if plan.dropped.iter().any(|d| d.for_now) {
+        return Error::new(
+            ErrorKind::AllFailed,
+            format!("No model{what} can be asked now: {detail}"),
+        )
+        .with_hint("See `freeroute stats` for when each provider's quota resets");
+    }
     Error::new(
         ErrorKind::NoEligibleModel,
         format!("No eligible model{what}: {detail}"),
@@ -749,9 +815,13 @@ fn print_plan(plan: &Plan, req: &Request, printer: &Printer) {
         }
     ));
     for (i, c) in plan.candidates.iter().enumerate() {
-        let t = timeout_of(i).map_or("not reached".to_string(), |ms| {
+        let mut t = timeout_of(i).map_or("not reached".to_string(), |ms| {
             format!("first token within {:.1}s", ms as f64 / 1000.0)
         });
+        if let Some(until) = c.cooling_until_ms {
+            let wait = crate::plan::filter::format_wait(until, crate::now_ms());
+            t.push_str(&format!(", cooling down for {wait}: tried last"));
+        }
         s.push_str(&format!(
             "{:>3}. {}/{}  score {:.2}  {t}  ({})\n",
             i + 1,

@@ -367,11 +367,22 @@ mod tests {
     }
 }
 
-/// Cached models take their tier from the provider of this run.
+/// Cached models take their tier, and whether they are free, from the provider as it is
+/// configured now (a provider marked `paid` since the cache was written is not free).
 fn with_tier(models: Vec<Model>, p: &Provider) -> Vec<Model> {
     models
         .into_iter()
-        .map(|m| Model { tier: p.tier, ..m })
+        .map(|m| {
+            let free = match p.kind {
+                ProviderKind::OpenRouter => m.free && !p.paid,
+                ProviderKind::OpenAiCompatible => !p.paid,
+            };
+            Model {
+                tier: p.tier,
+                free,
+                ..m
+            }
+        })
         .collect()
 }
 

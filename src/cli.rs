@@ -98,7 +98,7 @@ pub struct RouteArgs {
 #[derive(Debug, Args, Clone, Default)]
 pub struct AskArgs {
     /// The prompt; words are joined by spaces. Piped stdin is read too and goes first
-    #[arg(value_name = "PROMPT", trailing_var_arg = true)]
+    #[arg(value_name = "PROMPT")]
     pub prompt: Vec<String>,
 
     #[command(flatten)]
@@ -332,6 +332,16 @@ mod tests {
         assert_eq!(cli.ask.route.models, vec!["a", "b"]);
         assert_eq!(cli.ask.route.exclude, vec!["x*"]);
         assert_eq!(cli.ask.prompt, vec!["hello", "world"]);
+    }
+
+    #[test]
+    fn flags_after_the_prompt_are_flags() {
+        let cli = Cli::try_parse_from(["freeroute", "hello", "--json", "-m", "x"]).unwrap();
+        assert!(cli.ask.json);
+        assert_eq!(cli.ask.route.models, vec!["x"]);
+        assert_eq!(cli.ask.prompt, vec!["hello"]);
+        let cli = Cli::try_parse_from(["freeroute", "--", "what", "is", "-5"]).unwrap();
+        assert_eq!(cli.ask.prompt, vec!["what", "is", "-5"]);
     }
 
     #[test]

@@ -258,7 +258,7 @@ fn validate(config: &Config, path: &Path) -> Result<()> {
                 .map_err(|why| bad(format!("providers.{name}.base_url"), why))?;
         }
         if let Some(var) = &p.api_key_env
-            && (var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            && !is_env_var_name(var)
         {
             return Err(bad(
                 format!("providers.{name}.api_key_env"),
@@ -283,6 +283,15 @@ fn validate(config: &Config, path: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// An environment variable's name as keys are kept in: `OPENROUTER_API_KEY`, never a
+/// key itself (`sk-or-…`, `gsk_…`, `hf_…` all fail this, and are never echoed back).
+pub fn is_env_var_name(var: &str) -> bool {
+    let mut chars = var.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_uppercase() || c == '_')
+        && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        && var.len() <= 64
 }
 
 /// A commented starter config for `freeroute config init`.
@@ -393,6 +402,25 @@ mod tests {
             &p(),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn env_var_names_versus_keys() {
+        assert!(
+            is_env_var_name("OPENROUTER_API_KEY")
+                && is_env_var_name("HF_TOKEN")
+                && is_env_var_name("_X1")
+        );
+        for key in [
+            "gsk_abc123",
+            "hf_abcdef",
+            "ghp_xyz",
+            "sk-or-v1-abc",
+            "",
+            "1ABC",
+        ] {
+            assert!(!is_env_var_name(key), "{key}");
+        }
     }
 
     #[test]

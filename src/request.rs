@@ -16,6 +16,8 @@ use crate::wire::openai::Message;
 
 pub const DEFAULT_TIMEOUT_SECS: f64 = 120.0;
 pub const DEFAULT_ATTEMPTS: u32 = 8;
+/// A week: longer deadlines are almost certainly a typo.
+pub const MAX_TIMEOUT_SECS: f64 = 7.0 * 86_400.0;
 pub const DEFAULT_CATALOG_TTL: u64 = 3600;
 /// Output tokens reserved in the context estimate when `--max-tokens` is not given.
 pub const DEFAULT_OUTPUT_RESERVE: u64 = 256;
@@ -169,9 +171,9 @@ pub fn resolve(
 ) -> Result<Request> {
     let d = &config.defaults;
     let timeout = args.timeout.or(d.timeout).unwrap_or(DEFAULT_TIMEOUT_SECS);
-    if !(timeout.is_finite() && timeout > 0.0) {
+    if !(timeout.is_finite() && timeout > 0.0 && timeout <= MAX_TIMEOUT_SECS) {
         return Err(Error::usage(format!(
-            "--timeout must be a positive number of seconds, not {timeout}"
+            "--timeout must be a number of seconds above 0 and at most {MAX_TIMEOUT_SECS}, not {timeout}"
         )));
     }
     let attempts = args.attempts.or(d.attempts).unwrap_or(DEFAULT_ATTEMPTS);
@@ -186,7 +188,8 @@ pub fn resolve(
         messages: conversation,
     } = input;
     let has_images = !images.is_empty();
-    let ocr = args.ocr;
+    // Translating an image means reading its text first.
+    let ocr = args.ocr || (args.translate && has_images);
     if ocr && !has_images && conversation.is_none() && previous.is_none() {
         return Err(Error::usage("--ocr needs an image")
             .with_hint("Example: freeroute --ocr -i screenshot.png"));
@@ -236,7 +239,11 @@ pub fn resolve(
         (false, _) => prompt.clone(),
     };
     let user_turn = if has_images {
-        let mut parts = vec![json!({"type": "text", "text": user_text})];
+        // Some providers refuse an empty text part.
+        let mut parts: Vec<Value> = Vec::new();
+        if !user_text.trim().is_empty() {
+            parts.push(json!({"type": "text", "text": user_text}));
+        }
         parts.extend(
             images
                 .iter()

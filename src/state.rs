@@ -115,7 +115,12 @@ impl ModelStats {
             // A loser of a race says nothing about the model.
             AttemptOutcome::Cancelled => {}
             // The provider's fault, not this model's: the provider record carries it.
-            o if a.provider_wide || o == AttemptOutcome::Moderated => {
+            // Not the model's health: the provider's (provider-wide), the input's (moderated,
+            // too long for this model, which fallback to a larger context handles).
+            o if a.provider_wide
+                || o == AttemptOutcome::Moderated
+                || o == AttemptOutcome::ContextTooLong =>
+            {
                 self.last_error = a.error.clone();
             }
             o => {
@@ -388,13 +393,20 @@ impl Store {
         Ok(lock)
     }
 
-    /// Reads the state once, without a lock (writers rename whole files into place).
-    /// An unreadable file is set aside and the run starts fresh, with a note.
-    pub fn snapshot(&self, notes: &mut Vec<String>) -> State {
+    /// Reads the state once, without a lock (writers rename whole files into place). An
+    /// unreadable file is only read past here; it is set aside under the lock by the next
+    /// `update`, so a reader never moves a file another process just rebuilt.
+    pub fn snapshot(&self, _notes: &mut Vec<String>) -> State {
         let Some(path) = self.file() else {
             return fresh();
         };
-        read_or_set_aside(&path, notes)
+        match std::fs::read(&path)
+            .ok()
+            .map(|b| serde_json::from_slice::<State>(&b))
+        {
+            Some(Ok(s)) if s.version == VERSION => s,
+            _ => fresh(),
+        }
     }
 
     /// Read-modify-write under an exclusive lock, written atomically. The lock is held only
@@ -509,10 +521,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// Appends one line; past the cap, the older half of the log is dropped (atomically).
 fn append_log(path: &Path, line: &str) -> std::io::Result<()> {
     if std::fs::metadata(path).is_ok_and(|m| m.len() > LOG_CAP_BYTES) {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let cut = text.len() / 2;
-        let start = text[cut..].find('\n').map_or(text.len(), |i| cut + i + 1);
-        write_atomic(path, &text.as_bytes()[start..])?;
+        // Bytes, not text: the middle may fall inside a multi-byte character.
+        let bytes = std::fs::read(path).unwrap_or_default();
+        let cut = bytes.len() / 2;
+        let start = bytes[cut..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(bytes.len(), |i| cut + i + 1);
+        write_atomic(path, &bytes[start..])?;
     }
     let mut f: File = OpenOptions::new().create(true).append(true).open(path)?;
     f.write_all(line.as_bytes())?;
@@ -646,27 +662,50 @@ mod tests {
     }
 
     #[test]
+    fn capping_the_log_never_splits_a_character() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("requests.jsonl");
+        let line = "é…".repeat(200);
+        let mut text = String::new();
+        while text.len() <= LOG_CAP_BYTES as usize {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        std::fs::write(&path, &text).unwrap();
+        append_log(&path, "{\"last\":true}").unwrap();
+        let kept = std::fs::read_to_string(&path).unwrap();
+        assert!(kept.len() < text.len() / 2 + line.len() * 2);
+        assert!(kept.ends_with("{\"last\":true}\n"));
+    }
+
+    #[test]
     fn store_round_trip_and_garbage_set_aside() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::new(Some(dir.path().to_path_buf()));
-        store
-            .update(
-                |s| {
-                    s.record_attempts(&[attempt(AttemptOutcome::Ok)], 0, &|_| {
-                        (Limits::default(), 0)
-                    })
-                },
-                Some("{\"x\":1}"),
-            )
-            .unwrap();
+        let ok = |s: &mut State| {
+            s.record_attempts(&[attempt(AttemptOutcome::Ok)], 0, &|_| {
+                (Limits::default(), 0)
+            })
+        };
+        store.update(ok, Some("{\"x\":1}")).unwrap();
         let mut notes = Vec::new();
         assert!(store.snapshot(&mut notes).model("or", "m").is_some());
-        assert!(notes.is_empty());
         std::fs::write(dir.path().join("state.json"), b"{garbage").unwrap();
-        let s = store.snapshot(&mut notes);
-        assert!(s.models.is_empty());
-        assert_eq!(notes.len(), 1);
-        assert!(!dir.path().join("state.json").exists());
+        assert!(
+            store.snapshot(&mut notes).models.is_empty(),
+            "garbage reads as fresh"
+        );
+        assert!(
+            dir.path().join("state.json").exists(),
+            "a reader never moves the file"
+        );
+        let notes = store.update(ok, None).unwrap();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("set it aside"));
+        assert!(
+            store.snapshot(&mut Vec::new()).model("or", "m").is_some(),
+            "rebuilt under the lock"
+        );
         let log = std::fs::read_to_string(dir.path().join("requests.jsonl")).unwrap();
         assert_eq!(log, "{\"x\":1}\n");
     }

@@ -279,7 +279,9 @@ async fn pump(
         }
         let p = &live.p;
         let now = Instant::now();
-        let wait_until = if p.first_token.is_none() && !p.active {
+        // Reasoning is not a first token: the first-token share holds until text or a tool
+        // call arrives, so a long-thinking model cannot eat the deadline (DESIGN §3).
+        let wait_until = if p.first_token.is_none() {
             live.first_by
         } else {
             share(now, deadline, has_next)

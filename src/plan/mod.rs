@@ -20,6 +20,9 @@ pub struct Candidate {
     pub score: Score,
     /// Measured time to first token, when known (plans the attempt's timeout and hedge).
     pub ttft_ms: Option<f64>,
+    /// The model is cooling down until then: it is tried only after every other candidate
+    /// (never slept on), so a run never ends with nothing tried while one exists.
+    pub cooling_until_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -27,6 +30,9 @@ pub struct Dropped {
     pub provider: String,
     pub model: String,
     pub reason: String,
+    /// Dropped for now only (the provider's quota or a block): it will be eligible later.
+    #[serde(skip)]
+    pub for_now: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -44,21 +50,30 @@ pub fn plan(
     rng: &mut fastrand::Rng,
 ) -> Plan {
     let mut out = Plan::default();
+    let mut cooling = Vec::new();
     for m in models {
+        let mut candidate = |cooling_until_ms| Candidate {
+            model: m.clone(),
+            score: rank::score(m, route, state, now_ms, &mut *rng),
+            ttft_ms: state.model(&m.provider, &m.id).and_then(|s| s.ttft_ms),
+            cooling_until_ms,
+        };
         match filter::check(m, route, needs, state, now_ms) {
-            Ok(()) => out.candidates.push(Candidate {
-                model: m.clone(),
-                score: rank::score(m, route, state, now_ms, rng),
-                ttft_ms: state.model(&m.provider, &m.id).and_then(|s| s.ttft_ms),
-            }),
+            Ok(()) => out.candidates.push(candidate(None)),
+            Err(DropReason::CoolingDown { until_ms, .. }) => {
+                cooling.push(candidate(Some(until_ms)))
+            }
             Err(reason) => out.dropped.push(Dropped {
                 provider: m.provider.clone(),
                 model: m.id.clone(),
+                for_now: matches!(reason, DropReason::ProviderBlocked { .. }),
                 reason: reason.to_string(),
             }),
         }
     }
     rank::order(&mut out.candidates, &route.models);
+    cooling.sort_by_key(|c| c.cooling_until_ms);
+    out.candidates.extend(cooling);
     out
 }
 
@@ -79,6 +94,34 @@ mod tests {
             created: None,
             tier: crate::providers::Tier::Cloud,
         }
+    }
+
+    #[test]
+    fn cooling_models_are_tried_last_not_dropped() {
+        use crate::outcome::AttemptOutcome;
+        use crate::state::{ModelStats, key};
+        let mut st = State::default();
+        st.models.insert(
+            key("or", "big-70b"),
+            ModelStats {
+                cooldown_until_ms: 500,
+                last_outcome: Some(AttemptOutcome::Timeout),
+                ..Default::default()
+            },
+        );
+        let models = vec![model("or", "big-70b"), model("or", "small-1b")];
+        let p = plan(
+            &models,
+            &Route::default(),
+            &Needs::default(),
+            &st,
+            100,
+            &mut fastrand::Rng::with_seed(1),
+        );
+        let ids: Vec<_> = p.candidates.iter().map(|c| c.model.id.as_str()).collect();
+        assert_eq!(ids, vec!["small-1b", "big-70b"]);
+        assert_eq!(p.candidates[1].cooling_until_ms, Some(500));
+        assert!(p.dropped.is_empty());
     }
 
     #[test]

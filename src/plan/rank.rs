@@ -320,6 +320,7 @@ mod tests {
                 ..Default::default()
             },
             ttft_ms: None,
+            cooling_until_ms: None,
         };
         let mut free = mk("openrouter/free", 9.0);
         let mut keyless = mk("k", 99.0);

@@ -2,6 +2,7 @@
 //! {base}/models`. Redirects are never followed, so a key can only reach the base URL of
 //! its own provider. No policy: callers read statuses and bodies.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
@@ -11,19 +12,46 @@ use crate::wire::openai::ChatRequest;
 
 #[derive(Clone)]
 pub struct Client {
+    /// For https providers: honours the proxy variables (a corporate proxy sees only TLS).
     http: reqwest::Client,
+    /// For plain-http providers (loopback, `allow_insecure`): never through a proxy, which
+    /// would see the key in the clear.
+    direct: Arc<OnceLock<Result<reqwest::Client, String>>>,
+}
+
+fn builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .user_agent(concat!("freeroute/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(10))
+        .tcp_nodelay(true)
 }
 
 impl Client {
     pub fn new() -> Result<Self, String> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("freeroute/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(10))
-            .tcp_nodelay(true)
+        let http = builder()
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(Client { http })
+        Ok(Client {
+            http,
+            direct: Arc::new(OnceLock::new()),
+        })
+    }
+
+    /// The client for this provider's base URL.
+    fn for_provider(&self, provider: &Provider) -> Result<&reqwest::Client, String> {
+        if provider.base_url.starts_with("https://") {
+            return Ok(&self.http);
+        }
+        self.direct
+            .get_or_init(|| {
+                builder()
+                    .no_proxy()
+                    .build()
+                    .map_err(|e| format!("cannot build the HTTP client: {e}"))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     fn headers(provider: &Provider) -> HeaderMap {
@@ -49,8 +77,8 @@ impl Client {
         body: &ChatRequest<'_>,
     ) -> reqwest::Result<reqwest::Response> {
         let bytes = serde_json::to_vec(body).expect("request serializes");
-        self.http
-            .post(format!("{}/chat/completions", provider.base_url))
+        let http = self.for_provider(provider).unwrap_or(&self.http);
+        http.post(format!("{}/chat/completions", provider.base_url))
             .headers(Self::headers(provider))
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "text/event-stream, application/json")
@@ -63,7 +91,7 @@ impl Client {
     pub async fn models(&self, provider: &Provider, timeout: Duration) -> Result<Vec<u8>, String> {
         let fut = async {
             let resp = self
-                .http
+                .for_provider(provider)?
                 .get(format!("{}/models", provider.base_url))
                 .headers(Self::headers(provider))
                 .send()

@@ -545,7 +545,6 @@ fn a_cooled_down_model_is_not_tried_first_next_run() {
     let asked = s.chat_models();
     assert_eq!(asked.len(), 3, "{asked:?}");
     assert_ne!(asked[2], BIG, "the rate-limited model is cooling down");
-    let _ = Duration::ZERO;
 }
 
 #[test]

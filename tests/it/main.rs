@@ -17,3 +17,4 @@ mod latency;
 mod memory;
 mod providers;
 mod real_llama;
+mod regressions;

@@ -136,10 +136,11 @@ fn quota_block_lasts_until_the_reset_then_lifts() {
         p["per_day_limit"], 50,
         "the daily limit is learned from the reply"
     );
-    // While blocked: no request at all, exit 3 (no eligible model).
+    // While blocked: no request at all; exit 4 (no model can answer now), not 3 (which
+    // is for capabilities and filters).
     let out = env.run(&["-m", MID, "q"]);
-    assert_eq!(out.code, 3, "{out}");
-    assert!(out.stderr.contains("No eligible model"), "{out}");
+    assert_eq!(out.code, 4, "{out}");
+    assert!(out.stderr.contains("can be asked now"), "{out}");
     assert_eq!(s.chats().len(), 1);
     // After the reset (the clock moved through the state's view of time): used again.
     let after = (reset + 1000).to_string();

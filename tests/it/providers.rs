@@ -371,7 +371,7 @@ fn cerebras_gets_a_tight_max_tokens_and_its_headers_are_read() {
     assert_eq!(a.content, "fast");
     // The headers said the day is spent: the next run does not ask.
     let out = env.run(&["q"]);
-    assert_eq!(out.code, 3, "{out}");
+    assert_eq!(out.code, 4, "{out}");
     assert_eq!(s.chats().len(), 1);
 }
 

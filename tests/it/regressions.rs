@@ -1,0 +1,212 @@
+//! Regressions found in review: each test names what went wrong.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::ask::{BIG, JsonAnswer, MID, server};
+use crate::fake::{self, FakeServer, Reply, Step};
+use crate::harness::Env;
+
+#[test]
+fn keys_to_loopback_never_go_through_an_http_proxy() {
+    let proxy = FakeServer::start(|_| Reply::json(502, "{}"));
+    let s = server(|r| fake::answer(&r.model(), &["direct"]));
+    let proxy_url = proxy.url("");
+    let env = Env::new(&s)
+        .var("HTTP_PROXY", &proxy_url)
+        .var("http_proxy", &proxy_url)
+        .var("ALL_PROXY", &proxy_url);
+    let out = env.run(&["-m", BIG, "q"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(out.stdout, "direct\n");
+    assert!(
+        proxy.requests().is_empty(),
+        "the proxy saw {:?}",
+        proxy
+            .requests()
+            .iter()
+            .map(|r| r.header("authorization"))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn dry_run_json_with_no_candidate_prints_one_object() {
+    let s = server(|r| fake::answer(&r.model(), &["x"]));
+    let out = Env::new(&s).run(&["--dry-run", "--json", "--exclude", "*", "q"]);
+    assert_eq!(out.code, 3, "{out}");
+    let v = out.json();
+    assert_eq!(v["candidates"], json!([]));
+}
+
+#[test]
+fn reasoning_does_not_stretch_the_first_token_share() {
+    // BIG thinks aloud (reasoning deltas) for a long time and never answers in time.
+    let s = server(|r| {
+        if r.model() == BIG {
+            let mut steps = Vec::new();
+            for _ in 0..100 {
+                steps.push(Step::Send(fake::chunk(
+                    BIG,
+                    json!({"content": "", "reasoning": "hmm "}),
+                    None,
+                )));
+                steps.push(Step::Sleep(Duration::from_millis(100)));
+            }
+            Reply::stream(steps)
+        } else {
+            fake::answer(&r.model(), &["answer"])
+        }
+    });
+    let out = Env::new(&s).run(&["--json", "--timeout", "6", "-m", BIG, "-m", MID, "q"]);
+    assert_eq!(out.code, 0, "{out}");
+    let a: JsonAnswer = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(a.attempts[0].outcome, "timeout");
+    assert!(
+        a.attempts[0].elapsed_ms < 4_500,
+        "half of 6 s, not all of it: {:?}",
+        a.attempts[0]
+    );
+}
+
+#[test]
+fn a_tool_call_answer_without_done_is_still_an_answer() {
+    let s = server(|r| {
+        Reply::stream(vec![
+            Step::Send(fake::chunk(
+                &r.model(),
+                json!({"tool_calls": [{"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}),
+                None,
+            )),
+            Step::Send(fake::chunk(&r.model(), json!({}), Some("tool_calls"))),
+            Step::Hang,
+        ])
+    });
+    let env = Env::new(&s);
+    let tools = env.path("t.json");
+    std::fs::write(&tools, r#"[{"type":"function","function":{"name":"f"}}]"#).unwrap();
+    let out = env.run(&["--tools", tools.to_str().unwrap(), "--timeout", "6", "q"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("\"name\":\"f\""), "{out}");
+}
+
+#[test]
+fn crlf_events_split_across_writes_are_read() {
+    let s = server(|r| {
+        let m = r.model();
+        let a = fake::chunk(&m, json!({"content": "Hel"}), None).replace("\n\n", "\r\n\r\n");
+        let b = fake::chunk(&m, json!({"content": "lo"}), Some("stop")).replace("\n\n", "\r\n\r\n");
+        let (b1, b2) = b.split_at(b.len() / 2);
+        Reply::stream(vec![
+            Step::Send(": OPENROUTER PROCESSING\r\n\r\n".into()),
+            Step::Send(a),
+            Step::Send(b1.to_string()),
+            Step::Sleep(Duration::from_millis(20)),
+            Step::Send(b2.to_string()),
+            Step::Send("data: [DONE]\r\n\r\n".into()),
+        ])
+    });
+    let out = Env::new(&s).run(&["-m", BIG, "q"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(out.stdout, "Hello\n");
+}
+
+#[test]
+fn a_key_refused_while_listing_models_is_exit_6_naming_the_variable() {
+    let s = FakeServer::start(|r| {
+        if r.path.ends_with("/models") {
+            fake::error_json(401, "Invalid API Key")
+        } else {
+            fake::answer(&r.model(), &["x"])
+        }
+    });
+    let env = Env::bare()
+        .var("GROQ_API_KEY", "gsk_wrong")
+        .config(&format!(
+            "[providers.groq]\nbase_url = \"{}\"\n",
+            s.url("/v1")
+        ));
+    let out = env.run(&["q"]);
+    assert_eq!(out.code, 6, "{out}");
+    assert!(out.stderr.contains("GROQ_API_KEY"), "{out}");
+    assert!(!out.stderr.contains("gsk_wrong"));
+}
+
+#[test]
+fn a_key_written_as_api_key_env_is_refused_and_not_echoed() {
+    let env = Env::bare().config("[providers.groq]\napi_key_env = \"gsk_live_abcdef123\"\n");
+    let out = env.run(&["config", "show"]);
+    assert_eq!(out.code, 6, "{out}");
+    assert!(
+        !out.stdout.contains("gsk_live_abcdef123") && !out.stderr.contains("gsk_live_abcdef123"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_model_cooling_down_is_still_tried_when_nothing_else_is_left() {
+    let s = server(|r| {
+        if r.model() == BIG {
+            fake::error_json(502, "down")
+        } else {
+            fake::answer(&r.model(), &["ok"])
+        }
+    });
+    let env = Env::new(&s);
+    assert_eq!(env.run(&["-m", BIG, "q"]).code, 4);
+    // BIG now cools down; asked for BIG alone, it is tried anyway rather than exit 3.
+    let out = env.run(&["--json", "-m", BIG, "q"]);
+    assert_eq!(out.code, 4, "{out}");
+    assert_eq!(s.chats().len(), 2);
+    let out = env.run(&["--dry-run", "-m", BIG, "-m", MID, "q"]);
+    assert!(
+        out.stdout.contains("cooling down") && out.stdout.contains("tried last"),
+        "{out}"
+    );
+    let first = out
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("1."))
+        .unwrap();
+    assert!(first.contains(MID), "{out}");
+}
+
+#[test]
+fn huge_timeouts_are_a_usage_error_not_a_crash() {
+    let out = Env::bare().run(&["--timeout", "1e30", "q"]);
+    assert_eq!(out.code, 2, "{out}");
+}
+
+#[test]
+fn translating_an_image_reads_its_text_and_sends_no_empty_text_part() {
+    let s = FakeServer::start(|r| {
+        if r.path.ends_with("/models") {
+            fake::catalog(vec![fake::model_entry(
+                "v/see-8b:free",
+                "0",
+                Some(32768),
+                &["text", "image"],
+                &[],
+            )])
+        } else {
+            fake::answer(&r.model(), &["AUSGANG"])
+        }
+    });
+    let png = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sign.png");
+    let out = Env::new(&s).run(&["--translate", "--to", "German", "-i", png.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out}");
+    let body = s.chats()[0].json();
+    assert!(
+        body["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("Transcribe")
+    );
+    let parts = body["messages"][1]["content"].as_array().unwrap();
+    assert!(
+        parts
+            .iter()
+            .all(|p| p["type"] != "text" || !p["text"].as_str().unwrap().trim().is_empty())
+    );
+}
