@@ -680,13 +680,26 @@ fn remember(setup: &Setup, attempts: &[AttemptRecord], req: &Request, printer: &
     let ok = attempts
         .iter()
         .any(|a| a.outcome == crate::outcome::AttemptOutcome::Ok);
-    let line = json!({
+    let mut line = json!({
         "time_ms": now,
         "ok": ok,
         "attempts": attempts,
         "timeout_ms": req.timeout.as_millis() as u64,
-    })
-    .to_string();
+    });
+    if req.log_prompts {
+        // Only when the config opts in: the last user message's text.
+        let prompt = req
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m.role == "user")
+            .map(|m| match &m.content {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            });
+        line["prompt"] = json!(prompt);
+    }
+    let line = line.to_string();
     let limits = |name: &str| {
         let p = setup.providers.iter().find(|p| p.name == name);
         p.map(|p| (p.limits, p.day_offset_ms)).unwrap_or_default()

@@ -97,6 +97,8 @@ pub struct Request {
     pub race: usize,
     /// Start the next candidate beside a slow one (`--hedge-after`, `hedge`).
     pub hedge: Option<Hedge>,
+    /// Keep the prompt text in the request log (`[defaults] log_prompts`).
+    pub log_prompts: bool,
 }
 
 /// When to start the next candidate beside one that has not produced a token.
@@ -336,6 +338,7 @@ pub fn resolve(
         stream,
         dry_run: args.dry_run,
         race: args.race.or(d.race).unwrap_or(1).clamp(1, 8) as usize,
+        log_prompts: d.log_prompts.unwrap_or(false),
         hedge: match (args.hedge_after, d.hedge) {
             (Some(ms), _) | (None, Some(HedgeSetting::Millis(ms))) => {
                 Some(Hedge::After(Duration::from_millis(ms)))

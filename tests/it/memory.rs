@@ -236,3 +236,22 @@ fn stats_shows_failures_and_cooldowns_and_reset_forgets() {
     assert!(v["models"].as_array().unwrap().is_empty());
     assert_eq!(v["runs_logged"], 0);
 }
+
+#[test]
+fn the_request_log_keeps_prompts_only_when_asked() {
+    let s = FakeServer::start(|r| fake::answer(&r.model(), &["ok"]));
+    let env = local(&s);
+    assert_eq!(env.run(&["-m", "fast-7b", "secret question"]).code, 0);
+    let log = std::fs::read_to_string(env.state_dir().join("requests.jsonl")).unwrap();
+    assert!(!log.contains("secret question"));
+    let env = env.config("[defaults]\nlog_prompts = true\n");
+    assert_eq!(env.run(&["-m", "fast-7b", "logged question"]).code, 0);
+    let log = std::fs::read_to_string(env.state_dir().join("requests.jsonl")).unwrap();
+    assert!(
+        log.lines()
+            .last()
+            .unwrap()
+            .contains("\"prompt\":\"logged question\""),
+        "{log}"
+    );
+}
