@@ -88,7 +88,7 @@ pub fn run(args: &BatchArgs, config_flag: Option<&Path>, printer: &Printer) -> R
         None => None,
     };
 
-    let (answered, mut out) = open_output(args.output.as_deref())?;
+    let (answered, out) = open_output(args.output.as_deref())?;
     let reader: Box<dyn BufRead> = match args.input.as_deref() {
         None | Some("-") => Box::new(BufReader::new(std::io::stdin())),
         Some(path) => {
@@ -102,6 +102,14 @@ pub fn run(args: &BatchArgs, config_flag: Option<&Path>, printer: &Printer) -> R
         _ => None,
     };
     let bar = progress_bar(total, printer);
+    let mut results = Results {
+        out,
+        pending: BTreeMap::new(),
+        next: 0,
+        ordered: args.ordered,
+        counts: Counts::default(),
+        bar: &bar,
+    };
 
     let concurrency = args.concurrency.map_or(DEFAULT_CONCURRENCY, |c| c as usize);
     let limiter = RefCell::new(Limiter::new(
@@ -111,9 +119,7 @@ pub fn run(args: &BatchArgs, config_flag: Option<&Path>, printer: &Printer) -> R
     ));
     // The batch's view of the shared state, refreshed after every item.
     let state = RefCell::new(setup.state.clone());
-    let mut counts = Counts::default();
-    let mut pending_ordered: BTreeMap<usize, String> = BTreeMap::new();
-    let mut next_to_write = 0usize;
+
     let mut lines = reader.lines().enumerate();
     let mut seq = 0usize;
     let mut rng = app::rng();
@@ -136,7 +142,7 @@ pub fn run(args: &BatchArgs, config_flag: Option<&Path>, printer: &Printer) -> R
                         &item_opts,
                         &config,
                         &tools,
-                        &mut counts,
+                        &mut results.counts,
                         printer,
                     ) {
                         Some(i) => i,
@@ -154,30 +160,14 @@ pub fn run(args: &BatchArgs, config_flag: Option<&Path>, printer: &Printer) -> R
                             "The batch deadline passed before this item started",
                         ),
                     );
-                    write(
-                        &mut out,
-                        &mut pending_ordered,
-                        &mut next_to_write,
-                        args.ordered,
-                        done,
-                        &mut counts,
-                        &bar,
-                    )?;
+                    results.put(done)?;
                     continue;
                 }
                 let req = match &item.request {
                     Ok(r) => r,
                     Err(e) => {
                         let done = failed_item(&item, Error::new(e.kind, e.message.clone()));
-                        write(
-                            &mut out,
-                            &mut pending_ordered,
-                            &mut next_to_write,
-                            args.ordered,
-                            done,
-                            &mut counts,
-                            &bar,
-                        )?;
+                        results.put(done)?;
                         continue;
                     }
                 };
@@ -192,15 +182,7 @@ pub fn run(args: &BatchArgs, config_flag: Option<&Path>, printer: &Printer) -> R
                                 "Every provider is at its limit until after the batch deadline",
                             ),
                         );
-                        write(
-                            &mut out,
-                            &mut pending_ordered,
-                            &mut next_to_write,
-                            args.ordered,
-                            done,
-                            &mut counts,
-                            &bar,
-                        )?;
+                        results.put(done)?;
                         continue;
                     }
                     queued = Some(item);
@@ -248,24 +230,17 @@ pub fn run(args: &BatchArgs, config_flag: Option<&Path>, printer: &Printer) -> R
                 continue;
             }
             remember(&setup, &state, &limiter, &done, printer);
-            write(
-                &mut out,
-                &mut pending_ordered,
-                &mut next_to_write,
-                args.ordered,
-                done,
-                &mut counts,
-                &bar,
-            )?;
+            results.put(done)?;
         }
         Ok(())
     });
     result?;
     bar.finish_and_clear();
     // Anything still buffered for --ordered (after skipped or unreadable lines) goes out.
-    for (_, line) in std::mem::take(&mut pending_ordered) {
-        write_line(&mut out, &line)?;
+    for (_, line) in std::mem::take(&mut results.pending) {
+        write_line(&mut results.out, &line)?;
     }
+    let counts = results.counts;
     let summary = counts.summary(started.elapsed());
     // The summary always goes to stderr; it is the batch's report, not a note.
     #[allow(clippy::print_stderr)]
@@ -732,37 +707,44 @@ fn write_line(out: &mut Box<dyn Write>, line: &str) -> Result<()> {
         .map_err(|e| Error::internal(format!("Cannot write a result: {e}")))
 }
 
-/// Writes a finished item now, or (with `--ordered`) once every earlier item is out.
-fn write(
-    out: &mut Box<dyn Write>,
-    pending: &mut BTreeMap<usize, String>,
-    next: &mut usize,
+/// Where finished items go: the output (in input order with `--ordered`), the counts of
+/// the summary, and the progress bar.
+struct Results<'a> {
+    out: Box<dyn Write>,
+    /// Lines waiting for an earlier item (`--ordered`), by input position.
+    pending: BTreeMap<usize, String>,
+    next: usize,
     ordered: bool,
-    done: Done,
-    counts: &mut Counts,
-    bar: &ProgressBar,
-) -> Result<()> {
-    if done.ok {
-        counts.answered += 1;
-        if let Some(p) = &done.provider {
-            *counts.per_provider.entry(p.clone()).or_default() += 1;
+    counts: Counts,
+    bar: &'a ProgressBar,
+}
+
+impl Results<'_> {
+    /// Writes a finished item now, or (with `--ordered`) once every earlier item is out.
+    fn put(&mut self, done: Done) -> Result<()> {
+        if done.ok {
+            self.counts.answered += 1;
+            if let Some(p) = &done.provider {
+                *self.counts.per_provider.entry(p.clone()).or_default() += 1;
+            }
+        } else {
+            self.counts.failed += 1;
         }
-    } else {
-        counts.failed += 1;
+        self.bar.inc(1);
+        if self.counts.failed > 0 {
+            self.bar
+                .set_message(format!("{} failed", self.counts.failed));
+        }
+        if !self.ordered {
+            return write_line(&mut self.out, &done.line);
+        }
+        self.pending.insert(done.seq, done.line);
+        while let Some(line) = self.pending.remove(&self.next) {
+            write_line(&mut self.out, &line)?;
+            self.next += 1;
+        }
+        Ok(())
     }
-    bar.inc(1);
-    if counts.failed > 0 {
-        bar.set_message(format!("{} failed", counts.failed));
-    }
-    if !ordered {
-        return write_line(out, &done.line);
-    }
-    pending.insert(done.seq, done.line);
-    while let Some(line) = pending.remove(next) {
-        write_line(out, &line)?;
-        *next += 1;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

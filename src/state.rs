@@ -432,14 +432,7 @@ impl Store {
         };
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join("state.lock"))
-            .map_err(|e| format!("cannot open the lock file in {}: {e}", dir.display()))?;
-        lock.lock()
-            .map_err(|e| format!("cannot lock the state: {e}"))?;
+        let lock = self.lock(dir)?;
         let mut notes = Vec::new();
         let path = dir.join("state.json");
         let mut state = read_or_set_aside(&path, &mut notes);
