@@ -1090,6 +1090,7 @@ fn stats(args: &StatsArgs, printer: &Printer) -> Result<()> {
                 "last_outcome": m.last_outcome,
                 "last_error": m.last_error,
                 "missing": m.misses,
+                "too_long_at_tokens": m.too_long_at,
                 "updated_ms": m.updated_ms,
             })
         })

@@ -74,6 +74,9 @@ pub struct AttemptRecord {
     /// The failure concerns every model of the provider (quota, key, balance, policy).
     #[serde(skip)]
     pub provider_wide: bool,
+    /// The request's estimated size, kept for a `context_too_long` so the limit is learned.
+    #[serde(skip)]
+    pub context_tokens: Option<u64>,
     /// Which piece of a split translation this attempt served.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub piece: Option<usize>,
@@ -98,6 +101,7 @@ impl AttemptRecord {
             provider_wide: false,
             day_limit: None,
             piece: None,
+            context_tokens: None,
         }
     }
 }

@@ -52,6 +52,8 @@ pub struct ModelStats {
     pub last_error: Option<String>,
     /// Capabilities the provider said this model lacks (`vision`, `tools`, `schema`).
     pub misses: BTreeSet<String>,
+    /// A request of about this many tokens was too long for it (the smallest seen).
+    pub too_long_at: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -121,6 +123,12 @@ impl ModelStats {
                 || o == AttemptOutcome::Moderated
                 || o == AttemptOutcome::ContextTooLong =>
             {
+                if let Some(n) = a
+                    .context_tokens
+                    .filter(|_| o == AttemptOutcome::ContextTooLong)
+                {
+                    self.too_long_at = Some(self.too_long_at.map_or(n, |t| t.min(n)));
+                }
                 self.last_error = a.error.clone();
             }
             o => {
@@ -548,6 +556,7 @@ mod tests {
             provider_wide: false,
             day_limit: None,
             piece: None,
+            context_tokens: None,
         }
     }
 

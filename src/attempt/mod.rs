@@ -119,6 +119,8 @@ struct Progress<'a> {
     too_small: Option<u64>,
     /// Requests each provider may still take in its windows (DESIGN §5 quotas).
     limiter: &'a RefCell<Limiter>,
+    /// The request's estimated size (learned as a model's limit when it is too long).
+    context_tokens: u64,
 }
 
 impl Progress<'_> {
@@ -203,6 +205,7 @@ pub async fn run(
         blocked: HashMap::new(),
         too_small: None,
         limiter,
+        context_tokens: req.needs.context_tokens,
     };
     let provider_of = |i: usize| {
         providers
@@ -329,6 +332,7 @@ pub async fn run(
                             provider_wide: success.quota_until_ms.is_some(),
                             day_limit: None,
                             piece: None,
+                            context_tokens: None,
                         });
                         sink.trace(format!(
                             "answered by {}/{} in {} ms",
@@ -423,6 +427,8 @@ fn failure(
         provider_wide: failure.provider_wide,
         day_limit: failure.day_limit,
         piece: None,
+        context_tokens: (failure.outcome == AttemptOutcome::ContextTooLong)
+            .then_some(st.context_tokens),
     });
     if shown {
         let err = Error::new(

@@ -16,9 +16,22 @@ pub enum DropReason {
     Excluded(String),
     Lacks(&'static str),
     KnownMiss(&'static str),
-    ContextTooSmall { need: u64, have: u64 },
-    CoolingDown { until_ms: u64, why: String },
-    ProviderBlocked { until_ms: u64, why: String },
+    ContextTooSmall {
+        need: u64,
+        have: u64,
+    },
+    /// The provider said a request of about `at` tokens was too long for this model.
+    TooLongBefore {
+        at: u64,
+    },
+    CoolingDown {
+        until_ms: u64,
+        why: String,
+    },
+    ProviderBlocked {
+        until_ms: u64,
+        why: String,
+    },
 }
 
 impl fmt::Display for DropReason {
@@ -34,6 +47,12 @@ impl fmt::Display for DropReason {
             DropReason::KnownMiss(c) => write!(f, "the provider said it lacks {c} (remembered)"),
             DropReason::ContextTooSmall { need, have } => {
                 write!(f, "context {have} tokens < about {need} needed")
+            }
+            DropReason::TooLongBefore { at } => {
+                write!(
+                    f,
+                    "a request of about {at} tokens was too long for it before (remembered)"
+                )
             }
             DropReason::CoolingDown { until_ms, why } => {
                 write!(f, "cooling down for {} after {why}", in_secs(*until_ms))
@@ -127,6 +146,11 @@ pub fn check(
             need: needs.context_tokens,
             have,
         });
+    }
+    if let Some(at) = state.model(&m.provider, &m.id).and_then(|s| s.too_long_at)
+        && needs.context_tokens >= at
+    {
+        return Err(DropReason::TooLongBefore { at });
     }
     if let Some(p) = state.providers.get(&m.provider)
         && p.blocked_until_ms > now_ms

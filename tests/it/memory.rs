@@ -255,3 +255,42 @@ fn the_request_log_keeps_prompts_only_when_asked() {
         "{log}"
     );
 }
+
+#[test]
+fn a_context_limit_learned_from_a_400_is_remembered() {
+    let s = server(|r| {
+        let long = r.json()["messages"][0]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .len()
+            > 10_000;
+        if r.model() == MID && long {
+            fake::error_json(400, "This endpoint's maximum context length is 8192 tokens")
+        } else {
+            fake::answer(&r.model(), &["ok"])
+        }
+    });
+    let env = Env::new(&s);
+    let long = "word ".repeat(4_000);
+    let out = env.run_with_stdin(&["-m", MID, "-m", BIG], Some(&long));
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(s.chat_models(), vec![MID, BIG]);
+    // The same size again: MID is not asked; a short prompt still goes to it.
+    let out = env.run_with_stdin(&["--dry-run", "-m", MID, "-m", BIG], Some(&long));
+    assert!(out.stdout.contains("too long for it before"), "{out}");
+    let out = env.run(&["-m", MID, "short"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(s.chat_models().last().unwrap(), MID);
+    let stats = env.run(&["stats", "--json"]).json();
+    let mid = stats["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model"] == MID)
+        .unwrap()
+        .clone();
+    assert!(
+        mid["success_ratio"].as_f64().unwrap() > 0.5,
+        "a too-long prompt is not the model's failure: {mid}"
+    );
+}
