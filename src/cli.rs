@@ -16,6 +16,18 @@ Examples:
   freeroute --dry-run -v \"a long question\"     # show the plan, send nothing
   freeroute models --json | jq -r '.[].model'
 
+Translation and OCR:
+  freeroute --translate --to German < notes.md > notes.de.md
+  freeroute --ocr -i screenshot.png > screenshot.txt
+  curl -s https://example.com/shot.png | freeroute --ocr -i -
+  freeroute --ocr --translate --to English -i sign.jpg
+
+Tools, schemas, conversations, batches:
+  freeroute --tools tools.json \"Weather in Paris?\" | jq -r .arguments.city
+  freeroute --schema '{\"type\":\"object\"}' \"extract the fields\" < letter.txt | jq .
+  freeroute -c \"and why?\"
+  freeroute batch prompts.jsonl -o answers.jsonl
+
 Cron (all-or-nothing output, a deadline, no spinner):
   0 7 * * * freeroute -q --timeout 60 \"Summarise today's agenda\" < agenda.txt > summary.txt
 

@@ -92,7 +92,14 @@ fn config_path_init_and_show() {
 fn help_has_worked_examples() {
     let out = Env::bare().run(&["--help"]);
     assert_eq!(out.code, 0);
-    for needle in ["git diff | freeroute", "jq", "Cron", "Exit codes"] {
+    for needle in [
+        "git diff | freeroute",
+        "jq",
+        "Cron",
+        "Exit codes",
+        "--translate --to",
+        "--ocr -i",
+    ] {
         assert!(out.stdout.contains(needle), "missing {needle}: {out}");
     }
 }
