@@ -418,7 +418,7 @@ fn ask(args: &AskArgs, config_flag: Option<&Path>, printer: &mut Printer) -> Res
         }
     });
     let (printed_any, ends_with_newline) = (sink.printed_any, sink.ends_with_newline);
-    let attempts = ledger.log.into_inner();
+    let attempts = ledger.into_attempts();
     // The answer goes out first: nothing that happens to the state may cost it.
     let recorded = attempts.clone();
     let result = deliver(

@@ -595,7 +595,7 @@ async fn run_item_inner(
         &ledger,
     )
     .await;
-    let attempts = ledger.log.into_inner();
+    let attempts = ledger.into_attempts();
     match result {
         Ok(successes) => {
             let answer = crate::outcome::answer(

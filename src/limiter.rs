@@ -174,7 +174,9 @@ impl Limiter {
             }
         }
         if s.day_full(now_ms) {
-            at = at.max((s.day_of(now_ms) + 1) * 86_400_000);
+            // The next day starts at the provider's reset, not at UTC midnight.
+            at = at
+                .max(((s.day_of(now_ms) + 1) * 86_400_000).saturating_add_signed(-s.day_offset_ms));
         }
         Some(at)
     }
@@ -226,6 +228,20 @@ mod tests {
         assert!(
             l.try_take("unknown", 0),
             "providers without limits always have room"
+        );
+    }
+
+    #[test]
+    fn a_full_day_opens_again_at_the_providers_own_reset() {
+        let mut p = provider(100);
+        p.limits.per_day = Some(1);
+        p.day_offset_ms = -8 * 3_600_000; // Pacific midnight = 08:00 UTC
+        let two_am_utc = 20_000 * 86_400_000 + 2 * 3_600_000;
+        let mut l = Limiter::new(&[p], &State::default(), two_am_utc);
+        assert!(l.try_take("p", two_am_utc));
+        assert_eq!(
+            l.room_at("p", two_am_utc + 1),
+            Some(20_000 * 86_400_000 + 8 * 3_600_000)
         );
     }
 }

@@ -131,8 +131,9 @@ impl Progress<'_> {
             && self.limiter.borrow().has_room(&c.provider, crate::now_ms())
     }
 
-    /// The next candidate worth a request, if the attempt limit allows one.
-    fn take(&mut self) -> Option<usize> {
+    /// The next candidate worth a request, if the attempt limit allows one. Quota is taken
+    /// only for a candidate whose provider is known, so every slot taken is a request sent.
+    fn take<'p>(&mut self, provider_of: &dyn Fn(usize) -> Option<&'p Provider>) -> Option<usize> {
         if self.launched >= self.attempts {
             return None;
         }
@@ -140,6 +141,7 @@ impl Progress<'_> {
             let i = self.next;
             self.next += 1;
             if self.usable(i)
+                && provider_of(i).is_some()
                 && self
                     .limiter
                     .borrow_mut()
@@ -174,6 +176,9 @@ impl Progress<'_> {
 pub struct Ledger<'a> {
     pub log: RefCell<Vec<AttemptRecord>>,
     pub limiter: &'a RefCell<Limiter>,
+    /// Requests sent and not finished: (provider, model, sent at). An interrupted run
+    /// records them as `cancelled`, so the quota they spent is still counted.
+    pub inflight: RefCell<Vec<(String, String, Instant)>>,
 }
 
 impl<'a> Ledger<'a> {
@@ -181,6 +186,23 @@ impl<'a> Ledger<'a> {
         Ledger {
             log: RefCell::new(Vec::new()),
             limiter,
+            inflight: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Every attempt, with the ones cut short by an interruption as `cancelled`.
+    pub fn into_attempts(self) -> Vec<AttemptRecord> {
+        let mut log = self.log.into_inner();
+        for (provider, model, at) in self.inflight.into_inner() {
+            log.push(AttemptRecord::cancelled(&provider, &model, at.elapsed()));
+        }
+        log
+    }
+
+    fn done(&self, provider: &str, model: &str) {
+        let mut f = self.inflight.borrow_mut();
+        if let Some(pos) = f.iter().position(|(p, m, _)| p == provider && m == model) {
+            f.remove(pos);
         }
     }
 }
@@ -219,18 +241,24 @@ pub async fn run(
     let mut last_launch = Instant::now();
     let mut out_of_time = false;
     loop {
-        while opening.len() < width {
+        // Take every candidate this round launches first, so that the deadline share of
+        // each counts only candidates that would follow them, not those beside them.
+        let mut launching = Vec::new();
+        while opening.len() + launching.len() < width {
             if deadline.saturating_duration_since(Instant::now()) < MIN_ATTEMPT {
                 out_of_time = true;
                 break;
             }
-            let Some(i) = st.take() else { break };
-            let Some(provider) = provider_of(i) else {
-                continue;
+            let Some(i) = st.take(&provider_of) else {
+                break;
             };
+            launching.push(i);
+        }
+        let has_next = st.more();
+        for i in launching {
+            let provider = provider_of(i).expect("take() checks the provider");
             let cand = &plan.candidates[i];
             let now = Instant::now();
-            let has_next = st.more() || !opening.is_empty();
             let first_by = first_token_by(now, deadline, has_next, cand.ttft_ms);
             sink.trace(format!(
                 "attempt {}: {}/{} (first token within {:.1}s{})",
@@ -245,6 +273,10 @@ pub async fn run(
                 }
             ));
             sink.attempt_started(&provider.name, &cand.model.id);
+            ledger
+                .inflight
+                .borrow_mut()
+                .push((provider.name.clone(), cand.model.id.clone(), now));
             let fut = stream::open(
                 client,
                 provider,
@@ -262,13 +294,18 @@ pub async fn run(
             break;
         }
         // The hedge: when nothing produced a token within the delay, start the next beside it.
-        let hedge_at = req.hedge.filter(|_| st.more()).map(|h| {
-            let newest = running
-                .last()
-                .map(|(i, _)| plan.candidates[*i].ttft_ms)
-                .unwrap_or(None);
-            last_launch + hedge_delay(h, newest)
-        });
+        // One hedge at a time beside the race, armed only while a launch is still possible.
+        let can_launch = deadline.saturating_duration_since(Instant::now()) >= MIN_ATTEMPT;
+        let hedge_at = req
+            .hedge
+            .filter(|_| st.more() && can_launch && width <= req.race.max(1))
+            .map(|h| {
+                let newest = running
+                    .last()
+                    .map(|(i, _)| plan.candidates[*i].ttft_ms)
+                    .unwrap_or(None);
+                last_launch + hedge_delay(h, newest)
+            });
         let next = tokio::select! {
             r = opening.next() => r,
             _ = sleep_until_opt(hedge_at) => {
@@ -294,6 +331,7 @@ pub async fn run(
                         "  cancelled {}/{}: another candidate answered first",
                         c.model.provider, c.model.id
                     ));
+                    ledger.done(&c.model.provider, &c.model.id);
                     log.borrow_mut().push(AttemptRecord::cancelled(
                         &c.model.provider,
                         &c.model.id,
@@ -305,7 +343,7 @@ pub async fn run(
                 let has_next = st.more();
                 let first_token_ms = live.first_token_ms();
                 let streaming = req.stream.then_some(&mut *sink as &mut dyn TokenSink);
-                match stream::finish(
+                let finished = stream::finish(
                     live,
                     provider,
                     &cand.model.id,
@@ -314,8 +352,9 @@ pub async fn run(
                     has_next,
                     streaming,
                 )
-                .await
-                {
+                .await;
+                ledger.done(&provider.name, &cand.model.id);
+                match finished {
                     Ok((mut success, tps)) => {
                         success.paid = !cand.model.free;
                         let elapsed = launched_at.elapsed();
@@ -342,7 +381,19 @@ pub async fn run(
                         ));
                         return Ok(success);
                     }
-                    Err(AttemptError::OutputClosed) => return Err(Stop::OutputClosed),
+                    Err(AttemptError::OutputClosed) => {
+                        // The reader left; the request was still sent and answered.
+                        let mut record = AttemptRecord::cancelled(
+                            &provider.name,
+                            &cand.model.id,
+                            launched_at.elapsed(),
+                        );
+                        record.outcome = AttemptOutcome::Ok;
+                        record.status = Some(200);
+                        record.first_token_ms = first_token_ms;
+                        log.borrow_mut().push(record);
+                        return Err(Stop::OutputClosed);
+                    }
                     Err(e) => {
                         if let Some(stop) =
                             failure(e, provider, cand, launched_at, &mut st, sink, log)
@@ -354,6 +405,7 @@ pub async fn run(
             }
             Err(AttemptError::OutputClosed) => return Err(Stop::OutputClosed),
             Err(e) => {
+                ledger.done(&provider.name, &cand.model.id);
                 if let Some(stop) = failure(e, provider, cand, launched_at, &mut st, sink, log) {
                     return Err(stop);
                 }

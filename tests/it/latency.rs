@@ -221,3 +221,96 @@ fn a_model_measured_fast_is_given_up_on_early_when_it_hangs() {
     // 5 s floor instead (generous margin for slow machines).
     assert!(a.attempts[0].elapsed_ms < 20_000, "{:?}", a.attempts[0]);
 }
+
+#[test]
+fn racers_side_by_side_do_not_halve_each_others_share() {
+    // The only two candidates both need 2.5 s; with --timeout 4 a racer must get it all.
+    let s = server(|r| {
+        let mut steps = vec![Step::Sleep(Duration::from_millis(2500))];
+        steps.extend(fake::answer_steps(&r.model(), &["late but fine"]));
+        Reply::stream(steps)
+    });
+    let out = Env::new(&s).run(&[
+        "--json",
+        "--race",
+        "2",
+        "--timeout",
+        "4",
+        "-m",
+        BIG,
+        "-m",
+        MID,
+        "q",
+    ]);
+    assert_eq!(out.code, 0, "{out}");
+}
+
+#[test]
+fn the_hedge_fires_once_not_in_a_loop() {
+    let s = server(|_| {
+        Reply::stream(vec![
+            Step::Send(": OPENROUTER PROCESSING\n\n".into()),
+            Step::Hang,
+        ])
+    });
+    let out = Env::new(&s).run(&["-v", "--hedge-after", "100", "--timeout", "1.5", "q"]);
+    assert_eq!(out.code, 5, "{out}");
+    let hedges = out.stderr.matches("hedge: no first token").count();
+    assert!((1..=3).contains(&hedges), "{hedges} hedges: {}", out.stderr);
+}
+
+#[test]
+fn ctrl_c_during_a_race_records_the_requests_in_flight() {
+    let s = server(|_| {
+        Reply::stream(vec![
+            Step::Send(": OPENROUTER PROCESSING\n\n".into()),
+            Step::Hang,
+        ])
+    });
+    let env = Env::new(&s);
+    let child = env
+        .cmd(&[
+            "--json",
+            "--race",
+            "2",
+            "--timeout",
+            "50",
+            "-m",
+            BIG,
+            "-m",
+            MID,
+            "q",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waited = std::time::Instant::now();
+    while s.chats().len() < 2 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "the requests never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let outcomes: Vec<&str> = v["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, vec!["cancelled", "cancelled"]);
+    let stats = env.run(&["stats", "--json"]).json();
+    assert_eq!(
+        stats["providers"][0]["requests_today"], 2,
+        "both requests count against the quota"
+    );
+}
