@@ -6,14 +6,14 @@
 //! with `--ordered`), so a crash keeps what finished and `-o OUT` resumes.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 
@@ -89,7 +89,7 @@ pub fn run(args: &BatchArgs, config_flag: Option<&Path>, printer: &Printer) -> R
     };
 
     let (answered, out) = open_output(args.output.as_deref())?;
-    let reader: Box<dyn BufRead> = match args.input.as_deref() {
+    let reader: Box<dyn BufRead + Send> = match args.input.as_deref() {
         None | Some("-") => Box::new(BufReader::new(std::io::stdin())),
         Some(path) => {
             Box::new(BufReader::new(std::fs::File::open(path).map_err(|e| {
@@ -120,117 +120,74 @@ pub fn run(args: &BatchArgs, config_flag: Option<&Path>, printer: &Printer) -> R
     // The batch's view of the shared state, refreshed after every item.
     let state = RefCell::new(setup.state.clone());
 
-    let mut lines = reader.lines().enumerate();
+    // Lines are read on their own thread: a slow producer on stdin never stops the items
+    // in flight, and a bounded channel keeps memory bounded.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, std::io::Result<String>)>(64);
+    std::thread::spawn(move || {
+        for (index, line) in reader.lines().enumerate() {
+            if tx.blocking_send((index + 1, line)).is_err() {
+                break;
+            }
+        }
+    });
     let mut seq = 0usize;
     let mut rng = app::rng();
 
     let result: Result<()> = rt.block_on(async {
         let mut running = FuturesUnordered::new();
         let mut input_done = false;
-        let mut queued: Option<Item> = None;
-        let mut retry: std::collections::VecDeque<Item> = std::collections::VecDeque::new();
+        // Items waiting for a provider to have room, each not to be looked at before then.
+        let mut waiting: VecDeque<(Item, Instant)> = VecDeque::new();
         loop {
-            // Fill the window with items whose turn has come.
-            while running.len() < concurrency {
-                let item = match queued.take().or_else(|| retry.pop_front()) {
-                    Some(i) => i,
-                    None if input_done => break,
-                    None => match next_item(
-                        &mut lines,
-                        &mut seq,
-                        &answered,
-                        &item_opts,
-                        &config,
-                        &tools,
-                        &mut results.counts,
-                        printer,
-                    ) {
-                        Some(i) => i,
-                        None => {
-                            input_done = true;
-                            break;
-                        }
-                    },
-                };
-                if batch_deadline.is_some_and(|d| Instant::now() >= d) {
-                    let done = failed_item(
-                        &item,
-                        Error::new(
-                            ErrorKind::Deadline,
-                            "The batch deadline passed before this item started",
-                        ),
-                    );
-                    results.put(done)?;
+            // Launch what can go now, one at a time: each launched item is polled at once so
+            // it takes its provider's slot before the next item looks for room.
+            let mut wake: Option<Instant> = None;
+            let mut still_waiting = VecDeque::new();
+            while let Some((item, not_before)) = waiting.pop_front() {
+                let now = Instant::now();
+                if running.len() >= concurrency || not_before > now {
+                    wake = Some(wake.map_or(not_before, |w: Instant| w.min(not_before)).max(now));
+                    still_waiting.push_back((item, not_before));
                     continue;
                 }
-                let req = match &item.request {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let done = failed_item(&item, Error::new(e.kind, e.message.clone()));
-                        results.put(done)?;
-                        continue;
+                match prepare(item, &setup, &state.borrow(), &limiter, &mut rng, batch_deadline) {
+                    Prepared::Launch(item, jobs, deadline) => {
+                        running.push(run_item(item, jobs, &setup, deadline, &limiter, &bar));
+                        if let Some(Some((item, done))) = running.next().now_or_never() {
+                            finish_item(item, done, &mut waiting, &setup, &state, &limiter, &mut results, printer)?;
+                        }
                     }
-                };
-                // Every provider full: wait for the earliest reset (or a running item).
-                if let Some(wait) = wait_for_room(&setup, &limiter, req) {
-                    let until = Instant::now() + wait;
-                    if batch_deadline.is_some_and(|d| until >= d) && running.is_empty() {
-                        let done = failed_item(
-                            &item,
-                            Error::new(
-                                ErrorKind::Deadline,
-                                "Every provider is at its limit until after the batch deadline",
-                            ),
-                        );
-                        results.put(done)?;
-                        continue;
+                    Prepared::Wait(item, until) => {
+                        bar.set_message("waiting for a rate-limit reset".to_string());
+                        wake = Some(wake.map_or(until, |w: Instant| w.min(until)));
+                        still_waiting.push_back((item, until));
                     }
-                    queued = Some(item);
-                    if running.is_empty() {
-                        bar.set_message(format!(
-                            "waiting {:.0}s for a rate-limit reset",
-                            wait.as_secs_f64()
-                        ));
-                        tokio::time::sleep_until(until.into()).await;
-                        continue;
-                    }
-                    break;
+                    Prepared::Done(done) => results.put(done)?,
                 }
-                let now = Instant::now();
-                let deadline =
-                    batch_deadline.map_or(now + req.timeout, |d| d.min(now + req.timeout));
-                let plan = plan::plan(
-                    &setup.loaded.models,
-                    &req.route,
-                    &req.needs,
-                    &state.borrow(),
-                    crate::now_ms(),
-                    &mut rng,
-                );
-                let jobs: Vec<(Request, Plan)> = match app::split_translation(
-                    req,
-                    &plan,
-                    &setup.loaded.models,
-                    &state.borrow(),
-                    &mut rng,
-                ) {
-                    Some(pieces) => pieces,
-                    None => vec![(req.clone(), plan)],
-                };
-                running.push(run_item(item, jobs, &setup, deadline, &limiter, &bar));
             }
-            let Some((item, done)) = running.next().await else {
-                if input_done && queued.is_none() && retry.is_empty() {
-                    break;
+            waiting = still_waiting;
+            if input_done && waiting.is_empty() && running.is_empty() {
+                break;
+            }
+            let want_input = !input_done && running.len() + waiting.len() < concurrency;
+            tokio::select! {
+                line = rx.recv(), if want_input => match line {
+                    None => input_done = true,
+                    Some((line_no, line)) => {
+                        if let Some(item) = item_from_line(line_no, line, &mut seq, &answered, &item_opts, &config, &tools, &mut results.counts, printer) {
+                            waiting.push_back((item, Instant::now()));
+                        }
+                    }
+                },
+                Some((item, done)) = running.next(), if !running.is_empty() => {
+                    finish_item(item, done, &mut waiting, &setup, &state, &limiter, &mut results, printer)?;
                 }
-                continue;
-            };
-            if done.starved {
-                retry.push_back(item);
-                continue;
+                _ = sleep_until_opt(wake), if wake.is_some() => {}
+                // Past the batch deadline, lines not read yet are left alone.
+                _ = sleep_until_opt(batch_deadline), if !input_done && batch_deadline.is_some() => {
+                    input_done = true;
+                }
             }
-            remember(&setup, &state, &limiter, &done, printer);
-            results.put(done)?;
         }
         Ok(())
     });
@@ -356,11 +313,12 @@ fn progress_bar(total: Option<u64>, printer: &Printer) -> ProgressBar {
     bar
 }
 
-/// Reads lines until the next item to run: blank lines are skipped, answered ids are
-/// counted as skipped, unreadable lines are reported on stderr with their number.
+/// One input line as an item: blank lines are no item, answered ids count as skipped,
+/// unreadable lines are reported on stderr with their number.
 #[allow(clippy::too_many_arguments)]
-fn next_item(
-    lines: &mut impl Iterator<Item = (usize, std::io::Result<String>)>,
+fn item_from_line(
+    line_no: usize,
+    line: std::io::Result<String>,
     seq: &mut usize,
     answered: &HashSet<String>,
     opts: &AskOptions,
@@ -369,44 +327,155 @@ fn next_item(
     counts: &mut Counts,
     printer: &Printer,
 ) -> Option<Item> {
-    for (index, line) in lines.by_ref() {
-        let line_no = index + 1;
-        let line = match line {
-            Ok(l) => l,
-            Err(e) => {
-                counts.unreadable += 1;
-                printer.error(&Error::input(format!(
-                    "Input line {line_no} cannot be read: {e}"
-                )));
-                continue;
-            }
-        };
-        if line.trim().is_empty() {
-            continue;
+    let line = match line {
+        Ok(l) => l,
+        Err(e) => {
+            counts.unreadable += 1;
+            printer.error(&Error::input(format!(
+                "Input line {line_no} cannot be read: {e}"
+            )));
+            return None;
         }
-        let parsed = parse_line(&line, line_no);
-        let (id, fields) = match parsed {
-            Ok(x) => x,
-            Err(why) => {
-                counts.unreadable += 1;
-                printer.error(&Error::input(format!("Input line {line_no}: {why}")));
-                continue;
-            }
-        };
-        if answered.contains(&id.to_string()) {
-            counts.skipped += 1;
-            continue;
-        }
-        let this = *seq;
-        *seq += 1;
-        let request = build(&fields, opts, config, tools);
-        return Some(Item {
-            seq: this,
-            id,
-            request,
-        });
+    };
+    if line.trim().is_empty() {
+        return None;
     }
-    None
+    let (id, fields) = match parse_line(&line, line_no) {
+        Ok(x) => x,
+        Err(why) => {
+            counts.unreadable += 1;
+            printer.error(&Error::input(format!("Input line {line_no}: {why}")));
+            return None;
+        }
+    };
+    if answered.contains(&id.to_string()) {
+        counts.skipped += 1;
+        return None;
+    }
+    let this = *seq;
+    *seq += 1;
+    Some(Item {
+        seq: this,
+        id,
+        request: build(&fields, opts, config, tools),
+    })
+}
+
+/// What to do with an item whose turn has come.
+enum Prepared {
+    /// Run it now, with these jobs, until this deadline.
+    Launch(Item, Vec<(Request, Plan)>, Instant),
+    /// Every provider it could use is full: look again then.
+    Wait(Item, Instant),
+    /// It is finished already (an input error, no eligible model, the batch deadline).
+    Done(Done),
+}
+
+/// Plans an item and decides: launch now, wait for the earliest reset of a provider it
+/// could use (counting providers dropped only for their quota), or give up.
+fn prepare(
+    item: Item,
+    setup: &Setup,
+    state: &State,
+    limiter: &RefCell<Limiter>,
+    rng: &mut fastrand::Rng,
+    batch_deadline: Option<Instant>,
+) -> Prepared {
+    let now = Instant::now();
+    if batch_deadline.is_some_and(|d| now >= d) {
+        let err = Error::new(
+            ErrorKind::Deadline,
+            "The batch deadline passed before this item started",
+        );
+        return Prepared::Done(failed_item(&item, err));
+    }
+    let req = match &item.request {
+        Ok(r) => r.clone(),
+        Err(e) => {
+            let err = Error::new(e.kind, e.message.clone());
+            return Prepared::Done(failed_item(&item, err));
+        }
+    };
+    let now_ms = crate::now_ms();
+    let plan = plan::plan(
+        &setup.loaded.models,
+        &req.route,
+        &req.needs,
+        state,
+        now_ms,
+        rng,
+    );
+    let l = limiter.borrow();
+    let mut providers: Vec<&str> = plan
+        .candidates
+        .iter()
+        .map(|c| c.model.provider.as_str())
+        .collect();
+    providers.extend(
+        plan.dropped
+            .iter()
+            .filter(|d| d.for_now)
+            .map(|d| d.provider.as_str()),
+    );
+    let room_now = plan
+        .candidates
+        .iter()
+        .any(|c| l.has_room(&c.model.provider, now_ms));
+    if !room_now && !providers.is_empty() {
+        // `None` from a provider: only requests in flight fill it; look again shortly.
+        let at = providers
+            .iter()
+            .filter_map(|p| l.room_at(p, now_ms))
+            .filter(|&t| t > now_ms)
+            .min();
+        let until = now + Duration::from_millis(at.map_or(100, |t| t - now_ms).max(20));
+        if batch_deadline.is_some_and(|d| until >= d) {
+            let err = Error::new(
+                ErrorKind::Deadline,
+                "Every provider is at its limit until after the batch deadline",
+            );
+            return Prepared::Done(failed_item(&item, err));
+        }
+        return Prepared::Wait(item, until);
+    }
+    drop(l);
+    let jobs = match app::split_translation(&req, &plan, &setup.loaded.models, state, rng) {
+        Some(pieces) => pieces,
+        None => vec![(req.clone(), plan)],
+    };
+    if let Some((r, p)) = jobs.iter().find(|(_, p)| p.candidates.is_empty()) {
+        return Prepared::Done(failed_item(&item, app::no_eligible(p, &r.needs)));
+    }
+    let deadline = batch_deadline.map_or(now + req.timeout, |d| d.min(now + req.timeout));
+    Prepared::Launch(item, jobs, deadline)
+}
+
+/// A finished item: back in the queue (after a short pause) when it could not send a
+/// request because another item took the last slot; else recorded and written.
+#[allow(clippy::too_many_arguments)]
+fn finish_item(
+    item: Item,
+    done: Done,
+    waiting: &mut VecDeque<(Item, Instant)>,
+    setup: &Setup,
+    state: &RefCell<State>,
+    limiter: &RefCell<Limiter>,
+    results: &mut Results,
+    printer: &Printer,
+) -> Result<()> {
+    if done.starved {
+        waiting.push_back((item, Instant::now() + Duration::from_millis(50)));
+        return Ok(());
+    }
+    remember(setup, state, limiter, &done, printer);
+    results.put(done)
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The fields an input line may carry.
@@ -518,27 +587,6 @@ fn build(
         messages: None,
     };
     request::resolve(&o, config, input, None, false)
-}
-
-/// How long until some provider of the item's models has room, when none has now.
-fn wait_for_room(setup: &Setup, limiter: &RefCell<Limiter>, req: &Request) -> Option<Duration> {
-    let now = crate::now_ms();
-    let l = limiter.borrow();
-    let providers: HashSet<&str> = setup
-        .loaded
-        .models
-        .iter()
-        .filter(|m| req.route.providers.is_empty() || req.route.providers.contains(&m.provider))
-        .map(|m| m.provider.as_str())
-        .collect();
-    if providers.is_empty() || providers.iter().any(|p| l.has_room(p, now)) {
-        return None;
-    }
-    // `None` from a provider: only requests in flight fill it; a running item will free it.
-    let earliest = providers.iter().filter_map(|p| l.room_at(p, now)).min();
-    Some(Duration::from_millis(
-        earliest.map_or(200, |at| at.saturating_sub(now).max(10)),
-    ))
 }
 
 /// The sink of a batch item: no tokens on stdout, the model being tried on the bar.

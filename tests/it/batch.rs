@@ -243,3 +243,58 @@ fn batch_items_share_the_state_with_single_runs() {
     assert_eq!(stats["providers"][0]["requests_today"], 2);
     assert_eq!(stats["runs_logged"], 2);
 }
+
+#[test]
+fn an_item_waits_for_its_own_providers_room_while_others_have_some() {
+    let s = echo();
+    // `lim` takes one request a (scaled) second; `open` has no limit but is excluded by -m.
+    let env = Env::bare().var("FREEROUTE_WINDOW_MS", "1000").config(&format!(
+        "[providers.lim]\nbase_url = \"{}\"\nmodels = [{{ id = \"a\" }}]\nrequests_per_minute = 1\n[providers.open]\nbase_url = \"{}\"\nmodels = [{{ id = \"b\" }}]\n",
+        s.url("/lim/v1"),
+        s.url("/open/v1")
+    ));
+    let out = env.run_with_stdin(
+        &["batch", "-m", "a", "--concurrency", "2"],
+        Some("one\ntwo\nthree\n"),
+    );
+    assert_eq!(out.code, 0, "{out}");
+    let results = lines(&out.stdout);
+    assert_eq!(results.len(), 3);
+    assert!(
+        results
+            .iter()
+            .all(|v| v["ok"] == true && v["provider"] == "lim"),
+        "{out}"
+    );
+    assert!(s.chats().iter().all(|r| r.path.starts_with("/lim/")));
+}
+
+#[test]
+fn a_slow_producer_on_stdin_does_not_hold_back_items_in_flight() {
+    use std::io::Write;
+    let s = echo();
+    let env = local(&s, "");
+    let mut child = env
+        .cmd(&["batch"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"first\n").unwrap();
+    stdin.flush().unwrap();
+    let waited = Instant::now();
+    while s.chats().is_empty() {
+        assert!(
+            waited.elapsed() < Duration::from_secs(20),
+            "the first item waited for more input"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stdin.write_all(b"second\n").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+}
