@@ -150,7 +150,9 @@ pub fn run(args: &BatchArgs, config_flag: Option<&Path>, printer: &Printer) -> R
                     still_waiting.push_back((item, not_before));
                     continue;
                 }
-                match prepare(item, &setup, &state.borrow(), &limiter, &mut rng, batch_deadline) {
+// The state is borrowed only for planning: finishing an item below writes it.
+                let prepared = prepare(item, &setup, &state.borrow(), &limiter, &mut rng, batch_deadline);
+                match prepared {
                     Prepared::Launch(item, jobs, deadline) => {
                         running.push(run_item(item, jobs, &setup, deadline, &limiter, &bar));
                         if let Some(Some((item, done))) = running.next().now_or_never() {
