@@ -4,8 +4,12 @@
 #
 #   bench/run.sh            # builds, measures, prints a table, writes bench/results.md
 #
+# Targets, checked at the end (exit status 1 when one is missed, after the report is
+# written): (1) freeroute/curl <= 1.0; (2) <= 1.2; (3) less than 5 ms over (1); (4b) the
+# hedged run less than 5 ms over (1) + the 200 ms hedge delay; peak RSS under 12 MB.
+#
 # Knobs (environment): RUNS_SHORT (100), RUNS_LONG (50), RUNS_FAILOVER (50), RUNS_HANG (5),
-# RUNS_RSS (5), BENCH_NO_INSTALL=1 (never apt-get install hyperfine or time).
+# RUNS_HEDGE (20), RUNS_RSS (5), BENCH_NO_INSTALL=1 (never apt-get install hyperfine or time).
 #
 # Nothing leaves 127.0.0.1: the script re-runs itself in a sealed environment (no proxy or
 # provider variables from the caller), points OpenRouter's base_url at the fake server, and
@@ -17,7 +21,7 @@ set -euo pipefail
 if [[ -z ${_FREEROUTE_BENCH_SEALED:-} ]]; then
     keep=(PATH="$PATH" HOME="$HOME" TERM="${TERM:-dumb}")
     for v in CARGO_HOME RUSTUP_HOME RUSTUP_TOOLCHAIN CARGO_TARGET_DIR \
-        RUNS_SHORT RUNS_LONG RUNS_FAILOVER RUNS_HANG RUNS_RSS BENCH_NO_INSTALL; do
+        RUNS_SHORT RUNS_LONG RUNS_FAILOVER RUNS_HANG RUNS_HEDGE RUNS_RSS BENCH_NO_INSTALL; do
         if [[ -n ${!v:-} ]]; then keep+=("$v=${!v}"); fi
     done
     exec env -i _FREEROUTE_BENCH_SEALED=1 "${keep[@]}" bash "$0" "$@"
@@ -30,6 +34,9 @@ RUNS_SHORT=${RUNS_SHORT:-100}
 RUNS_LONG=${RUNS_LONG:-50}
 RUNS_FAILOVER=${RUNS_FAILOVER:-50}
 RUNS_HANG=${RUNS_HANG:-5}
+RUNS_HEDGE=${RUNS_HEDGE:-20}
+HEDGE_MS=200
+RSS_LIMIT_BYTES=12000000
 RUNS_RSS=${RUNS_RSS:-5}
 SERVER_LIMIT_SECS=1800
 KEY=sk-or-v1-bench-0123456789abcdef0123456789abcdef
@@ -132,6 +139,7 @@ FR_SHORT=("$FR" -q -m bench/short:free hi)
 FR_LONG=("$FR" -q -m bench/long:free hi)
 FR_FAILOVER=("$FR" -q -m bench/busy-1:free -m bench/busy-2:free -m bench/busy-3:free -m bench/short:free hi)
 FR_HANG=("$FR" -q --timeout 4 -m bench/hang:free -m bench/short:free hi)
+FR_HEDGE=("$FR" -q --timeout 4 --hedge-after "$HEDGE_MS" -m bench/hang:free -m bench/short:free hi)
 CURL=(curl -sN --noproxy '*' -H "Authorization: Bearer $KEY" -H "Content-Type: application/json"
     -H "Accept: text/event-stream" "$BASE/chat/completions" --data-binary)
 CURL_SHORT=("${CURL[@]}" "@$TMP/short.json")
@@ -173,6 +181,9 @@ got=$(outcomes FR_FAILOVER)
 rm -rf "$STATE_DIR"
 got=$(outcomes FR_HANG)
 [[ $got == "timeout ok" ]] || die "hang case: attempts were '$got'"
+rm -rf "$STATE_DIR"
+got=$(outcomes FR_HEDGE)
+[[ $got == "cancelled ok" ]] || die "hedged hang case: attempts were '$got'"
 rm -rf "$STATE_DIR"
 SHORT_BYTES=$(run FR_SHORT < /dev/null | wc -c)
 LONG_BYTES=$(run FR_LONG < /dev/null | wc -c)
@@ -284,13 +295,20 @@ measure "$RUNS_HANG" 0 PREPARE_FRESH FR_HANG > "$TMP/m"
 mapfile -t r < "$TMP/m"
 FR4=${r[0]}
 
-RSS_FR1=- RSS_CU1=- RSS_FR2=- RSS_CU2=-
+# (4b): the same with a hedge: the good candidate starts beside the hung one after 200 ms.
+log "bench: (4b) hung candidate then a good one, --hedge-after $HEDGE_MS, $RUNS_HEDGE runs"
+measure "$RUNS_HEDGE" 2 PREPARE_FRESH FR_HEDGE > "$TMP/m"
+mapfile -t r < "$TMP/m"
+FR4H=${r[0]}
+
+RSS_FR1=- RSS_CU1=- RSS_FR2=- RSS_CU2=- RSS_FR4H=-
 if ((HAVE_TIME)); then
     log "bench: (5) peak RSS, median of $RUNS_RSS runs"
     RSS_FR1=$(peak_rss FR_SHORT)
     RSS_CU1=$(peak_rss CURL_SHORT)
     RSS_FR2=$(peak_rss FR_LONG)
     RSS_CU2=$(peak_rss CURL_LONG)
+    RSS_FR4H=$(peak_rss FR_HEDGE)
 fi
 mib() { if [[ $1 == - ]]; then echo -; else awk -v k="$1" 'BEGIN {printf "%.1f MiB", k / 1024}'; fi; }
 rss_ratio() { if [[ $1 == - ]]; then echo -; else ratio "$1" "$2"; fi; }
@@ -305,14 +323,46 @@ DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
 D3=$(minus "$FR3" "$FR1")
 D3SAME=$(minus "$FR3" "$FR3BASE")
 D4=$(minus "$FR4" "$FR1")
+D4H=$(minus "$FR4H" "$FR1")
+X4H=$(awk -v a="$FR4H" -v b="$FR1" -v h="$HEDGE_MS" 'BEGIN {printf "%+.2f", a - b - h}')
+
+# ---- targets --------------------------------------------------------------------------
+RSS_MAX=-
+if ((HAVE_TIME)); then
+    RSS_MAX=$(printf '%s\n' "$RSS_FR1" "$RSS_FR2" "$RSS_FR4H" | sort -n | tail -n1)
+fi
+# target NAME MEASURED GOAL OK: one row of the targets table.
+TARGETS=()
+MISSED=0
+target() {
+    local verdict=met
+    if [[ $4 != 1 ]]; then
+        verdict="**missed**"
+        MISSED=$((MISSED + 1))
+    fi
+    TARGETS+=("$1|$2|$3|$verdict")
+}
+le() { awk -v a="$1" -v b="$2" 'BEGIN {print (a <= b) ? 1 : 0}'; }
+lt() { awk -v a="$1" -v b="$2" 'BEGIN {print (a < b) ? 1 : 0}'; }
+target "(1) 20-token answer vs curl" "$(ratio "$FR1" "$CU1")" "<= 1.00x" "$(le "$(awk -v a="$FR1" -v b="$CU1" 'BEGIN {print a / b}')" 1.0)"
+target "(2) 2,000-token stream vs curl" "$(ratio "$FR2" "$CU2")" "<= 1.20x" "$(le "$(awk -v a="$FR2" -v b="$CU2" 'BEGIN {print a / b}')" 1.2)"
+target "(3) fail-over cost over (1)" "$D3 ms" "< 5 ms" "$(lt "$D3" 5)"
+target "(4b) hedged hang over (1) + ${HEDGE_MS} ms" "$X4H ms" "< 5 ms" "$(lt "$X4H" 5)"
+if [[ $RSS_MAX != - ]]; then
+    target "peak RSS, largest of (5)" "$(mib "$RSS_MAX") ($((RSS_MAX * 1024)) bytes)" "< 12 MB (12,000,000 bytes)" "$(lt $((RSS_MAX * 1024)) "$RSS_LIMIT_BYTES")"
+else
+    target "peak RSS" "not measured (no /usr/bin/time)" "< 12 MB" 0
+fi
 
 ROWS=(
     "(1) 20-token answer|$(fmt "$FR1")|$(fmt "$CU1")|$(ratio "$FR1" "$CU1")"
     "(2) 2,000-token stream|$(fmt "$FR2")|$(fmt "$CU2")|$(ratio "$FR2" "$CU2")"
     "(3) fail-over: 3x429, then answer|$(fmt "$FR3")|-|$D3 ms vs (1)"
     "(4) hung candidate, then answer|$(fmt "$FR4")|-|$D4 ms vs (1)"
+    "(4b) the same, --hedge-after $HEDGE_MS|$(fmt "$FR4H")|-|$D4H ms vs (1)"
     "(5) peak RSS, 20-token|$(mib "$RSS_FR1")|$(mib "$RSS_CU1")|$(rss_ratio "$RSS_FR1" "$RSS_CU1")"
     "(5) peak RSS, 2,000-token|$(mib "$RSS_FR2")|$(mib "$RSS_CU2")|$(rss_ratio "$RSS_FR2" "$RSS_CU2")"
+    "(5) peak RSS, (4b) hedged|$(mib "$RSS_FR4H")|-|-"
 )
 
 {
@@ -324,6 +374,12 @@ ROWS=(
     printf '\n(3) fail-over cost: %s ms over (1); %s ms over the 20-token run timed alongside it (%s ms), both with a fresh state dir.\n' \
         "$D3" "$D3SAME" "$(fmt "$FR3BASE")"
     printf '(4) without hedging: the hung attempt waits out half of --timeout 4 before the next candidate.\n'
+    printf '(4b) with --hedge-after %s: %s ms over (1) + %s ms.\n' "$HEDGE_MS" "$X4H" "$HEDGE_MS"
+    printf '\n%-40s %26s %28s %10s\n' "target" "measured" "goal" "verdict"
+    for row in "${TARGETS[@]}"; do
+        IFS='|' read -r a b c d <<< "$row"
+        printf '%-40s %26s %28s %10s\n' "$a" "$b" "$c" "${d//\*/}"
+    done
     printf 'Medians; timer: %s. Output: %s bytes (20-token), %s bytes (2,000-token).\n' "$TIMER" "$SHORT_BYTES" "$LONG_BYTES"
 }
 
@@ -336,9 +392,9 @@ ROWS=(
     echo "- Load average (1, 5, 15 min) before the timed runs: $LOAD_BEFORE; after: $LOAD_AFTER (other work on the machine skews the numbers)"
     echo "- freeroute: release build of $REV; $RUSTC"
     echo "- curl: $(curl --version | head -n1 | cut -d' ' -f1-2)"
-    echo "- Timer: $TIMER; medians of $RUNS_SHORT / $RUNS_LONG / $RUNS_FAILOVER / $RUNS_HANG runs for (1) / (2) / (3) / (4); peak RSS: median of $RUNS_RSS runs of \`/usr/bin/time -f %M\`"
+    echo "- Timer: $TIMER; medians of $RUNS_SHORT / $RUNS_LONG / $RUNS_FAILOVER / $RUNS_HANG / $RUNS_HEDGE runs for (1) / (2) / (3) / (4) / (4b); peak RSS: median of $RUNS_RSS runs of \`/usr/bin/time -f %M\`"
     echo "- Server: \`examples/fake_openrouter.rs\` on 127.0.0.1, no artificial delay; the catalog cache was warm."
-    echo "- State: each timed freeroute run starts from a copy of the state dir left by one earlier answer ((1), (2), (5)) or from none ((3), (4)), restored before each run, untimed (hyperfine \`--prepare\`): freeroute counts requests against OpenRouter's 20 a minute and remembers failures, so back-to-back runs would otherwise be refused or skip models."
+    echo "- State: each timed freeroute run starts from a copy of the state dir left by one earlier answer ((1), (2), (5)) or from none ((3), (4), (4b)), restored before each run, untimed (hyperfine \`--prepare\`): freeroute counts requests against OpenRouter's 20 a minute and remembers failures, so back-to-back runs would otherwise be refused or skip models."
     echo "- freeroute runs with stdout to /dev/null (no terminal, so no live streaming: the answer is printed whole); curl runs \`curl -sN\` with the same JSON body and headers."
     echo
     echo "| case | freeroute | curl | ratio |"
@@ -349,10 +405,24 @@ ROWS=(
         echo "| $a | $b | $c | $d |"
     done
     echo
+    echo "Targets:"
+    echo
+    echo "| target | measured | goal | verdict |"
+    echo "|---|---:|---|---|"
+    for row in "${TARGETS[@]}"; do
+        IFS='|' read -r a b c d <<< "$row"
+        echo "| $a | $b | $c | $d |"
+    done
+    echo
     echo "- (1): \`freeroute -q -m bench/short:free \"hi\"\` vs curl POSTing the same request; 20 tokens, $SHORT_BYTES bytes of output."
     echo "- (2): the same with \`bench/long:free\`; 2,000 tokens, $LONG_BYTES bytes of output."
     echo "- (3): \`-m bench/busy-1:free -m bench/busy-2:free -m bench/busy-3:free -m bench/short:free\`, each busy model answering HTTP 429; state dir removed before each run. Cost of the fail-over: **$D3 ms** over (1); $D3SAME ms over the 20-token case timed alongside it under the same fresh-state condition ($(fmt "$FR3BASE") ms)."
-    echo "- (4): \`--timeout 4 -m bench/hang:free -m bench/short:free\`; the hung stream sends one keep-alive comment, then nothing. **No hedging yet**: the hung attempt is abandoned after half of the 4 s deadline, then the next candidate answers."
-    echo "- (5): peak RSS (\`%M\`) of the whole process."
+    echo "- (4): \`--timeout 4 -m bench/hang:free -m bench/short:free\`; the hung stream sends one keep-alive comment, then nothing. **No hedging**: the hung attempt is abandoned after half of the 4 s deadline, then the next candidate answers."
+    echo "- (4b): the same with \`--hedge-after $HEDGE_MS\`: when the hung candidate has no first token after $HEDGE_MS ms, the next one starts beside it, answers, and the hung one is dropped (\`--json\` attempts: \`cancelled\`, \`ok\`). Expected: (1) + $HEDGE_MS ms; measured **$X4H ms** over that."
+    echo "- (5): peak RSS (\`%M\`) of the whole process; the (4b) run holds two connections at once."
 } > "$ROOT/bench/results.md"
 log "bench: wrote bench/results.md"
+if ((MISSED)); then
+    log "bench: $MISSED target(s) missed (see bench/results.md)"
+    exit 1
+fi
