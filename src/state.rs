@@ -44,6 +44,8 @@ pub struct ModelStats {
     pub updated_ms: u64,
     /// Smoothed time to first token, ms.
     pub ttft_ms: Option<f64>,
+    /// Smoothed deviation of the time to first token, ms: how heavy its tail is.
+    pub ttft_dev_ms: Option<f64>,
     /// Smoothed completion tokens per second.
     pub tps: Option<f64>,
     pub cooldown_until_ms: u64,
@@ -83,6 +85,12 @@ pub fn key(provider: &str, model: &str) -> String {
 }
 
 impl ModelStats {
+    /// The first-token time to expect, tail included: mean plus 1.5 deviations.
+    pub fn expected_ttft_ms(&self) -> Option<f64> {
+        self.ttft_ms
+            .map(|m| m + 1.5 * self.ttft_dev_ms.unwrap_or(0.0))
+    }
+
     /// Success ratio with a neutral prior: 0.5 for a model never measured.
     pub fn health(&self, now_ms: u64) -> f64 {
         let f = decay(self.updated_ms, now_ms);
@@ -108,7 +116,14 @@ impl ModelStats {
                 self.cooldown_until_ms = 0;
                 self.last_error = None;
                 if let Some(t) = a.first_token_ms {
-                    self.ttft_ms = Some(smooth(self.ttft_ms, t as f64));
+                    let t = t as f64;
+                    if let Some(mean) = self.ttft_ms {
+                        // Unlike the mean, the deviation sees slow answers (up to 10×).
+                        let dev = (t.min(mean * 10.0) - mean).abs();
+                        self.ttft_dev_ms =
+                            Some(self.ttft_dev_ms.map_or(dev, |d| d + 0.3 * (dev - d)));
+                    }
+                    self.ttft_ms = Some(smooth(self.ttft_ms, t));
                 }
                 if let Some(t) = a.tokens_per_sec {
                     self.tps = Some(smooth(self.tps, t));
@@ -171,6 +186,10 @@ pub fn backoff(
     now_ms: u64,
 ) -> Option<u64> {
     use AttemptOutcome::*;
+    // A busy pool's own Retry-After is the best estimate, even a short one (DESIGN §3).
+    if let (RateLimited, Some(hint)) = (outcome, hint_ms) {
+        return Some(hint.max(now_ms));
+    }
     match outcome {
         RateLimited | ServerError | Timeout | ConnectionFailed | EmptyAnswer
         | StreamInterrupted => {

@@ -14,10 +14,11 @@ use crate::state::State;
 pub const PREFER_BONUS: f64 = 2.0;
 /// Weight of the measured success ratio (health 0.5 = unmeasured = no effect).
 pub const HEALTH_WEIGHT: f64 = 1.2;
-/// Most a fast first token can add.
-pub const LATENCY_WEIGHT: f64 = 0.3;
+/// Most a fast first token can add: as much as the size prior can tell a 400B model
+/// from an 8B one, since users of free models suffer slow first tokens most.
+pub const LATENCY_WEIGHT: f64 = 0.6;
 /// Jitter spreads load and gets unmeasured models tried (DESIGN §3).
-pub const JITTER: f64 = 0.15;
+pub const JITTER: f64 = 0.25;
 /// Now and then (`EXPLORE_RATE` of the time) a model the router knows little about is
 /// lifted by up to `EXPLORE`, so models never measured, or measured long ago (one that has
 /// since recovered, say), are found again.
@@ -71,8 +72,12 @@ pub fn score(
     let stats = state.model(&m.provider, &m.id);
     let health = stats.map_or(0.0, |s| HEALTH_WEIGHT * (s.health(now_ms) - 0.5));
     // Unmeasured models are credited a typical free model's first token.
-    let latency =
-        LATENCY_WEIGHT * latency_credit(stats.and_then(|s| s.ttft_ms).unwrap_or(TYPICAL_TTFT_MS));
+    let latency = LATENCY_WEIGHT
+        * latency_credit(
+            stats
+                .and_then(|s| s.expected_ttft_ms())
+                .unwrap_or(TYPICAL_TTFT_MS),
+        );
     let confidence = stats.map_or(0.0, |s| s.confidence(now_ms));
     let explore = if rng.f64() < EXPLORE_RATE {
         EXPLORE * (1.0 - confidence)
@@ -100,10 +105,10 @@ pub fn score(
 /// The first-token time assumed for a model not measured yet.
 pub const TYPICAL_TTFT_MS: f64 = 1500.0;
 
-/// 1 for a first token within 250 ms, 0 at 10 s or more, on a log scale in between: the
-/// difference between 300 ms and 3 s matters more than between 6 s and 9 s.
+/// 1 for a first token within 100 ms, 0 at 10 s or more, on a log scale in between: the
+/// difference between 100 ms and 1 s matters as much as between 1 s and 10 s.
 pub fn latency_credit(ttft_ms: f64) -> f64 {
-    (1.0 - (ttft_ms.max(1.0) / 250.0).ln() / 40f64.ln()).clamp(0.0, 1.0)
+    (1.0 - (ttft_ms.max(1.0) / 100.0).ln() / 100f64.ln()).clamp(0.0, 1.0)
 }
 
 /// Orders candidates: models named by `-m` in the order given; then keyed clouds before
