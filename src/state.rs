@@ -186,10 +186,6 @@ pub fn backoff(
     now_ms: u64,
 ) -> Option<u64> {
     use AttemptOutcome::*;
-    // A busy pool's own Retry-After is the best estimate, even a short one (DESIGN §3).
-    if let (RateLimited, Some(hint)) = (outcome, hint_ms) {
-        return Some(hint.max(now_ms));
-    }
     match outcome {
         RateLimited | ServerError | Timeout | ConnectionFailed | EmptyAnswer
         | StreamInterrupted => {

@@ -84,9 +84,9 @@ pub fn classify_http(status: u16, headers: &RetryHeaders, body: &[u8], now_ms: u
             }
             f
         }
-        // DESIGN §3: the Retry-After when there is one (even a short one), else ≥ 30 s.
-        429 => Failure::new(RateLimited, message)
-            .until(Some(retry_hint.unwrap_or(now_ms + MIN_COOLDOWN_MS))),
+        // At least 30 s even when Retry-After says less: in the fleet simulation, honouring
+        // short hints sent parallel runs back into the same busy pools (bench/fleet-results.md).
+        429 => Failure::new(RateLimited, message).until(cooldown),
         401 => Failure::new(AuthFailed, message).provider(),
         403 if meta
             .is_some_and(|m| m.get("reasons").is_some() || m.get("flagged_input").is_some()) =>
