@@ -17,8 +17,8 @@
 #[path = "../tests/support/fake.rs"]
 mod fake;
 
-use std::io::{Read, Write};
-use std::sync::mpsc;
+use std::io::Write;
+
 use std::time::Duration;
 
 use fake::{FakeServer, Reply, Step};
@@ -159,29 +159,6 @@ fn main() {
     let _ = out.flush();
     drop(out);
 
-    let (tx, rx) = mpsc::channel::<()>();
-    if stdin_is_pipe() {
-        std::thread::spawn(move || {
-            let mut sink = [0u8; 256];
-            let mut stdin = std::io::stdin().lock();
-            while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
-            let _ = tx.send(());
-        });
-    }
-    // Returns on the time limit, or when the stdin watcher reports EOF.
-    let _ = rx.recv_timeout(limit);
+    fake::wait_for_limit_or_stdin_eof(limit);
     drop(server);
-}
-
-/// A pipe on stdin means a parent holds its other end; /dev/null or a terminal do not.
-fn stdin_is_pipe() -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        std::fs::metadata("/dev/stdin").is_ok_and(|m| m.file_type().is_fifo())
-    }
-    #[cfg(not(unix))]
-    {
-        false
-    }
 }

@@ -494,3 +494,32 @@ pub fn model_entry(
 pub fn catalog(entries: Vec<serde_json::Value>) -> Reply {
     Reply::json(200, serde_json::json!({"data": entries}).to_string())
 }
+
+/// For a standalone fake server (examples/): returns after `limit`, or as soon as a piped
+/// standard input closes (the bench script that started it has gone). A stdin that is not
+/// a pipe (e.g. /dev/null for a background job) is not watched.
+pub fn wait_for_limit_or_stdin_eof(limit: Duration) {
+    use std::io::Read;
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    if stdin_is_pipe() {
+        std::thread::spawn(move || {
+            let mut sink = [0u8; 256];
+            let mut stdin = std::io::stdin().lock();
+            while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+            let _ = tx.send(());
+        });
+    }
+    let _ = rx.recv_timeout(limit);
+}
+
+fn stdin_is_pipe() -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        std::fs::metadata("/dev/stdin").is_ok_and(|m| m.file_type().is_fifo())
+    }
+    #[cfg(not(unix))]
+    {
+        false
+    }
+}
