@@ -796,6 +796,8 @@ fn print_plan(plan: &Plan, req: &Request, printer: &Printer) {
             model: &'a str,
             score: f64,
             why: String,
+            /// The score's parts, each to two decimals.
+            parts: crate::plan::Score,
             /// Worst-case first-token timeout; absent past the attempt limit.
             first_token_timeout_ms: Option<u64>,
         }
@@ -808,6 +810,7 @@ fn print_plan(plan: &Plan, req: &Request, printer: &Printer) {
                 model: &c.model.id,
                 score: round(c.score.total),
                 why: c.score.explain(),
+                parts: c.score.rounded(),
                 first_token_timeout_ms: timeout_of(i),
             })
             .collect();
@@ -1085,6 +1088,9 @@ fn stats(args: &StatsArgs, printer: &Printer) -> Result<()> {
                 "ok": round(m.ok),
                 "failed": round(m.fail),
                 "first_token_ms": m.ttft_ms.map(|t| t.round()),
+                "first_token_dev_ms": m.ttft_dev_ms.map(|t| t.round()),
+                "rest_of_answer_ms": m.gen_ms.map(|t| t.round()),
+                "expected_answer_ms": m.expected_answer_ms().map(|t| t.round()),
                 "tokens_per_sec": m.tps.map(round),
                 "cooldown_until_ms": (m.cooldown_until_ms > now).then_some(m.cooldown_until_ms),
                 "last_outcome": m.last_outcome,

@@ -48,6 +48,9 @@ pub struct ModelStats {
     pub ttft_dev_ms: Option<f64>,
     /// Smoothed completion tokens per second.
     pub tps: Option<f64>,
+    /// Smoothed time from the first token to the end of the answer, ms: with the first
+    /// token, what a caller waits for an answer.
+    pub gen_ms: Option<f64>,
     pub cooldown_until_ms: u64,
     pub consecutive_failures: u32,
     pub last_outcome: Option<AttemptOutcome>,
@@ -85,10 +88,16 @@ pub fn key(provider: &str, model: &str) -> String {
 }
 
 impl ModelStats {
-    /// The first-token time to expect, tail included: mean plus 1.5 deviations.
+    /// The first-token time to expect, tail included: mean plus two deviations.
     pub fn expected_ttft_ms(&self) -> Option<f64> {
         self.ttft_ms
-            .map(|m| m + 1.5 * self.ttft_dev_ms.unwrap_or(0.0))
+            .map(|m| m + 2.0 * self.ttft_dev_ms.unwrap_or(0.0))
+    }
+
+    /// The time to a whole answer to expect: the first token, tail included, then the rest.
+    pub fn expected_answer_ms(&self) -> Option<f64> {
+        self.expected_ttft_ms()
+            .map(|t| t + self.gen_ms.unwrap_or(0.0))
     }
 
     /// Success ratio with a neutral prior: 0.5 for a model never measured.
@@ -124,6 +133,8 @@ impl ModelStats {
                             Some(self.ttft_dev_ms.map_or(dev, |d| d + 0.3 * (dev - d)));
                     }
                     self.ttft_ms = Some(smooth(self.ttft_ms, t));
+                    let gen_ms = a.elapsed_ms.saturating_sub(a.first_token_ms.unwrap_or(0));
+                    self.gen_ms = Some(smooth(self.gen_ms, (gen_ms as f64).max(1.0)));
                 }
                 if let Some(t) = a.tokens_per_sec {
                     self.tps = Some(smooth(self.tps, t));
@@ -573,6 +584,23 @@ mod tests {
             piece: None,
             context_tokens: None,
         }
+    }
+
+    #[test]
+    fn an_answer_teaches_its_whole_time() {
+        let mut s = ModelStats::default();
+        let mut a = attempt(AttemptOutcome::Ok);
+        a.first_token_ms = Some(100);
+        a.elapsed_ms = 400;
+        s.record(&a, 0);
+        assert_eq!((s.ttft_ms, s.gen_ms), (Some(100.0), Some(300.0)));
+        assert_eq!(s.expected_answer_ms(), Some(400.0));
+        a.first_token_ms = Some(200);
+        a.elapsed_ms = 200;
+        s.record(&a, 0);
+        // A slow first token widens the tail; an answer in one chunk still counts 1 ms.
+        assert!(s.expected_answer_ms().unwrap() > 400.0, "{s:?}");
+        assert!(s.gen_ms.unwrap() < 300.0, "{s:?}");
     }
 
     #[test]

@@ -50,19 +50,12 @@ pub fn plan(
     rng: &mut fastrand::Rng,
 ) -> Plan {
     let mut out = Plan::default();
+    let mut kept = Vec::new();
     let mut cooling = Vec::new();
     for m in models {
-        let mut candidate = |cooling_until_ms| Candidate {
-            model: m.clone(),
-            score: rank::score(m, route, state, now_ms, &mut *rng),
-            ttft_ms: state.model(&m.provider, &m.id).and_then(|s| s.ttft_ms),
-            cooling_until_ms,
-        };
         match filter::check(m, route, needs, state, now_ms) {
-            Ok(()) => out.candidates.push(candidate(None)),
-            Err(DropReason::CoolingDown { until_ms, .. }) => {
-                cooling.push(candidate(Some(until_ms)))
-            }
+            Ok(()) => kept.push(m),
+            Err(DropReason::CoolingDown { until_ms, .. }) => cooling.push((m, until_ms)),
             Err(reason) => out.dropped.push(Dropped {
                 provider: m.provider.clone(),
                 model: m.id.clone(),
@@ -71,8 +64,21 @@ pub fn plan(
             }),
         }
     }
+    // Latency is judged against the candidates that can be tried now.
+    let latency_ref = rank::LatencyRef::of(kept.iter().map(|m| rank::expected_ms(state, m)));
+    let mut candidate = |m: &Model, cooling_until_ms| Candidate {
+        model: m.clone(),
+        score: rank::score(m, route, state, now_ms, &latency_ref, &mut *rng),
+        ttft_ms: state.model(&m.provider, &m.id).and_then(|s| s.ttft_ms),
+        cooling_until_ms,
+    };
+    out.candidates = kept.into_iter().map(|m| candidate(m, None)).collect();
     rank::order(&mut out.candidates, &route.models);
-    cooling.sort_by_key(|c| c.cooling_until_ms);
+    cooling.sort_by_key(|(_, until)| *until);
+    let cooling: Vec<Candidate> = cooling
+        .into_iter()
+        .map(|(m, until)| candidate(m, Some(until)))
+        .collect();
     out.candidates.extend(cooling);
     out
 }

@@ -14,9 +14,13 @@ use crate::state::State;
 pub const PREFER_BONUS: f64 = 2.0;
 /// Weight of the measured success ratio (health 0.5 = unmeasured = no effect).
 pub const HEALTH_WEIGHT: f64 = 1.2;
-/// Most a fast first token can add: as much as the size prior can tell a 400B model
-/// from an 8B one, since users of free models suffer slow first tokens most.
-pub const LATENCY_WEIGHT: f64 = 0.6;
+/// What a model loses for each doubling of its expected time to an answer over the
+/// fastest candidate's: a model four times slower than the fastest loses 0.5, more than the
+/// size prior tells a 400B model from an 8B one (0.4). Relative, so it orders a fleet the same way
+/// whether its answers take 50 ms or 5 s, and users of free models suffer slow answers most.
+pub const LATENCY_PER_DOUBLING: f64 = 0.25;
+/// The most latency can cost (a model 64 times slower than the fastest).
+pub const LATENCY_MAX: f64 = 1.5;
 /// Jitter spreads load and gets unmeasured models tried (DESIGN §3).
 pub const JITTER: f64 = 0.25;
 /// Now and then (`EXPLORE_RATE` of the time) a model the router knows little about is
@@ -42,9 +46,24 @@ pub struct Score {
 }
 
 impl Score {
+    /// Each part to two decimals, for `--dry-run --json`.
+    pub fn rounded(&self) -> Score {
+        let r = |x: f64| (x * 100.0).round() / 100.0;
+        Score {
+            total: r(self.total),
+            quality: r(self.quality),
+            prefer: r(self.prefer),
+            health: r(self.health),
+            latency: r(self.latency),
+            explore: r(self.explore),
+            quota: r(self.quota),
+            jitter: r(self.jitter),
+        }
+    }
+
     pub fn explain(&self) -> String {
         format!(
-            "quality {:.2} + prefer {:.2} + health {:+.2} + latency {:.2} + explore {:.2} + quota {:+.2} + jitter {:.2}",
+            "quality {:.2} + prefer {:.2} + health {:+.2} + latency {:+.2} + explore {:.2} + quota {:+.2} + jitter {:.2}",
             self.quality,
             self.prefer,
             self.health,
@@ -56,11 +75,47 @@ impl Score {
     }
 }
 
+/// The expected times to an answer that a candidate's latency is judged against: the
+/// fastest candidate's, and a typical one assumed for models not measured yet.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LatencyRef {
+    pub best_ms: Option<f64>,
+    pub typical_ms: Option<f64>,
+}
+
+impl LatencyRef {
+    /// From the candidates' expected times (None: not measured): the fastest and the median.
+    pub fn of(times: impl IntoIterator<Item = Option<f64>>) -> Self {
+        let mut known: Vec<f64> = times.into_iter().flatten().filter(|t| *t > 0.0).collect();
+        known.sort_by(f64::total_cmp);
+        LatencyRef {
+            best_ms: known.first().copied(),
+            typical_ms: known.get(known.len().saturating_sub(1) / 2).copied(),
+        }
+    }
+
+    /// 0 for the fastest, less by `LATENCY_PER_DOUBLING` per doubling of the time.
+    pub fn latency(&self, expected_ms: Option<f64>) -> f64 {
+        let (Some(best), Some(t)) = (self.best_ms, expected_ms.or(self.typical_ms)) else {
+            return 0.0;
+        };
+        -(LATENCY_PER_DOUBLING * (t.max(best) / best).log2()).min(LATENCY_MAX)
+    }
+}
+
+/// A model's expected time to an answer (first token, tail included, then the rest).
+pub fn expected_ms(state: &State, m: &Model) -> Option<f64> {
+    state
+        .model(&m.provider, &m.id)
+        .and_then(|s| s.expected_answer_ms())
+}
+
 pub fn score(
     m: &Model,
     route: &Route,
     state: &State,
     now_ms: u64,
+    latency_ref: &LatencyRef,
     rng: &mut fastrand::Rng,
 ) -> Score {
     let quality = quality_prior(m, now_ms);
@@ -71,13 +126,8 @@ pub fn score(
     };
     let stats = state.model(&m.provider, &m.id);
     let health = stats.map_or(0.0, |s| HEALTH_WEIGHT * (s.health(now_ms) - 0.5));
-    // Unmeasured models are credited a typical free model's first token.
-    let latency = LATENCY_WEIGHT
-        * latency_credit(
-            stats
-                .and_then(|s| s.expected_ttft_ms())
-                .unwrap_or(TYPICAL_TTFT_MS),
-        );
+    // Unmeasured models are assumed typical of the candidates measured.
+    let latency = latency_ref.latency(stats.and_then(|s| s.expected_answer_ms()));
     let confidence = stats.map_or(0.0, |s| s.confidence(now_ms));
     let explore = if rng.f64() < EXPLORE_RATE {
         EXPLORE * (1.0 - confidence)
@@ -100,15 +150,6 @@ pub fn score(
         explore,
         jitter,
     }
-}
-
-/// The first-token time assumed for a model not measured yet.
-pub const TYPICAL_TTFT_MS: f64 = 1500.0;
-
-/// 1 for a first token within 100 ms, 0 at 10 s or more, on a log scale in between: the
-/// difference between 100 ms and 1 s matters as much as between 1 s and 10 s.
-pub fn latency_credit(ttft_ms: f64) -> f64 {
-    (1.0 - (ttft_ms.max(1.0) / 100.0).ln() / 100f64.ln()).clamp(0.0, 1.0)
 }
 
 /// Orders candidates: models named by `-m` in the order given; then keyed clouds before
@@ -237,8 +278,22 @@ mod tests {
             ..Default::default()
         };
         let s = State::default();
-        let big = score(&model("or", "big-405b"), &route, &s, 0, &mut rng);
-        let small = score(&model("or", "small-1b"), &route, &s, 0, &mut rng);
+        let big = score(
+            &model("or", "big-405b"),
+            &route,
+            &s,
+            0,
+            &LatencyRef::default(),
+            &mut rng,
+        );
+        let small = score(
+            &model("or", "small-1b"),
+            &route,
+            &s,
+            0,
+            &LatencyRef::default(),
+            &mut rng,
+        );
         assert!(small.total > big.total);
 
         let mut st = State::default();
@@ -254,35 +309,86 @@ mod tests {
             &Route::default(),
             &st,
             0,
+            &LatencyRef::default(),
             &mut rng,
         );
-        let fresh = score(&model("or", "mid-70b"), &Route::default(), &st, 0, &mut rng);
+        let fresh = score(
+            &model("or", "mid-70b"),
+            &Route::default(),
+            &st,
+            0,
+            &LatencyRef::default(),
+            &mut rng,
+        );
         assert!(fresh.total > failing.total, "{fresh:?} vs {failing:?}");
+    }
+
+    fn timed(ttft_ms: f64, gen_ms: f64) -> ModelStats {
+        ModelStats {
+            ok: 3.0,
+            ttft_ms: Some(ttft_ms),
+            gen_ms: Some(gen_ms),
+            ..Default::default()
+        }
+    }
+
+    /// Latency parts of `ids` in a state with these (ttft, gen) times; None: unmeasured.
+    fn latencies(times: &[(&str, Option<(f64, f64)>)]) -> Vec<f64> {
+        let mut st = State::default();
+        for (id, t) in times {
+            if let Some((ttft, gen_ms)) = t {
+                st.models.insert(key("or", id), timed(*ttft, *gen_ms));
+            }
+        }
+        let models: Vec<Model> = times.iter().map(|(id, _)| model("or", id)).collect();
+        let r = LatencyRef::of(models.iter().map(|m| expected_ms(&st, m)));
+        let mut rng = fastrand::Rng::with_seed(1);
+        models
+            .iter()
+            .map(|m| score(m, &Route::default(), &st, 0, &r, &mut rng).latency)
+            .collect()
     }
 
     #[test]
     fn faster_measured_model_rises() {
-        let mut st = State::default();
-        st.models.insert(
-            key("or", "a-70b"),
-            ModelStats {
-                ok: 3.0,
-                ttft_ms: Some(300.0),
-                ..Default::default()
-            },
+        let l = latencies(&[
+            ("a-70b", Some((300.0, 200.0))),
+            ("b-70b", Some((6000.0, 200.0))),
+        ]);
+        assert_eq!(l[0], 0.0, "the fastest loses nothing");
+        assert!(l[0] - l[1] > JITTER, "{l:?}");
+    }
+
+    #[test]
+    fn latency_is_relative_and_counts_the_whole_answer() {
+        // The same fleet ten times slower is ordered the same way.
+        let fast = latencies(&[("a", Some((50.0, 50.0))), ("b", Some((200.0, 200.0)))]);
+        let slow = latencies(&[("a", Some((500.0, 500.0))), ("b", Some((2000.0, 2000.0)))]);
+        assert!((fast[1] - slow[1]).abs() < 1e-9, "{fast:?} vs {slow:?}");
+        // Four times slower: two doublings.
+        assert!(
+            (fast[1] + 2.0 * LATENCY_PER_DOUBLING).abs() < 1e-9,
+            "{fast:?}"
         );
-        st.models.insert(
-            key("or", "b-70b"),
-            ModelStats {
-                ok: 3.0,
-                ttft_ms: Some(6000.0),
-                ..Default::default()
-            },
-        );
-        let mut rng = fastrand::Rng::with_seed(1);
-        let a = score(&model("or", "a-70b"), &Route::default(), &st, 0, &mut rng);
-        let b = score(&model("or", "b-70b"), &Route::default(), &st, 0, &mut rng);
-        assert!(a.latency - b.latency > JITTER);
+        // A quick first token followed by a slow answer is slow.
+        let l = latencies(&[
+            ("quick-start", Some((50.0, 2000.0))),
+            ("steady", Some((300.0, 300.0))),
+        ]);
+        assert!(l[0] < l[1], "{l:?}");
+        // Unmeasured models are taken as typical (the median), never as the fastest.
+        let l = latencies(&[
+            ("a", Some((100.0, 0.0))),
+            ("b", Some((400.0, 0.0))),
+            ("c", Some((1600.0, 0.0))),
+            ("new", None),
+        ]);
+        assert_eq!(l[3], l[1], "{l:?}");
+        // Nothing measured: latency tells nothing.
+        assert_eq!(latencies(&[("a", None), ("b", None)]), vec![0.0, 0.0]);
+        // Bounded: a hung model cannot sink below every failure.
+        let l = latencies(&[("a", Some((10.0, 0.0))), ("b", Some((1e7, 0.0)))]);
+        assert_eq!(l[1], -LATENCY_MAX);
     }
 
     #[test]
@@ -299,7 +405,16 @@ mod tests {
         let runs = 1000;
         let explored = (0..runs)
             .filter(|_| {
-                score(&model("or", "new-70b"), &Route::default(), &st, 0, &mut rng).explore > 0.0
+                score(
+                    &model("or", "new-70b"),
+                    &Route::default(),
+                    &st,
+                    0,
+                    &LatencyRef::default(),
+                    &mut rng,
+                )
+                .explore
+                    > 0.0
             })
             .count();
         assert!((50..200).contains(&explored), "{explored} of {runs}");
@@ -308,6 +423,7 @@ mod tests {
             &Route::default(),
             &st,
             0,
+            &LatencyRef::default(),
             &mut rng,
         );
         assert!(

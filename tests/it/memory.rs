@@ -10,9 +10,19 @@ use crate::harness::Env;
 /// A custom provider with two models of equal prior on the fake server (no per-minute
 /// limit, so many runs can go at once).
 fn local(s: &FakeServer) -> Env {
+    local_with(s, &["fast-7b", "slow-7b"])
+}
+
+/// A local provider listing these models.
+fn local_with(s: &FakeServer, ids: &[&str]) -> Env {
+    let models: Vec<String> = ids
+        .iter()
+        .map(|id| format!("{{ id = \"{id}\", context = 8192 }}"))
+        .collect();
     Env::bare().config(&format!(
-        "[providers.local]\nbase_url = \"{}\"\nmodels = [{{ id = \"fast-7b\", context = 8192 }}, {{ id = \"slow-7b\", context = 8192 }}]\n",
-        s.url("/v1")
+        "[providers.local]\nbase_url = \"{}\"\nmodels = [{}]\n",
+        s.url("/v1"),
+        models.join(", ")
     ))
 }
 
@@ -200,6 +210,73 @@ fn measured_latency_moves_the_faster_model_ahead() {
             .unwrap()
     };
     assert!(ttft("slow-7b") > 2000.0 && ttft("fast-7b") < 1000.0, "{v}");
+}
+
+#[test]
+fn a_quick_first_token_then_a_slow_stream_counts_as_slow() {
+    // drip-7b starts at once but takes 1.6 s to finish; steady-7b starts after 300 ms and
+    // finishes at once: steady is the faster answer, and ranks first.
+    let s = FakeServer::start(|r| {
+        let model = r.model();
+        if model == "drip-7b" {
+            let mut steps = vec![Step::Send(fake::chunk(
+                &model,
+                serde_json::json!({"role": "assistant", "content": "a"}),
+                None,
+            ))];
+            for _ in 0..4 {
+                steps.push(Step::Sleep(Duration::from_millis(400)));
+                steps.push(Step::Send(fake::chunk(
+                    &model,
+                    serde_json::json!({"content": " b"}),
+                    None,
+                )));
+            }
+            steps.extend(fake::answer_steps(&model, &[" c"]));
+            Reply::stream(steps)
+        } else {
+            let mut steps = fake::answer_steps(&model, &["ok"]);
+            steps.insert(0, Step::Sleep(Duration::from_millis(300)));
+            Reply::stream(steps)
+        }
+    });
+    let env = local_with(&s, &["drip-7b", "steady-7b"]);
+    for model in ["drip-7b", "steady-7b", "drip-7b", "steady-7b"] {
+        let out = env.run(&["-m", model, "q"]);
+        assert_eq!(out.code, 0, "{out}");
+    }
+    let v = stats(&env);
+    let field = |id: &str, f: &str| {
+        v["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["model"] == id)
+            .unwrap()[f]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{f} of {id}: {v}"))
+    };
+    assert!(
+        field("drip-7b", "first_token_ms") < field("steady-7b", "first_token_ms"),
+        "{v}"
+    );
+    assert!(field("drip-7b", "rest_of_answer_ms") > 1000.0, "{v}");
+    assert!(
+        field("drip-7b", "expected_answer_ms") > field("steady-7b", "expected_answer_ms"),
+        "{v}"
+    );
+    for seed in ["1", "2", "3"] {
+        let out = env.run_with_env(&["--dry-run", "--json", "q"], &[("FREEROUTE_SEED", seed)]);
+        let v = out.json();
+        assert_eq!(
+            v["candidates"][0]["model"], "steady-7b",
+            "seed {seed}: {out}"
+        );
+        assert!(
+            v["candidates"][1]["parts"]["latency"].as_f64().unwrap() < -0.3,
+            "{out}"
+        );
+    }
 }
 
 #[test]
