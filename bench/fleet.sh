@@ -11,13 +11,18 @@
 # decay, quota windows) runs on the wall clock; `FREEROUTE_NOW_MS`, set per run, puts its
 # memory on the fleet's time scale.
 #
-#   bench/fleet.sh          # builds, runs the six phases (~10 min), writes bench/fleet-results.md
+#   bench/fleet.sh          # builds, runs the nine phases (~13 min), writes bench/fleet-results.md
 #
-# Knobs (environment): FLEET_PROMPTS (500), FLEET_PARALLEL (8), FLEET_TIMEOUT (10 s, for
-# both clients), FLEET_SEED (1: the fleet's fates), FLEET_PHASES ("base-seq base-par fr-seq
-# fr-par frx-seq frx-par"), FLEET_CLOCK_X (10), FLEET_FR_ARGS (extra freeroute arguments,
-# e.g. "--hedge-after 300"), FLEET_OUT (the report; bench/fleet-results.md), FLEET_KEEP (a
-# directory to copy the raw per-prompt results and freeroute's state into).
+# Phases *-rate send the prompts open-loop instead, FLEET_RATE (20) a second whatever the
+# answers take, so both clients meet the same offered load: `xargs -P 8` is a closed loop in
+# which the faster client sends more, until the fleet's quotas are the limit.
+#
+# Knobs (environment): FLEET_PROMPTS (500), FLEET_PARALLEL (8), FLEET_RATE (20), FLEET_TIMEOUT
+# (10 s, for both clients), FLEET_SEED (1: the fleet's fates), FLEET_PHASES ("base-seq
+# base-par base-rate fr-seq fr-par fr-rate frx-seq frx-par frx-rate"), FLEET_CLOCK_X (10),
+# FLEET_FR_ARGS (extra freeroute arguments, e.g. "--hedge-after 300"), FLEET_OUT (the report;
+# bench/fleet-results.md), FLEET_KEEP (a directory to copy the raw per-prompt results and
+# freeroute's state into).
 #
 # Nothing leaves 127.0.0.1: the script re-runs itself in a sealed environment, freeroute
 # gets temporary HOME and XDG dirs with the fleet configured as a custom provider
@@ -30,7 +35,7 @@ set -euo pipefail
 if [[ -z ${_FREEROUTE_FLEET_SEALED:-} ]]; then
     keep=(PATH="$PATH" HOME="$HOME" TERM="${TERM:-dumb}")
     for v in CARGO_HOME RUSTUP_HOME RUSTUP_TOOLCHAIN CARGO_TARGET_DIR FLEET_PROMPTS \
-        FLEET_PARALLEL FLEET_TIMEOUT FLEET_SEED FLEET_PHASES FLEET_CLOCK_X FLEET_FR_ARGS FLEET_OUT FLEET_KEEP; do
+        FLEET_PARALLEL FLEET_RATE FLEET_TIMEOUT FLEET_SEED FLEET_PHASES FLEET_CLOCK_X FLEET_FR_ARGS FLEET_OUT FLEET_KEEP; do
         if [[ -n ${!v:-} ]]; then keep+=("$v=${!v}"); fi
     done
     exec env -i _FREEROUTE_FLEET_SEALED=1 "${keep[@]}" bash "$0" "$@"
@@ -41,9 +46,10 @@ cd "$ROOT"
 
 PROMPTS=${FLEET_PROMPTS:-500}
 PARALLEL=${FLEET_PARALLEL:-8}
+RATE=${FLEET_RATE:-20}
 TIMEOUT=${FLEET_TIMEOUT:-10}
 SEED=${FLEET_SEED:-1}
-PHASES=${FLEET_PHASES:-base-seq base-par fr-seq fr-par frx-seq frx-par}
+PHASES=${FLEET_PHASES:-base-seq base-par base-rate fr-seq fr-par fr-rate frx-seq frx-par frx-rate}
 CLOCK_X=${FLEET_CLOCK_X:-10}
 FR_ARGS=${FLEET_FR_ARGS:-}
 REPORT=${FLEET_OUT:-$ROOT/bench/fleet-results.md}
@@ -88,11 +94,12 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# start_fleet DIR: a fresh server whose stdin is a FIFO held open by this script only.
+# start_fleet DIR [RETRY_SCALE]: a fresh server whose stdin is a FIFO held open by this
+# script only; its quota 429s' Retry-After is multiplied by RETRY_SCALE (clock ×N phases).
 start_fleet() {
-    local dir=$1
+    local dir=$1 retry_scale=${2:-1}
     mkfifo "$dir/ctl"
-    "$FLEET" 0 "$SERVER_LIMIT_SECS" "$SEED" < "$dir/ctl" > "$dir/server.out" 2> "$dir/server.err" &
+    "$FLEET" 0 "$SERVER_LIMIT_SECS" "$SEED" "$retry_scale" < "$dir/ctl" > "$dir/server.out" 2> "$dir/server.err" &
     FLEET_PID=$!
     exec {CTL_FD}> "$dir/ctl"
     PORT=
@@ -159,6 +166,30 @@ EOF
 chmod +x "$TMP/fr-one" "$TMP/curl-one"
 export FR TIMEOUT FR_ARGS CLOCK_X CLOCK_T0_US=
 
+# send P WORKER: runs WORKER once per line of stdin (the line's words as arguments), P at a
+# time (xargs -P), or with P=rate open-loop: line i starts at (i-1)/RATE s, whatever the
+# earlier ones are doing.
+send() {
+    local p=$1 worker=$2
+    if [[ $p != rate ]]; then
+        xargs -P "$p" -L 1 "$worker"
+        return
+    fi
+    local t0 i=0 line due now pids=()
+    t0=${EPOCHREALTIME/[.,]/}
+    while read -r line; do
+        due=$((t0 + i * 1000000 / RATE))
+        now=${EPOCHREALTIME/[.,]/}
+        if ((due > now)); then sleep "$(((due - now) / 1000000)).$(printf '%06d' $(((due - now) % 1000000)))"; fi
+        # shellcheck disable=SC2086 # the line's words as arguments
+        "$worker" $line &
+        pids+=($!)
+        i=$((i + 1))
+    done
+    # Only these: the fleet server is a child of this shell too.
+    wait "${pids[@]}"
+}
+
 # Size in billions from an id (`m01-405b`, `m08-30b-a3b` -> 30), for "how big a model answered".
 size_of() { sed -E 's|.*/m[0-9]+-([0-9.]+)b.*|\1|; s/^[^0-9].*$/-/'; }
 
@@ -169,12 +200,15 @@ run_phase() {
     case $name in
         base-seq) kind=base ;;
         base-par) kind=base p=$PARALLEL ;;
+        base-rate) kind=base p=rate ;;
         fr-seq | frx-seq) kind=fr ;;
         fr-par | frx-par) kind=fr p=$PARALLEL ;;
-        *) die "unknown phase $name (FLEET_PHASES: base-seq base-par fr-seq fr-par frx-seq frx-par)" ;;
+        fr-rate | frx-rate) kind=fr p=rate ;;
+        *) die "unknown phase $name (FLEET_PHASES: base-seq base-par base-rate fr-seq fr-par fr-rate frx-seq frx-par frx-rate)" ;;
     esac
     mkdir -p "$dir/out"
-    start_fleet "$dir"
+    # freeroute on a clock N times faster reads the fleet's Retry-After on that clock.
+    if [[ $name == frx-* ]]; then start_fleet "$dir" "$CLOCK_X"; else start_fleet "$dir"; fi
     export OUT=$dir/out BASE
     local t0 t1
     if [[ $kind == fr ]]; then
@@ -187,7 +221,7 @@ run_phase() {
         t0=${EPOCHREALTIME/[.,]/}
         CLOCK_T0_US=
         if [[ $name == frx-* ]]; then CLOCK_T0_US=$t0; fi
-        seq 1 "$PROMPTS" | xargs -P "$p" -n 1 "$TMP/fr-one" {CTL_FD}>&-
+        seq 1 "$PROMPTS" | send "$p" "$TMP/fr-one" {CTL_FD}>&-
         t1=${EPOCHREALTIME/[.,]/}
         CLOCK_T0_US=
     else
@@ -200,7 +234,7 @@ run_phase() {
             "$dir/eligible" /dev/null > "$dir/assign"
         log "fleet: $name: $PROMPTS prompts through curl to a random model, $p at a time (server on 127.0.0.1:$PORT)"
         t0=${EPOCHREALTIME/[.,]/}
-        xargs -P "$p" -L 1 "$TMP/curl-one" < "$dir/assign" {CTL_FD}>&-
+        send "$p" "$TMP/curl-one" < "$dir/assign" {CTL_FD}>&-
         t1=${EPOCHREALTIME/[.,]/}
     fi
     stop_fleet "$dir"
@@ -261,10 +295,13 @@ label() {
     case $1 in
         base-seq) echo "random model + curl, sequential" ;;
         base-par) echo "random model + curl, \`xargs -P $PARALLEL\`" ;;
+        base-rate) echo "random model + curl, $RATE prompts/s" ;;
         fr-seq) echo "freeroute, sequential" ;;
         fr-par) echo "freeroute, \`xargs -P $PARALLEL\`" ;;
+        fr-rate) echo "freeroute, $RATE prompts/s" ;;
         frx-seq) echo "freeroute, clock ×$CLOCK_X, sequential" ;;
         frx-par) echo "freeroute, clock ×$CLOCK_X, \`xargs -P $PARALLEL\`" ;;
+        frx-rate) echo "freeroute, clock ×$CLOCK_X, $RATE prompts/s" ;;
     esac
 }
 
@@ -368,7 +405,7 @@ if [[ -f $REPORT ]]; then NOTES=$(sed -n '/^<!-- notes /,$p' "$REPORT"); fi
     echo "- Server: \`examples/fake_fleet.rs\` on 127.0.0.1, a fresh one per phase (quotas and outages start from the same clock); every request's fate is drawn from a PRNG seeded by the seed, the model and the prompt, so a prompt sent to a model meets the same fate in every phase."
     echo "- freeroute: \`freeroute --json -q --timeout $TIMEOUT\` with \`FREEROUTE_SEED\` = the prompt number, a sealed environment, the fleet as a custom provider (\`[providers.fleet]\`, loopback, no key), \`FREEROUTE_DISCOVER=0 FREEROUTE_KEYLESS=0\`, one state dir shared by the $PROMPTS runs of a phase (fresh per phase), catalog cache filled by an untimed \`freeroute models\`."
     if [[ " $PHASES " == *" frx-"* ]]; then
-        echo "- Clock ×$CLOCK_X (phases frx-*): the same freeroute runs with \`FREEROUTE_NOW_MS\` set per run to a clock running $CLOCK_X times faster than the wall clock since the phase began, so that its memory (cool-downs, decay, quota windows) ages on the fleet's time scale (latencies about ten times shorter than real ones). Per-attempt timers (first-token limits, \`--timeout\`) still run on the real clock."
+        echo "- Clock ×$CLOCK_X (phases frx-*): the same freeroute runs with \`FREEROUTE_NOW_MS\` set per run to a clock running $CLOCK_X times faster than the wall clock since the phase began, so that its memory (cool-downs, decay, quota windows) ages on the fleet's time scale (latencies about ten times shorter than real ones); the fleet's quota 429s then say \`Retry-After\` in seconds of that clock (×$CLOCK_X). Per-attempt timers (first-token limits, \`--timeout\`) still run on the real clock."
     fi
     echo "- Baseline: a random model from the catalog's free models per prompt (awk \`srand($SEED)\`), one streamed request with \`curl -sN\`, no fallback: what \`openrouter/free\` does."
     echo "- Answered: freeroute \`ok\` with the whole text; curl: HTTP 200, a \`stop\` finish, \`[DONE]\` and no error chunk. Times are wall-clock per prompt, process start to exit."

@@ -2,8 +2,11 @@
 //! for `bench/fleet.sh`, built on the integration tests' fake server
 //! (`tests/support/fake.rs`).
 //!
-//! Usage: `fake_fleet [PORT] [LIMIT_SECS] [SEED]`, or `fake_fleet --describe` (prints the
-//! model table as Markdown and exits). PORT 0 (the default) picks a free port; the chosen
+//! Usage: `fake_fleet [PORT] [LIMIT_SECS] [SEED] [RETRY_SCALE]`, or `fake_fleet --describe`
+//! (prints the model table as Markdown and exits). RETRY_SCALE (default 1) multiplies the
+//! seconds in a quota 429's `Retry-After`, for a client whose clock runs that many times
+//! faster than the wall clock (bench/fleet.sh's clock ×10 phases), so that the hint means
+//! the same wait on its clock as the fleet's quota window does on the wall clock. PORT 0 (the default) picks a free port; the chosen
 //! port is the first line on stdout. The server exits after LIMIT_SECS (default 900), or as
 //! soon as its stdin closes when stdin is a pipe (so a parent that dies, even by SIGKILL,
 //! takes the server with it); on the way out it prints one JSON line of counters (per
@@ -543,6 +546,10 @@ fn main() {
         .next()
         .map(|a| a.parse().expect("SEED: a whole number"))
         .unwrap_or(1);
+    let retry_scale: u64 = args
+        .next()
+        .map(|a| a.parse().expect("RETRY_SCALE: a whole number"))
+        .unwrap_or(1);
 
     let now_s = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -568,7 +575,7 @@ fn main() {
         let (fate, retry_after) = w.lock().expect("world lock").fate(p, seed, &prompt_of(r));
         match fate {
             Fate::Outage => fake::error_json(500, "Internal Server Error (upstream outage)"),
-            Fate::Quota => quota_429(p, retry_after),
+            Fate::Quota => quota_429(p, retry_after * retry_scale),
             Fate::Pool429 => fake::upstream_429(p.id),
             Fate::Error500 => fake::error_json(500, "Internal Server Error"),
             Fate::Answer { ttft, .. } => stream(p, ttft, false),

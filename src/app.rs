@@ -1091,6 +1091,8 @@ fn stats(args: &StatsArgs, printer: &Printer) -> Result<()> {
                 "first_token_dev_ms": m.ttft_dev_ms.map(|t| t.round()),
                 "rest_of_answer_ms": m.gen_ms.map(|t| t.round()),
                 "expected_answer_ms": m.expected_answer_ms().map(|t| t.round()),
+                "recent_requests": round(m.load(now)),
+                "busy_at_requests": m.busy_at.map(round),
                 "tokens_per_sec": m.tps.map(round),
                 "cooldown_until_ms": (m.cooldown_until_ms > now).then_some(m.cooldown_until_ms),
                 "last_outcome": m.last_outcome,

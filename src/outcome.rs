@@ -83,6 +83,9 @@ pub struct AttemptRecord {
     /// The provider's daily request limit, when its quota reply stated it.
     #[serde(skip)]
     pub day_limit: Option<u32>,
+    /// A 429 from a pool shared with everyone, not a limit on our own requests.
+    #[serde(skip)]
+    pub shared_pool: bool,
 }
 
 impl AttemptRecord {
@@ -102,6 +105,7 @@ impl AttemptRecord {
             day_limit: None,
             piece: None,
             context_tokens: None,
+            shared_pool: false,
         }
     }
 }

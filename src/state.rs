@@ -21,8 +21,16 @@ use crate::wire::openai::Message;
 pub const VERSION: u32 = 1;
 /// Outcome weights halve every six hours: a cron job that runs hourly still learns.
 pub const HALF_LIFE_MS: f64 = 6.0 * 3_600_000.0;
+/// The spread assumed for a model's first token until measured, as a share of its mean:
+/// one quick answer does not make a model fast.
+pub const DEV_PRIOR: f64 = 0.5;
+/// How fast a model's recent load fades: about the requests of the last minute, the window
+/// most per-model limits (Groq, Gemini, a busy upstream) count in.
+pub const LOAD_TAU_MS: f64 = 60_000.0;
 /// The longest exponential back-off for a model that keeps failing.
 pub const MAX_BACKOFF_MS: u64 = 3_600_000;
+/// The longest for a model that keeps answering 429 with a Retry-After.
+pub const HINTED_429_MAX_MS: u64 = 120_000;
 const LOG_CAP_BYTES: u64 = 1024 * 1024;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -59,6 +67,13 @@ pub struct ModelStats {
     pub misses: BTreeSet<String>,
     /// A request of about this many tokens was too long for it (the smallest seen).
     pub too_long_at: Option<u64>,
+    /// Requests sent to it lately, by every run: a count that fades with `LOAD_TAU_MS`, as
+    /// of `load_ms`.
+    pub load: f64,
+    pub load_ms: u64,
+    /// The load at which it answered 429, smoothed (and raised when it answers above it):
+    /// its own request limit, learned, so parallel runs spread before they meet it.
+    pub busy_at: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -91,13 +106,31 @@ impl ModelStats {
     /// The first-token time to expect, tail included: mean plus two deviations.
     pub fn expected_ttft_ms(&self) -> Option<f64> {
         self.ttft_ms
-            .map(|m| m + 2.0 * self.ttft_dev_ms.unwrap_or(0.0))
+            .map(|m| m + 2.0 * self.ttft_dev_ms.unwrap_or(DEV_PRIOR * m))
     }
 
     /// The time to a whole answer to expect: the first token, tail included, then the rest.
     pub fn expected_answer_ms(&self) -> Option<f64> {
         self.expected_ttft_ms()
             .map(|t| t + self.gen_ms.unwrap_or(0.0))
+    }
+
+    /// Requests sent to it lately (see `load`), faded to `now_ms`.
+    pub fn load(&self, now_ms: u64) -> f64 {
+        let dt = now_ms.saturating_sub(self.load_ms) as f64;
+        self.load * (-dt / LOAD_TAU_MS).exp()
+    }
+
+    /// Its recent load over the load at which it answered 429: 1 means at its limit.
+    pub fn busy(&self, now_ms: u64) -> f64 {
+        self.busy_at.map_or(0.0, |b| self.load(now_ms) / b.max(1.0))
+    }
+
+    /// When its load falls back below the load at which it answered 429, if it is above it
+    /// now: until then another request is likely to meet the same limit.
+    pub fn busy_until(&self, now_ms: u64) -> Option<u64> {
+        let b = self.busy(now_ms);
+        (b >= 1.0).then(|| now_ms + (LOAD_TAU_MS * b.ln()).ceil() as u64 + 1)
     }
 
     /// Success ratio with a neutral prior: 0.5 for a model never measured.
@@ -113,6 +146,22 @@ impl ModelStats {
     }
 
     fn record(&mut self, a: &AttemptRecord, now_ms: u64) {
+        // Every request counts towards its limits, whatever became of it.
+        let load = self.load(now_ms) + 1.0;
+        self.load = load;
+        self.load_ms = now_ms;
+        match a.outcome {
+            // Only a limit on our own requests: a shared pool's 429 is everyone's load.
+            AttemptOutcome::RateLimited if !a.provider_wide && !a.shared_pool => {
+                self.busy_at = Some(self.busy_at.map_or(load, |b| b + 0.3 * (load - b)));
+            }
+            AttemptOutcome::Ok => {
+                if let Some(b) = self.busy_at.filter(|b| load > *b) {
+                    self.busy_at = Some(b + 0.3 * (load - b));
+                }
+            }
+            _ => {}
+        }
         let f = decay(self.updated_ms, now_ms);
         self.ok *= f;
         self.fail *= f;
@@ -129,8 +178,8 @@ impl ModelStats {
                     if let Some(mean) = self.ttft_ms {
                         // Unlike the mean, the deviation sees slow answers (up to 10×).
                         let dev = (t.min(mean * 10.0) - mean).abs();
-                        self.ttft_dev_ms =
-                            Some(self.ttft_dev_ms.map_or(dev, |d| d + 0.3 * (dev - d)));
+                        let d = self.ttft_dev_ms.unwrap_or(DEV_PRIOR * mean);
+                        self.ttft_dev_ms = Some(d + 0.3 * (dev - d));
                     }
                     self.ttft_ms = Some(smooth(self.ttft_ms, t));
                     let gen_ms = a.elapsed_ms.saturating_sub(a.first_token_ms.unwrap_or(0));
@@ -189,7 +238,10 @@ pub fn missing_capability(message: &str) -> Option<&'static str> {
 }
 
 /// When a failed model may be tried again: the server's hint or an exponential back-off
-/// from 30 s, whichever is later, for failures that a wait can cure.
+/// from 30 s, whichever is later, for failures that a wait can cure. A 429 that says when
+/// to come back escalates only to `HINTED_429_MAX_MS`: the server knows its limit, and
+/// repeats mean that enough was sent again (the fleet simulation saw busy models shut out
+/// for 13 minutes by a per-minute limit).
 pub fn backoff(
     outcome: AttemptOutcome,
     failures: u32,
@@ -197,14 +249,17 @@ pub fn backoff(
     now_ms: u64,
 ) -> Option<u64> {
     use AttemptOutcome::*;
+    let exp = |cap: u64| {
+        crate::attempt::classify::MIN_COOLDOWN_MS
+            .saturating_mul(1u64 << failures.saturating_sub(1).min(16))
+            .min(cap)
+    };
     match outcome {
-        RateLimited | ServerError | Timeout | ConnectionFailed | EmptyAnswer
-        | StreamInterrupted => {
-            let exp = crate::attempt::classify::MIN_COOLDOWN_MS
-                .saturating_mul(1u64 << failures.saturating_sub(1).min(16))
-                .min(MAX_BACKOFF_MS);
-            Some(hint_ms.unwrap_or(0).max(now_ms + exp))
+        RateLimited if hint_ms.is_some() => {
+            Some(hint_ms.unwrap_or(0).max(now_ms + exp(HINTED_429_MAX_MS)))
         }
+        RateLimited | ServerError | Timeout | ConnectionFailed | EmptyAnswer
+        | StreamInterrupted => Some(hint_ms.unwrap_or(0).max(now_ms + exp(MAX_BACKOFF_MS))),
         _ => None,
     }
 }
@@ -583,6 +638,7 @@ mod tests {
             day_limit: None,
             piece: None,
             context_tokens: None,
+            shared_pool: false,
         }
     }
 
@@ -594,13 +650,44 @@ mod tests {
         a.elapsed_ms = 400;
         s.record(&a, 0);
         assert_eq!((s.ttft_ms, s.gen_ms), (Some(100.0), Some(300.0)));
-        assert_eq!(s.expected_answer_ms(), Some(400.0));
-        a.first_token_ms = Some(200);
-        a.elapsed_ms = 200;
+        // One answer: a spread of half the mean is assumed, two of them counted.
+        assert_eq!(s.expected_answer_ms(), Some(100.0 + 2.0 * 50.0 + 300.0));
+        a.first_token_ms = Some(100);
+        a.elapsed_ms = 400;
+        s.record(&a, 0);
+        // The same again: the assumed spread shrinks.
+        assert!(s.expected_answer_ms().unwrap() < 500.0, "{s:?}");
+        a.first_token_ms = Some(400);
+        a.elapsed_ms = 400;
         s.record(&a, 0);
         // A slow first token widens the tail; an answer in one chunk still counts 1 ms.
-        assert!(s.expected_answer_ms().unwrap() > 400.0, "{s:?}");
+        assert!(s.expected_answer_ms().unwrap() > 500.0, "{s:?}");
         assert!(s.gen_ms.unwrap() < 300.0, "{s:?}");
+    }
+
+    #[test]
+    fn the_load_at_a_429_is_learned_as_the_model_limit() {
+        let mut s = ModelStats::default();
+        for _ in 0..3 {
+            s.record(&attempt(AttemptOutcome::Ok), 0);
+        }
+        assert_eq!((s.load(0), s.busy_at), (3.0, None));
+        // A shared pool's 429 is everyone's load: nothing learned.
+        let mut pool = attempt(AttemptOutcome::RateLimited);
+        pool.shared_pool = true;
+        s.record(&pool, 0);
+        assert_eq!(s.busy_at, None);
+        s.record(&attempt(AttemptOutcome::RateLimited), 0);
+        assert_eq!(s.busy_at, Some(5.0));
+        assert!((s.busy(0) - 1.0).abs() < 1e-9);
+        assert!(s.busy_until(0).is_some());
+        // The load fades in about a minute; answers above the learned limit raise it.
+        assert!(s.busy(60_000) < 0.4, "{s:?}");
+        assert_eq!(s.busy_until(60_000), None);
+        for _ in 0..5 {
+            s.record(&attempt(AttemptOutcome::Ok), 0);
+        }
+        assert!(s.busy_at.unwrap() > 5.5, "{s:?}");
     }
 
     #[test]
@@ -634,6 +721,23 @@ mod tests {
         assert_eq!(
             backoff(AttemptOutcome::RateLimited, 1, Some(now + 90_000), now),
             Some(now + 90_000)
+        );
+        // A 429 with a hint escalates to two minutes at most, and never below 30 s.
+        assert_eq!(
+            backoff(AttemptOutcome::RateLimited, 1, Some(now + 2_000), now),
+            Some(now + 30_000)
+        );
+        assert_eq!(
+            backoff(AttemptOutcome::RateLimited, 6, Some(now + 2_000), now),
+            Some(now + HINTED_429_MAX_MS)
+        );
+        assert_eq!(
+            backoff(AttemptOutcome::RateLimited, 6, None, now),
+            Some(now + 960_000)
+        );
+        assert_eq!(
+            backoff(AttemptOutcome::ServerError, 3, Some(now + 2_000), now),
+            Some(now + 120_000)
         );
         assert_eq!(backoff(AttemptOutcome::BadRequest, 1, None, now), None);
     }

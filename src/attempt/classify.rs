@@ -23,6 +23,9 @@ pub struct Failure {
     pub message: String,
     /// The provider's daily request limit, when a daily-quota 429 states it.
     pub day_limit: Option<u32>,
+    /// A 429 from a pool shared with every other user (OpenRouter's upstream), not from a
+    /// limit on this caller's own requests: says nothing about how much we may send.
+    pub shared_pool: bool,
 }
 
 /// The headers that matter for classification, already read off the response.
@@ -42,6 +45,7 @@ impl Failure {
             retry_at_ms: None,
             message,
             day_limit: None,
+            shared_pool: false,
         }
     }
     fn provider(mut self) -> Self {
@@ -86,7 +90,12 @@ pub fn classify_http(status: u16, headers: &RetryHeaders, body: &[u8], now_ms: u
         }
         // At least 30 s even when Retry-After says less: in the fleet simulation, honouring
         // short hints sent parallel runs back into the same busy pools (bench/fleet-results.md).
-        429 => Failure::new(RateLimited, message).until(cooldown),
+        // Without a hint the memory backs off, longer for each repeat (`state::backoff`).
+        429 => Failure {
+            shared_pool: lower.contains("upstream"),
+            ..Failure::new(RateLimited, message)
+                .until(retry_hint.map(|h| h.max(now_ms + MIN_COOLDOWN_MS)))
+        },
         401 => Failure::new(AuthFailed, message).provider(),
         403 if meta
             .is_some_and(|m| m.get("reasons").is_some() || m.get("flagged_input").is_some()) =>
@@ -396,7 +405,9 @@ mod tests {
         let f = http(429, body);
         assert_eq!(f.outcome, RateLimited);
         assert!(!f.provider_wide);
-        assert_eq!(f.retry_at_ms, Some(NOW + MIN_COOLDOWN_MS));
+        // No hint: the memory's back-off decides (at least 30 s, longer on repeats).
+        assert_eq!(f.retry_at_ms, None);
+        assert!(f.shared_pool);
         assert!(f.message.contains("rate-limited upstream"));
     }
 

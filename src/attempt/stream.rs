@@ -46,6 +46,7 @@ pub(super) fn failed(
             },
             message: message.into(),
             day_limit: None,
+            shared_pool: false,
         },
         status,
         shown: false,

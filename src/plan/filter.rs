@@ -183,6 +183,16 @@ pub fn check(
             why,
         });
     }
+    // As loaded (by every run) as when it last answered 429: out of quota for now.
+    if let Some(until_ms) = state
+        .model(&m.provider, &m.id)
+        .and_then(|s| s.busy_until(now_ms))
+    {
+        return Err(DropReason::CoolingDown {
+            until_ms,
+            why: "as many recent requests as when it answered 429".into(),
+        });
+    }
     Ok(())
 }
 

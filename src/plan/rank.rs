@@ -23,13 +23,16 @@ pub const LATENCY_PER_DOUBLING: f64 = 0.25;
 pub const LATENCY_MAX: f64 = 1.5;
 /// Jitter spreads load and gets unmeasured models tried (DESIGN §3).
 pub const JITTER: f64 = 0.25;
-/// Now and then (`EXPLORE_RATE` of the time) a model the router knows little about is
-/// lifted by up to `EXPLORE`, so models never measured, or measured long ago (one that has
-/// since recovered, say), are found again.
+/// Now and then (`EXPLORE_RATE` of the time) a model the router knows little about (fewer
+/// than two outcomes, after decay) is lifted by up to `EXPLORE`, so models never measured,
+/// or measured long ago (one that has since recovered, say), are found again. A model with
+/// a few recent outcomes is known: lifting it again only resends traffic to a slow one.
 pub const EXPLORE: f64 = 0.6;
 pub const EXPLORE_RATE: f64 = 0.1;
 /// Most a provider's used-up quota window costs its models: a provider near its limit
-/// yields to one with room.
+/// yields to one with room. A model as loaded as when it last answered 429 loses as much
+/// (quadratically on the way there, up to twice as much beyond), so parallel runs spread
+/// over models before meeting their limits.
 pub const QUOTA_WEIGHT: f64 = 0.8;
 
 /// The parts of a candidate's score; `total` orders them. Printable in `--dry-run`.
@@ -75,28 +78,31 @@ impl Score {
     }
 }
 
-/// The expected times to an answer that a candidate's latency is judged against: the
-/// fastest candidate's, and a typical one assumed for models not measured yet.
+/// The expected time to an answer that a candidate's latency is judged against: the
+/// fastest candidate's.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LatencyRef {
     pub best_ms: Option<f64>,
-    pub typical_ms: Option<f64>,
 }
 
 impl LatencyRef {
-    /// From the candidates' expected times (None: not measured): the fastest and the median.
+    /// From the candidates' expected times (None: not measured).
     pub fn of(times: impl IntoIterator<Item = Option<f64>>) -> Self {
-        let mut known: Vec<f64> = times.into_iter().flatten().filter(|t| *t > 0.0).collect();
-        known.sort_by(f64::total_cmp);
         LatencyRef {
-            best_ms: known.first().copied(),
-            typical_ms: known.get(known.len().saturating_sub(1) / 2).copied(),
+            best_ms: times
+                .into_iter()
+                .flatten()
+                .filter(|t| *t > 0.0)
+                .min_by(f64::total_cmp),
         }
     }
 
-    /// 0 for the fastest, less by `LATENCY_PER_DOUBLING` per doubling of the time.
+    /// 0 for the fastest, less by `LATENCY_PER_DOUBLING` per doubling of the time. A model
+    /// not measured yet is taken to be as fast as the fastest (optimism: otherwise a small
+    /// model that the quality prior ranks low would never be tried, and never be found fast);
+    /// one answer measures it.
     pub fn latency(&self, expected_ms: Option<f64>) -> f64 {
-        let (Some(best), Some(t)) = (self.best_ms, expected_ms.or(self.typical_ms)) else {
+        let (Some(best), Some(t)) = (self.best_ms, expected_ms) else {
             return 0.0;
         };
         -(LATENCY_PER_DOUBLING * (t.max(best) / best).log2()).min(LATENCY_MAX)
@@ -126,11 +132,11 @@ pub fn score(
     };
     let stats = state.model(&m.provider, &m.id);
     let health = stats.map_or(0.0, |s| HEALTH_WEIGHT * (s.health(now_ms) - 0.5));
-    // Unmeasured models are assumed typical of the candidates measured.
     let latency = latency_ref.latency(stats.and_then(|s| s.expected_answer_ms()));
     let confidence = stats.map_or(0.0, |s| s.confidence(now_ms));
     let explore = if rng.f64() < EXPLORE_RATE {
-        EXPLORE * (1.0 - confidence)
+        // confidence n / (n + 2): 0 outcomes lift fully, 1 a third, 2 or more not at all.
+        EXPLORE * (1.0 - 2.0 * confidence).max(0.0)
     } else {
         0.0
     };
@@ -139,7 +145,8 @@ pub fn score(
         .providers
         .get(&m.provider)
         .map_or(0.0, |p| p.used_fraction(now_ms));
-    let quota = -QUOTA_WEIGHT * used * used;
+    let busy = stats.map_or(0.0, |s| s.busy(now_ms));
+    let quota = -QUOTA_WEIGHT * (used * used + (busy * busy).min(2.0));
     Score {
         total: quality + prefer + health + latency + explore + quota + jitter,
         quota,
@@ -327,6 +334,7 @@ mod tests {
         ModelStats {
             ok: 3.0,
             ttft_ms: Some(ttft_ms),
+            ttft_dev_ms: Some(0.0),
             gen_ms: Some(gen_ms),
             ..Default::default()
         }
@@ -376,14 +384,14 @@ mod tests {
             ("steady", Some((300.0, 300.0))),
         ]);
         assert!(l[0] < l[1], "{l:?}");
-        // Unmeasured models are taken as typical (the median), never as the fastest.
+        // Unmeasured models are taken to be as fast as the fastest, so they get tried.
         let l = latencies(&[
             ("a", Some((100.0, 0.0))),
             ("b", Some((400.0, 0.0))),
-            ("c", Some((1600.0, 0.0))),
             ("new", None),
         ]);
-        assert_eq!(l[3], l[1], "{l:?}");
+        assert_eq!(l[2], 0.0, "{l:?}");
+        assert!(l[1] < 0.0, "{l:?}");
         // Nothing measured: latency tells nothing.
         assert_eq!(latencies(&[("a", None), ("b", None)]), vec![0.0, 0.0]);
         // Bounded: a hung model cannot sink below every failure.

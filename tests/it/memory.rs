@@ -371,3 +371,60 @@ fn a_context_limit_learned_from_a_400_is_remembered() {
         "a too-long prompt is not the model's failure: {mid}"
     );
 }
+
+#[test]
+fn a_model_at_its_learned_request_limit_is_tried_last() {
+    // fast-7b takes 4 requests a window, then answers 429 with a Retry-After (a limit on our
+    // own requests, not a shared pool); the test opens a new window with `open`.
+    let window = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let w = window.clone();
+    let s = FakeServer::start(move |r| {
+        use std::sync::atomic::Ordering;
+        if r.model() == "fast-7b" && w.fetch_add(1, Ordering::SeqCst) >= 4 {
+            return Reply::json_with(
+                429,
+                &[("retry-after", "1")],
+                r#"{"error":{"message":"Rate limit exceeded: limit_rpm/fast-7b","code":429}}"#,
+            );
+        }
+        fake::answer(&r.model(), &["ok"])
+    });
+    let env = local(&s);
+    let at = |ms: u64| [("FREEROUTE_NOW_MS", (1_800_000_000_000 + ms).to_string())];
+    let run = |args: &[&str], ms: u64| {
+        let now = at(ms);
+        env.run_with_env(args, &[(now[0].0, now[0].1.as_str())])
+    };
+    for _ in 0..4 {
+        assert_eq!(run(&["-m", "fast-7b", "q"], 0).code, 0);
+    }
+    // The fifth meets the limit: its load then (5 requests) is learned.
+    let out = run(&["--json", "-m", "fast-7b", "-m", "slow-7b", "q"], 0);
+    let v = out.json();
+    assert_eq!(v["attempts"][0]["outcome"], "rate_limited", "{out}");
+    assert_eq!(v["model"], "slow-7b", "{out}");
+    // 40 s later the cool-down is over and the load has faded (5 × e^(-40/60) ≈ 2.6): the
+    // model is a candidate again.
+    window.store(0, std::sync::atomic::Ordering::SeqCst);
+    let plan = run(
+        &["--dry-run", "-m", "fast-7b", "-m", "slow-7b", "q"],
+        40_000,
+    );
+    assert!(!plan.stdout.contains("tried last"), "{plan}");
+    // Three more requests bring the load back to about 5.6: tried last, without a request,
+    // while a model with room exists; the plan says why.
+    for _ in 0..3 {
+        assert_eq!(run(&["-m", "fast-7b", "q"], 40_000).code, 0);
+    }
+    let plan = run(
+        &["--dry-run", "-m", "fast-7b", "-m", "slow-7b", "q"],
+        40_000,
+    );
+    assert!(plan.stdout.contains("tried last"), "{plan}");
+    let sent = s.chats().len();
+    let out = run(&["--json", "-m", "fast-7b", "-m", "slow-7b", "q"], 40_000);
+    let v = out.json();
+    assert_eq!(v["model"], "slow-7b", "{out}");
+    assert_eq!(v["attempts"].as_array().unwrap().len(), 1, "{out}");
+    assert_eq!(s.chats().len(), sent + 1);
+}
