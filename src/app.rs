@@ -779,7 +779,7 @@ fn deadline_plan(plan: &Plan, req: &Request) -> Vec<Duration> {
     let mut now = start;
     let mut out = Vec::new();
     for (i, c) in plan.candidates.iter().take(n).enumerate() {
-        let by = attempt::first_token_by(now, deadline, i + 1 < n, c.ttft_ms);
+        let by = attempt::first_token_by(now, deadline, i + 1 < n, c.ttft_tail_ms);
         out.push(by.duration_since(now));
         now = by;
     }

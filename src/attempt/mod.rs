@@ -34,13 +34,15 @@ pub const IDLE_CAP: Duration = Duration::from_secs(30);
 pub const MIN_ATTEMPT: Duration = Duration::from_millis(200);
 /// Most bytes of an error body that are read.
 const MAX_ERROR_BODY: usize = 64 * 1024;
-/// A model measured at T ms to its first token gets at most `FIRST_TOKEN_MULT`·T (and at
-/// least `FIRST_TOKEN_FLOOR`) before the next candidate is tried: a fast model that hangs
-/// is given up on early, leaving the deadline to the others.
-pub const FIRST_TOKEN_MULT: f64 = 4.0;
-pub const FIRST_TOKEN_FLOOR: Duration = Duration::from_secs(5);
-/// `hedge = "auto"`: twice the model's measured first-token time, within these bounds, or
-/// `HEDGE_UNMEASURED` for a model never measured.
+/// A model whose first token is expected within T ms (mean plus two deviations, as
+/// measured) gets at most `FIRST_TOKEN_MULT`·T (and at least `FIRST_TOKEN_FLOOR`) before
+/// the next candidate is tried: a fast model that hangs is given up on early, leaving the
+/// deadline to the others.
+pub const FIRST_TOKEN_MULT: f64 = 3.0;
+pub const FIRST_TOKEN_FLOOR: Duration = Duration::from_secs(2);
+/// `hedge = "auto"`: the model's expected first-token time, tail included (about the
+/// slowest one in twenty), within these bounds, or `HEDGE_UNMEASURED` for a model never
+/// measured.
 pub const HEDGE_MIN: Duration = Duration::from_millis(300);
 pub const HEDGE_MAX: Duration = Duration::from_secs(8);
 pub const HEDGE_UNMEASURED: Duration = Duration::from_secs(3);
@@ -79,15 +81,15 @@ pub enum Stop {
 }
 
 /// The first-token deadline of an attempt launched `now` (DESIGN §3, planned from the
-/// model's measured latency).
+/// model's expected first-token time, tail included).
 pub fn first_token_by(
     now: Instant,
     deadline: Instant,
     has_next: bool,
-    measured_ttft_ms: Option<f64>,
+    ttft_tail_ms: Option<f64>,
 ) -> Instant {
     let by = share(now, deadline, has_next);
-    match measured_ttft_ms {
+    match ttft_tail_ms {
         Some(ms) if has_next => {
             let cap =
                 Duration::from_secs_f64(ms * FIRST_TOKEN_MULT / 1000.0).max(FIRST_TOKEN_FLOOR);
@@ -98,11 +100,11 @@ pub fn first_token_by(
 }
 
 /// How long to wait for a first token before hedging with the next candidate.
-pub fn hedge_delay(hedge: Hedge, measured_ttft_ms: Option<f64>) -> Duration {
+pub fn hedge_delay(hedge: Hedge, ttft_tail_ms: Option<f64>) -> Duration {
     match hedge {
         Hedge::After(d) => d,
-        Hedge::Auto => measured_ttft_ms
-            .map(|ms| Duration::from_secs_f64(2.0 * ms / 1000.0).clamp(HEDGE_MIN, HEDGE_MAX))
+        Hedge::Auto => ttft_tail_ms
+            .map(|ms| Duration::from_secs_f64(ms / 1000.0).clamp(HEDGE_MIN, HEDGE_MAX))
             .unwrap_or(HEDGE_UNMEASURED),
     }
 }
@@ -259,7 +261,7 @@ pub async fn run(
             let provider = provider_of(i).expect("take() checks the provider");
             let cand = &plan.candidates[i];
             let now = Instant::now();
-            let first_by = first_token_by(now, deadline, has_next, cand.ttft_ms);
+            let first_by = first_token_by(now, deadline, has_next, cand.ttft_tail_ms);
             sink.trace(format!(
                 "attempt {}: {}/{} (first token within {:.1}s{})",
                 st.launched,
@@ -302,7 +304,7 @@ pub async fn run(
             .map(|h| {
                 let newest = running
                     .last()
-                    .map(|(i, _)| plan.candidates[*i].ttft_ms)
+                    .map(|(i, _)| plan.candidates[*i].ttft_tail_ms)
                     .unwrap_or(None);
                 last_launch + hedge_delay(h, newest)
             });
@@ -596,4 +598,52 @@ fn redact(provider: &Provider, text: &str) -> String {
 fn share(now: Instant, deadline: Instant, has_next: bool) -> Instant {
     let left = deadline.saturating_duration_since(now);
     if has_next { now + left / 2 } else { deadline }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_token_limit_follows_the_measured_tail() {
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(100);
+        let after = |by: Instant| by.duration_since(now);
+        // Unmeasured: half of what is left while another candidate remains, else all of it.
+        assert_eq!(
+            after(first_token_by(now, deadline, true, None)),
+            Duration::from_secs(50)
+        );
+        assert_eq!(
+            after(first_token_by(now, deadline, false, Some(10.0))),
+            Duration::from_secs(100)
+        );
+        // Measured: three times the expected first token, tail included, at least the floor.
+        assert_eq!(
+            after(first_token_by(now, deadline, true, Some(40.0))),
+            FIRST_TOKEN_FLOOR
+        );
+        assert_eq!(
+            after(first_token_by(now, deadline, true, Some(4_000.0))),
+            Duration::from_secs(12)
+        );
+        // Never more than the share.
+        assert_eq!(
+            after(first_token_by(now, deadline, true, Some(60_000.0))),
+            Duration::from_secs(50)
+        );
+    }
+
+    #[test]
+    fn auto_hedge_waits_for_the_measured_tail() {
+        assert_eq!(hedge_delay(Hedge::Auto, None), HEDGE_UNMEASURED);
+        assert_eq!(hedge_delay(Hedge::Auto, Some(50.0)), HEDGE_MIN);
+        assert_eq!(
+            hedge_delay(Hedge::Auto, Some(1_500.0)),
+            Duration::from_millis(1_500)
+        );
+        assert_eq!(hedge_delay(Hedge::Auto, Some(60_000.0)), HEDGE_MAX);
+        let fixed = Duration::from_millis(250);
+        assert_eq!(hedge_delay(Hedge::After(fixed), Some(9_000.0)), fixed);
+    }
 }

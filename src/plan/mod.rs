@@ -18,8 +18,9 @@ pub use rank::Score;
 pub struct Candidate {
     pub model: Model,
     pub score: Score,
-    /// Measured time to first token, when known (plans the attempt's timeout and hedge).
-    pub ttft_ms: Option<f64>,
+    /// The first-token time to expect, tail included (mean plus two deviations), when
+    /// measured: plans the attempt's first-token timeout and its `hedge = "auto"` delay.
+    pub ttft_tail_ms: Option<f64>,
     /// The model is cooling down until then: it is tried only after every other candidate
     /// (never slept on), so a run never ends with nothing tried while one exists.
     pub cooling_until_ms: Option<u64>,
@@ -69,7 +70,9 @@ pub fn plan(
     let mut candidate = |m: &Model, cooling_until_ms| Candidate {
         model: m.clone(),
         score: rank::score(m, route, state, now_ms, &latency_ref, &mut *rng),
-        ttft_ms: state.model(&m.provider, &m.id).and_then(|s| s.ttft_ms),
+        ttft_tail_ms: state
+            .model(&m.provider, &m.id)
+            .and_then(|s| s.expected_ttft_ms()),
         cooling_until_ms,
     };
     out.candidates = kept.into_iter().map(|m| candidate(m, None)).collect();

@@ -448,7 +448,7 @@ mod tests {
                 total,
                 ..Default::default()
             },
-            ttft_ms: None,
+            ttft_tail_ms: None,
             cooling_until_ms: None,
         };
         let mut free = mk("openrouter/free", 9.0);
