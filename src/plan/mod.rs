@@ -66,7 +66,7 @@ pub fn plan(
         }
     }
     // Latency is judged against the candidates that can be tried now.
-    let latency_ref = rank::LatencyRef::of(kept.iter().map(|m| rank::expected_ms(state, m)));
+    let latency_ref = rank::LatencyRef::of(kept.iter().map(|m| rank::latency_inputs(state, m)));
     let mut candidate = |m: &Model, cooling_until_ms| Candidate {
         model: m.clone(),
         score: rank::score(m, route, state, now_ms, &latency_ref, &mut *rng),

@@ -78,42 +78,74 @@ impl Score {
     }
 }
 
-/// The expected time to an answer that a candidate's latency is judged against: the
-/// fastest candidate's.
+/// How a model's time to an answer is assumed to grow with its size until measured:
+/// as parameters^0.4 (a 400B model about 11 times slower than a 1B one), calibrated on the
+/// models measured so far.
+pub const SIZE_EXPONENT: f64 = 0.4;
+
+/// What a candidate's latency is judged against: the fastest candidate's expected time to
+/// an answer, measured or assumed from its size.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LatencyRef {
     pub best_ms: Option<f64>,
+    /// Milliseconds per parameters^`SIZE_EXPONENT` (billions) among the models measured: the
+    /// median; 1 when none is measured (then only ratios between sizes matter).
+    pub per_size: Option<f64>,
 }
 
 impl LatencyRef {
-    /// From the candidates' expected times (None: not measured).
-    pub fn of(times: impl IntoIterator<Item = Option<f64>>) -> Self {
-        LatencyRef {
-            best_ms: times
-                .into_iter()
-                .flatten()
-                .filter(|t| *t > 0.0)
-                .min_by(f64::total_cmp),
-        }
+    /// From the candidates' measured expected times (None: not measured) and sizes.
+    pub fn of(cands: impl IntoIterator<Item = (Option<f64>, Option<f64>)>) -> Self {
+        let cands: Vec<(Option<f64>, Option<f64>)> = cands
+            .into_iter()
+            .map(|(t, p)| (t.filter(|t| *t > 0.0), p.filter(|p| *p > 0.0)))
+            .collect();
+        let mut ratios: Vec<f64> = cands
+            .iter()
+            .filter_map(|(t, p)| Some(t.as_ref()? / p.as_ref()?.powf(SIZE_EXPONENT)))
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let per_size = if cands.iter().all(|(t, _)| t.is_none()) {
+            Some(1.0)
+        } else {
+            ratios.get(ratios.len().saturating_sub(1) / 2).copied()
+        };
+        let mut r = LatencyRef {
+            best_ms: None,
+            per_size,
+        };
+        r.best_ms = cands
+            .iter()
+            .filter_map(|(t, p)| r.estimate(*t, *p))
+            .min_by(f64::total_cmp);
+        r
+    }
+
+    /// The measured time, else one assumed from the size, else none (an unknown model).
+    fn estimate(&self, measured_ms: Option<f64>, params_b: Option<f64>) -> Option<f64> {
+        measured_ms.or_else(|| Some(self.per_size? * params_b?.powf(SIZE_EXPONENT)))
     }
 
     /// 0 for the fastest, less by `LATENCY_PER_DOUBLING` per doubling of the time. A model
-    /// not measured yet is taken to be as fast as the fastest (optimism: otherwise a small
-    /// model that the quality prior ranks low would never be tried, and never be found fast);
-    /// one answer measures it.
-    pub fn latency(&self, expected_ms: Option<f64>) -> f64 {
-        let (Some(best), Some(t)) = (self.best_ms, expected_ms) else {
+    /// neither measured nor sized is taken to be as fast as the fastest (optimism: else it
+    /// would never be tried, and never be found fast); one answer measures it.
+    pub fn latency(&self, measured_ms: Option<f64>, params_b: Option<f64>) -> f64 {
+        let (Some(best), Some(t)) = (self.best_ms, self.estimate(measured_ms, params_b)) else {
             return 0.0;
         };
         -(LATENCY_PER_DOUBLING * (t.max(best) / best).log2()).min(LATENCY_MAX)
     }
 }
 
-/// A model's expected time to an answer (first token, tail included, then the rest).
-pub fn expected_ms(state: &State, m: &Model) -> Option<f64> {
-    state
-        .model(&m.provider, &m.id)
-        .and_then(|s| s.expected_answer_ms())
+/// What `LatencyRef` needs of a model: its expected time to an answer (first token, tail
+/// included, then the rest) when measured, and its size in billions when the id says.
+pub fn latency_inputs(state: &State, m: &Model) -> (Option<f64>, Option<f64>) {
+    (
+        state
+            .model(&m.provider, &m.id)
+            .and_then(|s| s.expected_answer_ms()),
+        params_billions(&m.id.to_ascii_lowercase()),
+    )
 }
 
 pub fn score(
@@ -132,7 +164,8 @@ pub fn score(
     };
     let stats = state.model(&m.provider, &m.id);
     let health = stats.map_or(0.0, |s| HEALTH_WEIGHT * (s.health(now_ms) - 0.5));
-    let latency = latency_ref.latency(stats.and_then(|s| s.expected_answer_ms()));
+    let (measured_ms, params_b) = latency_inputs(state, m);
+    let latency = latency_ref.latency(measured_ms, params_b);
     let confidence = stats.map_or(0.0, |s| s.confidence(now_ms));
     let explore = if rng.f64() < EXPLORE_RATE {
         // confidence n / (n + 2): 0 outcomes lift fully, 1 a third, 2 or more not at all.
@@ -349,7 +382,7 @@ mod tests {
             }
         }
         let models: Vec<Model> = times.iter().map(|(id, _)| model("or", id)).collect();
-        let r = LatencyRef::of(models.iter().map(|m| expected_ms(&st, m)));
+        let r = LatencyRef::of(models.iter().map(|m| latency_inputs(&st, m)));
         let mut rng = fastrand::Rng::with_seed(1);
         models
             .iter()
@@ -397,6 +430,34 @@ mod tests {
         // Bounded: a hung model cannot sink below every failure.
         let l = latencies(&[("a", Some((10.0, 0.0))), ("b", Some((1e7, 0.0)))]);
         assert_eq!(l[1], -LATENCY_MAX);
+    }
+
+    #[test]
+    fn until_measured_bigger_models_are_assumed_slower() {
+        let expect = -LATENCY_PER_DOUBLING * 405f64.powf(SIZE_EXPONENT).log2();
+        // Nothing measured: sizes alone.
+        let l = latencies(&[("x-1b", None), ("y-405b", None), ("z", None)]);
+        assert_eq!(l[0], 0.0);
+        assert!((l[1] - expect).abs() < 1e-9, "{l:?}");
+        assert_eq!(l[2], 0.0, "no size, nothing known: optimism");
+        // Calibrated on what is measured: a 405B at 600 ms makes an unmeasured 1B the
+        // fastest, and an unmeasured 405B as slow as the measured one.
+        let l = latencies(&[
+            ("big-405b", Some((600.0, 0.0))),
+            ("small-1b", None),
+            ("other-405b", None),
+        ]);
+        assert_eq!(l[1], 0.0, "{l:?}");
+        assert!(
+            (l[0] - expect).abs() < 1e-6 && (l[2] - l[0]).abs() < 1e-9,
+            "{l:?}"
+        );
+        // A measurement beats the assumption.
+        let l = latencies(&[
+            ("big-405b", Some((50.0, 0.0))),
+            ("small-1b", Some((100.0, 0.0))),
+        ]);
+        assert!(l[0] > l[1], "{l:?}");
     }
 
     #[test]
