@@ -166,6 +166,9 @@ EOF
 chmod +x "$TMP/fr-one" "$TMP/curl-one"
 export FR TIMEOUT FR_ARGS CLOCK_X CLOCK_T0_US=
 
+# pace P: how the prompts are sent, for the log.
+pace() { if [[ $1 == rate ]]; then echo "$RATE a second"; else echo "$1 at a time"; fi; }
+
 # send P WORKER: runs WORKER once per line of stdin (the line's words as arguments), P at a
 # time (xargs -P), or with P=rate open-loop: line i starts at (i-1)/RATE s, whatever the
 # earlier ones are doing.
@@ -217,7 +220,7 @@ run_phase() {
         local n
         n=$("$FR" models --json < /dev/null {CTL_FD}>&- | jq 'length')
         [[ $n == 20 ]] || die "freeroute sees $n fleet models, not 20"
-        log "fleet: $name: $PROMPTS prompts through freeroute, $p at a time (server on 127.0.0.1:$PORT)"
+        log "fleet: $name: $PROMPTS prompts through freeroute, $(pace "$p") (server on 127.0.0.1:$PORT)"
         t0=${EPOCHREALTIME/[.,]/}
         CLOCK_T0_US=
         if [[ $name == frx-* ]]; then CLOCK_T0_US=$t0; fi
@@ -232,7 +235,7 @@ run_phase() {
         awk -v n="$PROMPTS" -v seed="$SEED" 'NR == FNR {m[NR] = $0; k = NR; next}
             END {srand(seed); for (i = 1; i <= n; i++) print i, m[1 + int(rand() * k)]}' \
             "$dir/eligible" /dev/null > "$dir/assign"
-        log "fleet: $name: $PROMPTS prompts through curl to a random model, $p at a time (server on 127.0.0.1:$PORT)"
+        log "fleet: $name: $PROMPTS prompts through curl to a random model, $(pace "$p") (server on 127.0.0.1:$PORT)"
         t0=${EPOCHREALTIME/[.,]/}
         send "$p" "$TMP/curl-one" < "$dir/assign" {CTL_FD}>&-
         t1=${EPOCHREALTIME/[.,]/}
