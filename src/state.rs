@@ -24,6 +24,9 @@ pub const HALF_LIFE_MS: f64 = 6.0 * 3_600_000.0;
 /// The spread assumed for a model's first token until measured, as a share of its mean:
 /// one quick answer does not make a model fast.
 pub const DEV_PRIOR: f64 = 0.5;
+/// How long a learned request limit (`ModelStats::busy_at`) is kept after the last 429
+/// that taught it.
+pub const BUSY_MEMORY_MS: u64 = 3_600_000;
 /// How fast a model's recent load fades: about the requests of the last minute, the window
 /// most per-model limits (Groq, Gemini, a busy upstream) count in.
 pub const LOAD_TAU_MS: f64 = 60_000.0;
@@ -73,7 +76,9 @@ pub struct ModelStats {
     pub load_ms: u64,
     /// The load at which it answered 429, smoothed (and raised when it answers above it):
     /// its own request limit, learned, so parallel runs spread before they meet it.
+    /// Forgotten `BUSY_MEMORY_MS` after the last such 429 (`busy_ms`).
     pub busy_at: Option<f64>,
+    pub busy_ms: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -111,8 +116,9 @@ impl ModelStats {
 
     /// The time to a whole answer to expect: the first token, tail included, then the rest.
     pub fn expected_answer_ms(&self) -> Option<f64> {
-        self.expected_ttft_ms()
-            .map(|t| t + self.gen_ms.unwrap_or(0.0))
+        // Both parts or nothing: a state written before `gen_ms` was kept must not make its
+        // models look faster than those measured since.
+        Some(self.expected_ttft_ms()? + self.gen_ms?)
     }
 
     /// Requests sent to it lately (see `load`), faded to `now_ms`.
@@ -123,7 +129,15 @@ impl ModelStats {
 
     /// Its recent load over the load at which it answered 429: 1 means at its limit.
     pub fn busy(&self, now_ms: u64) -> f64 {
-        self.busy_at.map_or(0.0, |b| self.load(now_ms) / b.max(1.0))
+        self.busy_limit(now_ms)
+            .map_or(0.0, |b| self.load(now_ms) / b.max(1.0))
+    }
+
+    /// The load at which it last answered 429, unless that was long ago: limits change,
+    /// and one 429 at a low load must not shut a model out for ever.
+    pub fn busy_limit(&self, now_ms: u64) -> Option<f64> {
+        self.busy_at
+            .filter(|_| now_ms.saturating_sub(self.busy_ms) < BUSY_MEMORY_MS)
     }
 
     /// When its load falls back below the load at which it answered 429, if it is above it
@@ -152,8 +166,15 @@ impl ModelStats {
         self.load_ms = now_ms;
         match a.outcome {
             // Only a limit on our own requests: a shared pool's 429 is everyone's load.
-            AttemptOutcome::RateLimited if !a.provider_wide && !a.shared_pool => {
-                self.busy_at = Some(self.busy_at.map_or(load, |b| b + 0.3 * (load - b)));
+            // Nor a limit per day or on tokens, which the request rate does not explain.
+            AttemptOutcome::RateLimited
+                if !a.provider_wide && !a.shared_pool && !names_other_limit(a) =>
+            {
+                self.busy_at = Some(
+                    self.busy_limit(now_ms)
+                        .map_or(load, |b| b + 0.3 * (load - b)),
+                );
+                self.busy_ms = now_ms;
             }
             AttemptOutcome::Ok => {
                 if let Some(b) = self.busy_at.filter(|b| load > *b) {
@@ -221,6 +242,14 @@ impl ModelStats {
             }
         }
     }
+}
+
+/// A 429 whose text names a daily or token limit rather than a request rate.
+fn names_other_limit(a: &AttemptRecord) -> bool {
+    let e = a.error.as_deref().unwrap_or("").to_ascii_lowercase();
+    ["per day", "per-day", "daily", "token"]
+        .iter()
+        .any(|w| e.contains(w))
 }
 
 /// Which capability a "No endpoints found that support …" message names.
@@ -688,6 +717,18 @@ mod tests {
             s.record(&attempt(AttemptOutcome::Ok), 0);
         }
         assert!(s.busy_at.unwrap() > 5.5, "{s:?}");
+        assert!(s.busy(0) > 0.5, "{s:?}");
+        // An hour after the 429 that taught it, the limit is forgotten.
+        assert_eq!(s.busy_limit(BUSY_MEMORY_MS), None);
+        assert_eq!(s.busy(BUSY_MEMORY_MS), 0.0);
+        // A daily or token limit teaches nothing about the request rate.
+        let mut fresh = ModelStats::default();
+        let mut daily = attempt(AttemptOutcome::RateLimited);
+        daily.error = Some("Quota exceeded: requests per day".into());
+        fresh.record(&daily, 0);
+        daily.error = Some("Rate limit reached on tokens per minute (TPM)".into());
+        fresh.record(&daily, 0);
+        assert_eq!(fresh.busy_at, None);
     }
 
     #[test]

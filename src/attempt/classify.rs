@@ -92,7 +92,11 @@ pub fn classify_http(status: u16, headers: &RetryHeaders, body: &[u8], now_ms: u
         // short hints sent parallel runs back into the same busy pools (bench/fleet-results.md).
         // Without a hint the memory backs off, longer for each repeat (`state::backoff`).
         429 => Failure {
-            shared_pool: lower.contains("upstream"),
+            // OpenRouter relays an upstream provider's 429 (reference §3.3): a pool shared
+            // with every user of that provider, whatever we sent.
+            shared_pool: lower.contains("upstream")
+                || lower.contains("provider returned error")
+                || meta.is_some_and(|m| m.get("provider_code").is_some()),
             ..Failure::new(RateLimited, message)
                 .until(retry_hint.map(|h| h.max(now_ms + MIN_COOLDOWN_MS)))
         },
@@ -409,6 +413,23 @@ mod tests {
         assert_eq!(f.retry_at_ms, None);
         assert!(f.shared_pool);
         assert!(f.message.contains("rate-limited upstream"));
+    }
+
+    #[test]
+    fn relayed_upstream_429s_are_a_shared_pool_and_own_limits_are_not() {
+        // The two shapes of reference §3.3 that do not say "upstream".
+        let a = r#"{"error":{"message":"Rate limit exceeded","code":429,"metadata":{"error_type":"rate_limit_exceeded","provider_code":"rate_limited"}}}"#;
+        let b = r#"{"error":{"message":"Provider returned error","code":429,"metadata":{"raw":"{\"error\":{\"code\":429,\"message\":\"Resource exhausted\"}}","provider_name":"Google"}}}"#;
+        for body in [a, b] {
+            let f = http(429, body);
+            assert_eq!(f.outcome, RateLimited, "{body}");
+            assert!(f.shared_pool, "{body}");
+        }
+        // A limit on our own requests (Groq-style per-model RPM).
+        let own = r#"{"error":{"message":"Rate limit reached for model `llama-3.1-8b-instant` on requests per minute (RPM): Limit 30, Used 30","type":"requests","code":"rate_limit_exceeded"}}"#;
+        let f = http(429, own);
+        assert_eq!(f.outcome, RateLimited);
+        assert!(!f.shared_pool);
     }
 
     #[test]
