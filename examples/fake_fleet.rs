@@ -35,7 +35,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use fake::{FakeServer, Reply, Step};
+use fake::{Reply, Step};
 
 /// A model answers 429 once it accepted `quota` requests in this window.
 const QUOTA_WINDOW: Duration = Duration::from_secs(5);
@@ -561,7 +561,7 @@ fn main() {
         counters: BTreeMap::new(),
     }));
     let w = world.clone();
-    let server = FakeServer::start_on(port, move |r| {
+    let server = fake::serve_standalone("fake_fleet", port, move |r| {
         if r.method == "GET" && r.path == "/api/v1/models" {
             return models.clone();
         }
@@ -581,19 +581,7 @@ fn main() {
             Fate::Answer { ttft, .. } => stream(p, ttft, false),
             Fate::MidStream { ttft } => stream(p, ttft, true),
         }
-    })
-    .unwrap_or_else(|e| {
-        let _ = writeln!(
-            std::io::stderr(),
-            "fake_fleet: cannot bind 127.0.0.1:{port}: {e}"
-        );
-        std::process::exit(1);
     });
-
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{}", server.port);
-    let _ = out.flush();
-    drop(out);
 
     fake::wait_for_limit_or_stdin_eof(limit);
 

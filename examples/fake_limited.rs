@@ -30,7 +30,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fake::{FakeServer, Reply, Step};
+use fake::{Reply, Step};
 
 /// Violations listed in full per provider (all are counted).
 const LISTED_VIOLATIONS: usize = 20;
@@ -159,7 +159,7 @@ fn main() {
     let started = Instant::now();
     let counters = Arc::new(Mutex::new(providers));
     let seen = counters.clone();
-    let server = FakeServer::start_on(port, move |r| {
+    let server = fake::serve_standalone("fake_limited", port, move |r| {
         let t = started.elapsed().as_secs_f64() * 1000.0;
         let Some((name, rest)) = r.path.trim_start_matches('/').split_once('/') else {
             return fake::error_json(404, "Not Found");
@@ -181,19 +181,7 @@ fn main() {
         let mut steps = vec![Step::Sleep(Duration::from_millis(fastrand::u64(2..=6)))];
         steps.extend(fake::answer_steps(&r.model(), &["ok", " from ", name]));
         Reply::stream(steps)
-    })
-    .unwrap_or_else(|e| {
-        let _ = writeln!(
-            std::io::stderr(),
-            "fake_limited: cannot bind 127.0.0.1:{port}: {e}"
-        );
-        std::process::exit(1);
     });
-
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{}", server.port);
-    let _ = out.flush();
-    drop(out);
 
     fake::wait_for_limit_or_stdin_eof(limit);
     drop(server);

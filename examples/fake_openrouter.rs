@@ -17,11 +17,9 @@
 #[path = "../tests/support/fake.rs"]
 mod fake;
 
-use std::io::Write;
-
 use std::time::Duration;
 
-use fake::{FakeServer, Reply, Step};
+use fake::{Reply, Step};
 
 const SHORT: &str = "bench/short:free";
 const LONG: &str = "bench/long:free";
@@ -128,7 +126,7 @@ fn main() {
         Step::Hang,
     ]);
 
-    let server = FakeServer::start_on(port, move |r| {
+    let server = fake::serve_standalone("fake_openrouter", port, move |r| {
         if r.method == "GET" && r.path == "/api/v1/models" {
             return models.clone();
         }
@@ -145,19 +143,7 @@ fn main() {
                 None => fake::error_json(400, &format!("{m} is not a valid model ID")),
             },
         }
-    })
-    .unwrap_or_else(|e| {
-        let _ = writeln!(
-            std::io::stderr(),
-            "fake_openrouter: cannot bind 127.0.0.1:{port}: {e}"
-        );
-        std::process::exit(1);
     });
-
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{}", server.port);
-    let _ = out.flush();
-    drop(out);
 
     fake::wait_for_limit_or_stdin_eof(limit);
     drop(server);

@@ -83,9 +83,9 @@ pub struct AttemptRecord {
     /// The provider's daily request limit, when its quota reply stated it.
     #[serde(skip)]
     pub day_limit: Option<u32>,
-    /// A 429 from a pool shared with everyone, not a limit on our own requests.
+    /// A 429 that a limit on our own request rate explains (`Failure::own_rate_limit`).
     #[serde(skip)]
-    pub shared_pool: bool,
+    pub own_rate_limit: bool,
 }
 
 impl AttemptRecord {
@@ -105,7 +105,7 @@ impl AttemptRecord {
             day_limit: None,
             piece: None,
             context_tokens: None,
-            shared_pool: false,
+            own_rate_limit: false,
         }
     }
 }

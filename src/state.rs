@@ -165,11 +165,8 @@ impl ModelStats {
         self.load = load;
         self.load_ms = now_ms;
         match a.outcome {
-            // Only a limit on our own requests: a shared pool's 429 is everyone's load.
-            // Nor a limit per day or on tokens, which the request rate does not explain.
-            AttemptOutcome::RateLimited
-                if !a.provider_wide && !a.shared_pool && !names_other_limit(a) =>
-            {
+            // Only a limit on our own request rate (classify decides which 429s are).
+            AttemptOutcome::RateLimited if a.own_rate_limit => {
                 self.busy_at = Some(
                     self.busy_limit(now_ms)
                         .map_or(load, |b| b + 0.3 * (load - b)),
@@ -242,14 +239,6 @@ impl ModelStats {
             }
         }
     }
-}
-
-/// A 429 whose text names a daily or token limit rather than a request rate.
-fn names_other_limit(a: &AttemptRecord) -> bool {
-    let e = a.error.as_deref().unwrap_or("").to_ascii_lowercase();
-    ["per day", "per-day", "daily", "token"]
-        .iter()
-        .any(|w| e.contains(w))
 }
 
 /// Which capability a "No endpoints found that support …" message names.
@@ -667,7 +656,7 @@ mod tests {
             day_limit: None,
             piece: None,
             context_tokens: None,
-            shared_pool: false,
+            own_rate_limit: false,
         }
     }
 
@@ -701,12 +690,13 @@ mod tests {
             s.record(&attempt(AttemptOutcome::Ok), 0);
         }
         assert_eq!((s.load(0), s.busy_at), (3.0, None));
-        // A shared pool's 429 is everyone's load: nothing learned.
-        let mut pool = attempt(AttemptOutcome::RateLimited);
-        pool.shared_pool = true;
-        s.record(&pool, 0);
-        assert_eq!(s.busy_at, None);
+        // A 429 that is not our rate limit (a shared pool's, a daily or token limit; see
+        // classify) teaches nothing.
         s.record(&attempt(AttemptOutcome::RateLimited), 0);
+        assert_eq!(s.busy_at, None);
+        let mut own = attempt(AttemptOutcome::RateLimited);
+        own.own_rate_limit = true;
+        s.record(&own, 0);
         assert_eq!(s.busy_at, Some(5.0));
         assert!((s.busy(0) - 1.0).abs() < 1e-9);
         assert!(s.busy_until(0).is_some());
@@ -721,14 +711,6 @@ mod tests {
         // An hour after the 429 that taught it, the limit is forgotten.
         assert_eq!(s.busy_limit(BUSY_MEMORY_MS), None);
         assert_eq!(s.busy(BUSY_MEMORY_MS), 0.0);
-        // A daily or token limit teaches nothing about the request rate.
-        let mut fresh = ModelStats::default();
-        let mut daily = attempt(AttemptOutcome::RateLimited);
-        daily.error = Some("Quota exceeded: requests per day".into());
-        fresh.record(&daily, 0);
-        daily.error = Some("Rate limit reached on tokens per minute (TPM)".into());
-        fresh.record(&daily, 0);
-        assert_eq!(fresh.busy_at, None);
     }
 
     #[test]

@@ -23,9 +23,10 @@ pub struct Failure {
     pub message: String,
     /// The provider's daily request limit, when a daily-quota 429 states it.
     pub day_limit: Option<u32>,
-    /// A 429 from a pool shared with every other user (OpenRouter's upstream), not from a
-    /// limit on this caller's own requests: says nothing about how much we may send.
-    pub shared_pool: bool,
+    /// A 429 that a limit on this caller's request rate explains: not a pool shared with
+    /// every other user (OpenRouter's upstream), which says nothing about how much we may
+    /// send, nor a daily or token limit. The memory learns the model's limit from it.
+    pub own_rate_limit: bool,
 }
 
 /// The headers that matter for classification, already read off the response.
@@ -45,7 +46,7 @@ impl Failure {
             retry_at_ms: None,
             message,
             day_limit: None,
-            shared_pool: false,
+            own_rate_limit: false,
         }
     }
     fn provider(mut self) -> Self {
@@ -92,11 +93,7 @@ pub fn classify_http(status: u16, headers: &RetryHeaders, body: &[u8], now_ms: u
         // short hints sent parallel runs back into the same busy pools (bench/fleet-results.md).
         // Without a hint the memory backs off, longer for each repeat (`state::backoff`).
         429 => Failure {
-            // OpenRouter relays an upstream provider's 429 (reference §3.3): a pool shared
-            // with every user of that provider, whatever we sent.
-            shared_pool: lower.contains("upstream")
-                || lower.contains("provider returned error")
-                || meta.is_some_and(|m| m.get("provider_code").is_some()),
+            own_rate_limit: !is_shared_pool(&lower, meta) && !names_other_limit(&lower),
             ..Failure::new(RateLimited, message)
                 .until(retry_hint.map(|h| h.max(now_ms + MIN_COOLDOWN_MS)))
         },
@@ -240,6 +237,21 @@ pub fn classify_embedded(err: &WireError, now_ms: u64) -> Failure {
     }
     Failure::new(AttemptOutcome::ServerError, truncate(&message))
         .until(Some(now_ms + MIN_COOLDOWN_MS))
+}
+
+/// OpenRouter relays an upstream provider's 429 (reference §3.3): a pool shared with every
+/// user of that provider, whatever we sent.
+fn is_shared_pool(lower: &str, meta: Option<&Value>) -> bool {
+    lower.contains("upstream")
+        || lower.contains("provider returned error")
+        || meta.is_some_and(|m| m.get("provider_code").is_some())
+}
+
+/// A 429 whose text names a daily or token limit rather than a request rate.
+fn names_other_limit(lower: &str) -> bool {
+    ["per day", "per-day", "daily", "token"]
+        .iter()
+        .any(|w| lower.contains(w))
 }
 
 fn is_missing_vision(lower: &str) -> bool {
@@ -411,7 +423,7 @@ mod tests {
         assert!(!f.provider_wide);
         // No hint: the memory's back-off decides (at least 30 s, longer on repeats).
         assert_eq!(f.retry_at_ms, None);
-        assert!(f.shared_pool);
+        assert!(!f.own_rate_limit);
         assert!(f.message.contains("rate-limited upstream"));
     }
 
@@ -423,13 +435,22 @@ mod tests {
         for body in [a, b] {
             let f = http(429, body);
             assert_eq!(f.outcome, RateLimited, "{body}");
-            assert!(f.shared_pool, "{body}");
+            assert!(!f.own_rate_limit, "{body}");
         }
         // A limit on our own requests (Groq-style per-model RPM).
         let own = r#"{"error":{"message":"Rate limit reached for model `llama-3.1-8b-instant` on requests per minute (RPM): Limit 30, Used 30","type":"requests","code":"rate_limit_exceeded"}}"#;
         let f = http(429, own);
         assert_eq!(f.outcome, RateLimited);
-        assert!(!f.shared_pool);
+        assert!(f.own_rate_limit);
+        // A daily or token limit teaches nothing about the request rate.
+        for own_other in [
+            r#"{"error":{"message":"Quota exceeded: requests per day","code":429}}"#,
+            r#"{"error":{"message":"Rate limit reached on tokens per minute (TPM)","code":429}}"#,
+        ] {
+            let f = http(429, own_other);
+            assert_eq!(f.outcome, RateLimited, "{own_other}");
+            assert!(!f.own_rate_limit, "{own_other}");
+        }
     }
 
     #[test]

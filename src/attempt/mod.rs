@@ -374,7 +374,7 @@ pub async fn run(
                             day_limit: None,
                             piece: None,
                             context_tokens: None,
-                            shared_pool: false,
+                            own_rate_limit: false,
                         });
                         sink.trace(format!(
                             "answered by {}/{} in {} ms",
@@ -481,7 +481,7 @@ fn failure(
         retry_at_ms: failure.retry_at_ms,
         provider_wide: failure.provider_wide,
         day_limit: failure.day_limit,
-        shared_pool: failure.shared_pool,
+        own_rate_limit: failure.own_rate_limit,
         piece: None,
         context_tokens: (failure.outcome == AttemptOutcome::ContextTooLong)
             .then_some(st.context_tokens),

@@ -46,7 +46,7 @@ pub(super) fn failed(
             },
             message: message.into(),
             day_limit: None,
-            shared_pool: false,
+            own_rate_limit: false,
         },
         status,
         shown: false,

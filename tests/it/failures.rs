@@ -561,14 +561,7 @@ fn ctrl_c_ends_the_run_at_once_with_130() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let waited = std::time::Instant::now();
-    while s.chats().is_empty() {
-        assert!(
-            waited.elapsed() < Duration::from_secs(30),
-            "the request never arrived"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    s.wait_for_chats(1);
     std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

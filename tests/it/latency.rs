@@ -290,14 +290,7 @@ fn ctrl_c_during_a_race_records_the_requests_in_flight() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let waited = std::time::Instant::now();
-    while s.chats().len() < 2 {
-        assert!(
-            waited.elapsed() < Duration::from_secs(30),
-            "the requests never arrived"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    s.wait_for_chats(2);
     std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

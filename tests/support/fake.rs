@@ -187,6 +187,18 @@ impl FakeServer {
             .collect()
     }
 
+    /// Waits until `n` chat requests arrived (at most 30 s, then panics).
+    pub fn wait_for_chats(&self, n: usize) {
+        let waited = std::time::Instant::now();
+        while self.chats().len() < n {
+            assert!(
+                waited.elapsed() < Duration::from_secs(30),
+                "{n} chat requests never arrived"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn chat_models(&self) -> Vec<String> {
         self.chats().iter().map(Request::model).collect()
     }
@@ -493,6 +505,28 @@ pub fn model_entry(
 
 pub fn catalog(entries: Vec<serde_json::Value>) -> Reply {
     Reply::json(200, serde_json::json!({"data": entries}).to_string())
+}
+
+/// For a standalone fake server (examples/): starts it on 127.0.0.1:`port` (0: any free
+/// port) and prints the port as the first line on stdout, or says why on stderr and exits
+/// with 1.
+pub fn serve_standalone(
+    name: &str,
+    port: u16,
+    handler: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+) -> FakeServer {
+    use std::io::Write;
+    let server = FakeServer::start_on(port, handler).unwrap_or_else(|e| {
+        let _ = writeln!(
+            std::io::stderr(),
+            "{name}: cannot bind 127.0.0.1:{port}: {e}"
+        );
+        std::process::exit(1);
+    });
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", server.port);
+    let _ = out.flush();
+    server
 }
 
 /// For a standalone fake server (examples/): returns after `limit`, or as soon as a piped
