@@ -67,19 +67,9 @@ done
 CAPACITY=$(awk -v s="$SUM_LIMITS" -v w="$WINDOW_MS" 'BEGIN {printf "%.3f", s * 1000 / w}')
 
 # ---- build (before HOME changes: cargo and rustup live there) ---------------------------
-log "batch-bench: cargo build --release"
-cargo build --release --quiet
-cargo build --release --quiet --example fake_limited
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-[[ $TARGET == /* ]] || TARGET=$ROOT/$TARGET
-FR=$TARGET/release/freeroute
-FAKE=$TARGET/release/examples/fake_limited
-[[ -x $FR && -x $FAKE ]] || die "built binaries not found under $TARGET/release"
-REV=$(git -C "$ROOT" rev-parse --short HEAD 2> /dev/null || echo unknown)
-if [[ $REV != unknown ]] && ! git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2> /dev/null; then
-    REV="$REV (with uncommitted changes to src/)"
-fi
-RUSTC=$(rustc --version 2> /dev/null || echo unknown)
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+build_release batch-bench fake_limited
 
 # ---- temp dirs, server, cleanup ---------------------------------------------------------
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/freeroute-batch.XXXXXX")

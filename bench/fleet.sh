@@ -64,18 +64,10 @@ for tool in curl jq xargs awk; do
     command -v "$tool" > /dev/null || die "$tool is needed"
 done
 
-log "fleet: cargo build --release"
-cargo build --release --quiet
-cargo build --release --quiet --example fake_fleet
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-[[ $TARGET == /* ]] || TARGET=$ROOT/$TARGET
-FR=$TARGET/release/freeroute
-FLEET=$TARGET/release/examples/fake_fleet
-[[ -x $FR && -x $FLEET ]] || die "built binaries not found under $TARGET/release"
-REV=$(git -C "$ROOT" rev-parse --short HEAD 2> /dev/null || echo unknown)
-if [[ $REV != unknown ]] && ! git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2> /dev/null; then
-    REV="$REV (with uncommitted changes to src/)"
-fi
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+build_release fleet fake_fleet
+FLEET=$FAKE
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/freeroute-fleet.XXXXXX")
 FLEET_PID=

@@ -66,20 +66,9 @@ HAVE_TIME=0
 if [[ -x /usr/bin/time ]]; then HAVE_TIME=1; fi
 
 # ---- build (before HOME changes: cargo and rustup live there) ---------------------------
-log "bench: cargo build --release"
-cargo build --release --quiet
-cargo build --release --quiet --example fake_openrouter
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-[[ $TARGET == /* ]] || TARGET=$ROOT/$TARGET
-FR=$TARGET/release/freeroute
-FAKE=$TARGET/release/examples/fake_openrouter
-[[ -x $FR && -x $FAKE ]] || die "built binaries not found under $TARGET/release"
-
-REV=$(git -C "$ROOT" rev-parse --short HEAD 2> /dev/null || echo unknown)
-if [[ $REV != unknown ]] && ! git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2> /dev/null; then
-    REV="$REV (with uncommitted changes to src/)"
-fi
-RUSTC=$(rustc --version 2> /dev/null || echo unknown)
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+build_release bench fake_openrouter
 
 # ---- temp dirs, fake server, cleanup -------------------------------------------------
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/freeroute-bench.XXXXXX")
