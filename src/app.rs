@@ -55,6 +55,36 @@ pub fn run(cli: Cli) -> i32 {
     }
 }
 
+/// A command line clap refused (or `--help`/`--version`, which clap reports the same way):
+/// clap's message on stderr and its exit code (2 for a usage error, 0 for help). With
+/// `--json` among the options, a usage error is also the contract's one JSON object on
+/// stdout (DESIGN §4), so a script that parses stdout gets `error.kind` `usage`, not nothing.
+pub fn bad_command_line(err: &clap::Error) -> i32 {
+    use clap::error::ErrorKind as Kind;
+    let help = matches!(err.kind(), Kind::DisplayHelp | Kind::DisplayVersion);
+    let asked_json = std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json");
+    if !help && asked_json {
+        let rendered = err.render().to_string();
+        let message = rendered
+            .lines()
+            .next()
+            .unwrap_or("bad command line")
+            .trim_start_matches("error: ")
+            .to_string();
+        Printer::new(true, false).json(&json!({
+            "ok": false,
+            "error": {"kind": ErrorKind::Usage, "message": message},
+            "attempts": [],
+        }));
+    }
+    // Printing fails only when stderr is closed; the exit code still tells.
+    let _ = err.print();
+    err.exit_code()
+}
+
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -3,6 +3,9 @@
 use clap::Parser;
 
 fn main() {
-    let cli = freeroute::cli::Cli::parse();
-    std::process::exit(freeroute::app::run(cli));
+    let code = match freeroute::cli::Cli::try_parse() {
+        Ok(cli) => freeroute::app::run(cli),
+        Err(err) => freeroute::app::bad_command_line(&err),
+    };
+    std::process::exit(code);
 }

@@ -109,3 +109,30 @@ fn bad_flag_is_exit_2() {
     let out = Env::bare().run(&["--no-such-flag", "x"]);
     assert_eq!(out.code, 2, "{out}");
 }
+
+#[test]
+fn a_bad_flag_with_json_is_one_usage_object_on_stdout() {
+    let s = server(|r| fake::answer(&r.model(), &["x"]));
+    for args in [
+        &["--json", "--race", "99", "hello"][..],
+        &["hello", "--jsno", "--json"][..],
+    ] {
+        let out = Env::new(&s).run(args);
+        assert_eq!(out.code, 2, "{out}");
+        let v = out.json();
+        assert_eq!(v["ok"], false, "{out}");
+        assert_eq!(v["error"]["kind"], "usage", "{out}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("--race") || message.contains("--jsno"),
+            "{out}"
+        );
+        assert!(out.stderr.starts_with("error: "), "{out}");
+    }
+    // Without --json, stdout stays empty; after `--`, "--json" is prompt text, not a flag.
+    let out = Env::new(&s).run(&["--race", "99", "hello"]);
+    assert_eq!((out.code, out.stdout.as_str()), (2, ""), "{out}");
+    let out = Env::new(&s).run(&["--bogus", "--", "--json"]);
+    assert_eq!((out.code, out.stdout.as_str()), (2, ""), "{out}");
+    assert!(s.chats().is_empty());
+}
