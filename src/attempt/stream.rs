@@ -200,6 +200,20 @@ pub(super) async fn open(
             }
         }
         let mut failure = classify_http(status, &headers, &body, crate::now_ms());
+        // "No endpoints found that can handle the requested parameters" answers the
+        // `require_parameters` sent for tools or a schema without naming which: when only
+        // one was asked for, name it so that the miss is remembered (`state::missing_capability`).
+        if failure.outcome == AttemptOutcome::CapabilityMissing
+            && crate::state::missing_capability(&failure.message).is_none()
+        {
+            match (req.tools.is_some(), req.schema.is_some()) {
+                (true, false) => failure.message.push_str(" (the request needs tool use)"),
+                (false, true) => failure
+                    .message
+                    .push_str(" (the request needs structured output)"),
+                _ => {}
+            }
+        }
         // A 429 whose headers show the provider's window spent is the provider's quota.
         if let (429, Some((until, why))) = (status, &quota) {
             failure.outcome = AttemptOutcome::QuotaExhausted;

@@ -562,3 +562,41 @@ fn continue_sends_the_previous_exchange_first() {
     let log = std::fs::read_to_string(env.state_dir().join("requests.jsonl")).unwrap();
     assert!(!log.contains("first question"));
 }
+
+#[test]
+fn an_unnamed_parameters_miss_is_remembered_for_the_capability_asked() {
+    // OpenRouter's answer to `require_parameters` names no capability (reference §1).
+    let s = server(|r| {
+        if r.model() == TOOLS {
+            fake::error_json(
+                404,
+                "No endpoints found that can handle the requested parameters.",
+            )
+        } else {
+            fake::answer(&r.model(), &["plain"])
+        }
+    });
+    let env = Env::new(&s);
+    let tools = env.path("tools.json");
+    std::fs::write(&tools, r#"{"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}"#).unwrap();
+    let out = env.run(&["--json", "--tools", tools.to_str().unwrap(), "q"]);
+    assert_eq!(out.code, 4, "{out}");
+    let v = out.json();
+    assert_eq!(v["attempts"][0]["outcome"], "capability_missing", "{out}");
+    assert!(
+        v["attempts"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("needs tool use"),
+        "{out}"
+    );
+    // The next run with tools leaves it out without a request ...
+    let out = env.run(&["--tools", tools.to_str().unwrap(), "q"]);
+    assert_eq!(out.code, 3, "{out}");
+    assert!(out.stderr.contains("tool calling"), "{out}");
+    assert_eq!(s.chats().len(), 1);
+    // ... and a run without tools still may use it.
+    let v = env.run(&["--dry-run", "--json", "q"]).json();
+    let candidates = v["candidates"].as_array().unwrap();
+    assert!(candidates.iter().any(|c| c["model"] == TOOLS), "{v}");
+}
