@@ -135,7 +135,9 @@ printf -v prompt 'fleet prompt %04d: answer in one line' "$i"
 t0=${EPOCHREALTIME/[.,]/}
 if [[ -n $CLOCK_T0_US ]]; then
     # freeroute's clock, CLOCK_X times faster than the wall clock since the phase began.
+    # It goes on at that rate during the run (a wait for a cool-down lasts 1/CLOCK_X).
     export FREEROUTE_NOW_MS=$(((CLOCK_T0_US + (t0 - CLOCK_T0_US) * CLOCK_X) / 1000))
+    export FREEROUTE_CLOCK_RATE=$CLOCK_X
 fi
 # shellcheck disable=SC2086 # FR_ARGS: words on purpose
 FREEROUTE_SEED=$i "$FR" --json -q --timeout "$TIMEOUT" $FR_ARGS "$prompt" < /dev/null > "$OUT/$i.json" 2> "$OUT/$i.err"
@@ -400,7 +402,7 @@ if [[ -f $REPORT ]]; then NOTES=$(sed -n '/^<!-- notes /,$p' "$REPORT"); fi
     echo "- Server: \`examples/fake_fleet.rs\` on 127.0.0.1, a fresh one per phase (quotas and outages start from the same clock); every request's fate is drawn from a PRNG seeded by the seed, the model and the prompt, so a prompt sent to a model meets the same fate in every phase."
     echo "- freeroute: \`freeroute --json -q --timeout $TIMEOUT\` with \`FREEROUTE_SEED\` = the prompt number, a sealed environment, the fleet as a custom provider (\`[providers.fleet]\`, loopback, no key), \`FREEROUTE_DISCOVER=0 FREEROUTE_KEYLESS=0\`, one state dir shared by the $PROMPTS runs of a phase (fresh per phase), catalog cache filled by an untimed \`freeroute models\`."
     if [[ " $PHASES " == *" frx-"* ]]; then
-        echo "- Clock ×$CLOCK_X (phases frx-*): the same freeroute runs with \`FREEROUTE_NOW_MS\` set per run to a clock running $CLOCK_X times faster than the wall clock since the phase began, so that its memory (cool-downs, decay, quota windows) ages on the fleet's time scale (latencies about ten times shorter than real ones); the fleet's quota 429s then say \`Retry-After\` in seconds of that clock (×$CLOCK_X). Per-attempt timers (first-token limits, \`--timeout\`) still run on the real clock."
+        echo "- Clock ×$CLOCK_X (phases frx-*): the same freeroute runs with \`FREEROUTE_NOW_MS\` set per run to a clock running $CLOCK_X times faster than the wall clock since the phase began (and \`FREEROUTE_CLOCK_RATE\`, so that it keeps that pace during a run and a wait for a cool-down lasts 1/$CLOCK_X of its span), so that its memory (cool-downs, decay, quota windows) ages on the fleet's time scale (latencies about ten times shorter than real ones); the fleet's quota 429s then say \`Retry-After\` in seconds of that clock (×$CLOCK_X). Per-attempt timers (first-token limits, \`--timeout\`) still run on the real clock."
     fi
     echo "- Baseline: a random model from the catalog's free models per prompt (awk \`srand($SEED)\`), one streamed request with \`curl -sN\`, no fallback: what \`openrouter/free\` does."
     echo "- Answered: freeroute \`ok\` with the whole text; curl: HTTP 200, a \`stop\` finish, \`[DONE]\` and no error chunk. Times are wall-clock per prompt, process start to exit."

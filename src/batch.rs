@@ -604,6 +604,9 @@ impl TokenSink for ItemSink<'_> {
         true
     }
     fn trace(&mut self, _msg: String) {}
+    fn note(&mut self, _msg: String) {
+        self.bar.set_message("waiting for a cool-down to end");
+    }
 }
 
 async fn run_item(

@@ -40,16 +40,40 @@ pub fn minute_ms() -> u64 {
     })
 }
 
-/// Wall-clock Unix milliseconds. `FREEROUTE_NOW_MS` pins it (tests control the clock
-/// through it instead of sleeping).
+/// Unix milliseconds on the clock of the memory (cool-downs, fading counts, quota
+/// windows): the wall clock, unless `FREEROUTE_NOW_MS` sets it at start-up. Tests pin it
+/// there; with `FREEROUTE_CLOCK_RATE=R` as well it runs R times as fast as the wall clock
+/// from there on (bench/fleet.sh puts the memory on its fleet's faster time scale so).
 pub fn now_ms() -> u64 {
     if let Some(ms) = std::env::var("FREEROUTE_NOW_MS")
         .ok()
-        .and_then(|v| v.parse().ok())
+        .and_then(|v| v.parse::<u64>().ok())
     {
-        return ms;
+        let ran = started().elapsed().as_secs_f64() * 1000.0;
+        return ms + (ran * clock_rate().unwrap_or(0.0)) as u64;
     }
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// How long `ms` of the memory's clock (`now_ms`) last on the wall clock: the time to
+/// sleep until a moment of that clock.
+pub fn wall_time(ms: u64) -> std::time::Duration {
+    let rate = clock_rate()
+        .filter(|_| std::env::var_os("FREEROUTE_NOW_MS").is_some())
+        .unwrap_or(1.0);
+    std::time::Duration::from_secs_f64(ms as f64 / 1000.0 / rate)
+}
+
+fn clock_rate() -> Option<f64> {
+    std::env::var("FREEROUTE_CLOCK_RATE")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|r| r.is_finite() && *r > 0.0)
+}
+
+fn started() -> std::time::Instant {
+    static AT: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *AT.get_or_init(std::time::Instant::now)
 }

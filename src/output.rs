@@ -148,4 +148,11 @@ impl TokenSink for Sink<'_> {
     fn trace(&mut self, msg: String) {
         self.printer.trace(&msg);
     }
+
+    fn note(&mut self, msg: String) {
+        self.printer.note(&msg);
+        if let Some(s) = &self.printer.spinner {
+            s.set_message("waiting for a cool-down to end");
+        }
+    }
 }

@@ -27,6 +27,9 @@ pub struct Failure {
     /// every other user (OpenRouter's upstream), which says nothing about how much we may
     /// send, nor a daily or token limit. The memory learns the model's limit from it.
     pub own_rate_limit: bool,
+    /// When the server said to come back (`Retry-After` and kin), as it said it: the
+    /// cool-down (`retry_at_ms`) may be longer.
+    pub hint_ms: Option<u64>,
 }
 
 /// The headers that matter for classification, already read off the response.
@@ -46,6 +49,7 @@ impl Failure {
             retry_at_ms: None,
             message,
             day_limit: None,
+            hint_ms: None,
             own_rate_limit: false,
         }
     }
@@ -72,7 +76,7 @@ pub fn classify_http(status: u16, headers: &RetryHeaders, body: &[u8], now_ms: u
             .unwrap_or(now_ms + MIN_COOLDOWN_MS)
             .max(now_ms + MIN_COOLDOWN_MS),
     );
-    match status {
+    let mut failure = match status {
         429 if is_free_quota(&lower) => {
             // Without a reset time, the minute window is the shortest the quota can be.
             let until = retry_hint.unwrap_or(now_ms + 60_000);
@@ -124,7 +128,9 @@ pub fn classify_http(status: u16, headers: &RetryHeaders, body: &[u8], now_ms: u
         )
         .until(cooldown),
         _ => Failure::new(ServerError, message).until(cooldown),
-    }
+    };
+    failure.hint_ms = retry_hint;
+    failure
 }
 
 /// What a reply's rate-limit headers say about the provider's request quota: until when

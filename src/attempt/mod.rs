@@ -55,6 +55,11 @@ pub trait TokenSink {
     fn token(&mut self, text: &str) -> bool;
     /// A line of the routing trace (`-v`).
     fn trace(&mut self, msg: String);
+    /// Something the user should know while waiting (a note on stderr); a trace line
+    /// unless the sink shows notes.
+    fn note(&mut self, msg: String) {
+        self.trace(msg);
+    }
 }
 
 /// A finished answer from one attempt.
@@ -123,6 +128,12 @@ struct Progress<'a> {
     limiter: &'a RefCell<Limiter>,
     /// The request's estimated size (learned as a model's limit when it is too long).
     context_tokens: u64,
+    /// Candidates that answered 429 with a time to come back (`Retry-After`, a quota's
+    /// reset), with that time: once every candidate is spent, the run waits for the
+    /// soonest and tries it again, if the deadline and attempts allow.
+    comeback: Vec<(usize, u64)>,
+    /// A candidate to try again before any other (the one waited for).
+    again: Option<usize>,
 }
 
 impl Progress<'_> {
@@ -138,6 +149,18 @@ impl Progress<'_> {
     fn take<'p>(&mut self, provider_of: &dyn Fn(usize) -> Option<&'p Provider>) -> Option<usize> {
         if self.launched >= self.attempts {
             return None;
+        }
+        if let Some(i) = self.again.take() {
+            let provider = &self.cands[i].model.provider;
+            if self.usable(i)
+                && self
+                    .limiter
+                    .borrow_mut()
+                    .try_take(provider, crate::now_ms())
+            {
+                self.launched += 1;
+                return Some(i);
+            }
         }
         while self.next < self.cands.len() {
             let i = self.next;
@@ -159,6 +182,44 @@ impl Progress<'_> {
     /// Whether another candidate could still follow (for the deadline share).
     fn more(&self) -> bool {
         self.launched < self.attempts && (self.next..self.cands.len()).any(|j| self.usable(j))
+    }
+
+    /// When every candidate is spent and nothing runs: the one to wait for, and how long,
+    /// if it comes back with `FIRST_TOKEN_FLOOR` to spare before the deadline and an
+    /// attempt is left (DESIGN §3: a run sleeps only when no other candidate is available).
+    fn wait_for_comeback(&mut self, now: Instant, deadline: Instant) -> Option<(usize, Duration)> {
+        if self.launched >= self.attempts {
+            return None;
+        }
+        let now_ms = crate::now_ms();
+        let (pos, &(i, at)) = self
+            .comeback
+            .iter()
+            .enumerate()
+            .filter(|(_, (i, at))| self.usable_at(*i, *at))
+            .min_by_key(|(_, (_, at))| *at)?;
+        let wait = crate::wall_time(at.saturating_sub(now_ms));
+        if now + wait + FIRST_TOKEN_FLOOR > deadline {
+            return None;
+        }
+        self.comeback.remove(pos);
+        // A provider blocked for its quota in this run is open again at its reset.
+        let provider = &self.cands[i].model.provider;
+        if self.blocked.get(provider) == Some(&AttemptOutcome::QuotaExhausted) {
+            self.blocked.remove(provider);
+        }
+        self.again = Some(i);
+        Some((i, wait))
+    }
+
+    /// Whether candidate `i` could be tried at `at_ms`, once the quota block that a 429 of
+    /// this run put on its provider is over.
+    fn usable_at(&self, i: usize, at_ms: u64) -> bool {
+        let c = &self.cands[i].model;
+        let block = self.blocked.get(&c.provider);
+        block.is_none_or(|o| *o == AttemptOutcome::QuotaExhausted)
+            && !matches!((self.too_small, c.context), (Some(s), Some(x)) if x <= s)
+            && self.limiter.borrow().has_room(&c.provider, at_ms)
     }
 
     fn learn(&mut self, cand: &Candidate, outcome: AttemptOutcome, provider_wide: bool) {
@@ -230,6 +291,8 @@ pub async fn run(
         too_small: None,
         limiter,
         context_tokens: req.needs.context_tokens,
+        comeback: Vec::new(),
+        again: None,
     };
     let provider_of = |i: usize| {
         providers
@@ -293,7 +356,18 @@ pub async fn run(
             last_launch = now;
         }
         if opening.is_empty() {
-            break;
+            let Some((i, wait)) = st.wait_for_comeback(Instant::now(), deadline) else {
+                break;
+            };
+            let c = &plan.candidates[i].model;
+            sink.note(format!(
+                "every model has failed for now; waiting {:.1}s for {}/{} to come back",
+                wait.as_secs_f64(),
+                c.provider,
+                c.id
+            ));
+            tokio::time::sleep(wait).await;
+            continue;
         }
         // The hedge: when nothing produced a token within the delay, start the next beside it.
         // One hedge at a time beside the race, armed only while a launch is still possible.
@@ -398,8 +472,7 @@ pub async fn run(
                         return Err(Stop::OutputClosed);
                     }
                     Err(e) => {
-                        if let Some(stop) =
-                            failure(e, provider, cand, launched_at, &mut st, sink, log)
+                        if let Some(stop) = failure(e, i, provider, launched_at, &mut st, sink, log)
                         {
                             return Err(stop);
                         }
@@ -409,7 +482,7 @@ pub async fn run(
             Err(AttemptError::OutputClosed) => return Err(Stop::OutputClosed),
             Err(e) => {
                 ledger.done(&provider.name, &cand.model.id);
-                if let Some(stop) = failure(e, provider, cand, launched_at, &mut st, sink, log) {
+                if let Some(stop) = failure(e, i, provider, launched_at, &mut st, sink, log) {
                     return Err(stop);
                 }
             }
@@ -437,13 +510,15 @@ async fn sleep_until_opt(at: Option<Instant>) {
 /// Records a failed attempt and learns from it; a failure after text was shown ends the run.
 fn failure(
     e: AttemptError,
+    i: usize,
     provider: &Provider,
-    cand: &Candidate,
     launched_at: Instant,
     st: &mut Progress,
     sink: &mut dyn TokenSink,
     log: &RefCell<Vec<AttemptRecord>>,
 ) -> Option<Stop> {
+    let cands = st.cands;
+    let cand = &cands[i];
     let AttemptError::Failed {
         failure,
         status,
@@ -497,6 +572,12 @@ fn failure(
         return Some(Stop::Error(err.with_attempts(log.borrow().clone())));
     }
     st.learn(cand, failure.outcome, failure.provider_wide);
+    // A 429 that says when to come back: worth a wait once nothing else is left.
+    if let (AttemptOutcome::RateLimited | AttemptOutcome::QuotaExhausted, Some(at)) =
+        (failure.outcome, failure.hint_ms)
+    {
+        st.comeback.push((i, at));
+    }
     None
 }
 

@@ -46,6 +46,7 @@ pub(super) fn failed(
             },
             message: message.into(),
             day_limit: None,
+            hint_ms: None,
             own_rate_limit: false,
         },
         status,

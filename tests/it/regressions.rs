@@ -1,5 +1,7 @@
 //! Regressions found in review: each test names what went wrong.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
 use serde_json::json;
@@ -208,5 +210,121 @@ fn translating_an_image_reads_its_text_and_sends_no_empty_text_part() {
         parts
             .iter()
             .all(|p| p["type"] != "text" || !p["text"].as_str().unwrap().trim().is_empty())
+    );
+}
+
+#[test]
+fn a_429_that_says_when_is_waited_for_once_nothing_else_is_left() {
+    let limited = Arc::new(AtomicUsize::new(0));
+    let l = limited.clone();
+    let s = server(move |r| {
+        if r.model() == BIG && l.fetch_add(1, SeqCst).is_multiple_of(2) {
+            Reply::json_with(
+                429,
+                &[("retry-after", "1")],
+                r#"{"error":{"message":"Rate limit exceeded: limit_rpm/big","code":429}}"#,
+            )
+        } else {
+            fake::answer(&r.model(), &["back"])
+        }
+    });
+    let env = Env::new(&s);
+    // Nothing else to try: the run waits the second it was told, then asks again.
+    let started = std::time::Instant::now();
+    let out = env.run(&["--json", "-m", BIG, "q"]);
+    assert_eq!(out.code, 0, "{out}");
+    let v = out.json();
+    assert_eq!(v["content"], "back", "{out}");
+    let outcomes: Vec<&str> = v["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["rate_limited", "ok"], "{out}");
+    assert!(out.stderr.contains("waiting 1.0s for openrouter/"), "{out}");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    // With another model left, nothing is waited for (BIG, now at the request limit its
+    // 429 taught, goes last and MID answers); and a deadline that leaves no room for the
+    // wait plus 2 s for the attempt ends the run after BIG's next 429, without waiting.
+    let out = env.run(&["--json", "-m", BIG, "-m", MID, "q"]);
+    assert_eq!(
+        (out.code, out.json()["model"].as_str()),
+        (0, Some(MID)),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("waiting"), "{out}");
+    let out = env.run(&["--timeout", "2.5", "-m", BIG, "q"]);
+    assert_eq!(out.code, 4, "{out}");
+    assert!(!out.stderr.contains("waiting"), "{out}");
+}
+
+#[test]
+fn the_per_minute_free_quota_is_waited_for_when_it_is_the_only_way() {
+    let spent = Arc::new(AtomicUsize::new(0));
+    let n = spent.clone();
+    let s = server(move |r| {
+        if n.fetch_add(1, SeqCst) == 0 {
+            let reset = (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis()
+                + 1_000)
+                .to_string();
+            let body = json!({"error": {"message": "Rate limit exceeded: free-models-per-min. ", "code": 429,
+                "metadata": {"headers": {"X-RateLimit-Limit": "20", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}}}});
+            Reply::json_with(
+                429,
+                &[
+                    ("X-RateLimit-Limit", "20"),
+                    ("X-RateLimit-Remaining", "0"),
+                    ("X-RateLimit-Reset", &reset),
+                ],
+                body.to_string(),
+            )
+        } else {
+            fake::answer(&r.model(), &["after the minute"])
+        }
+    });
+    let out = Env::new(&s).run(&["--json", "-m", BIG, "-m", MID, "q"]);
+    assert_eq!(out.code, 0, "{out}");
+    let v = out.json();
+    assert_eq!(v["attempts"][0]["outcome"], "quota_exhausted", "{out}");
+    assert_eq!(v["attempts"].as_array().unwrap().len(), 2, "{out}");
+    // The whole provider was out: MID was not asked before the reset, BIG after it.
+    assert_eq!(s.chat_models(), [BIG, BIG], "{out}");
+    assert!(out.stderr.contains("waiting"), "{out}");
+}
+
+#[test]
+fn a_clock_rate_shortens_waits_on_the_memorys_clock() {
+    // bench/fleet.sh runs the memory's clock ten times faster than the wall clock; a
+    // Retry-After of 20 s on that clock is then 2 s of waiting (at 1000× here, 20 ms).
+    let first = Arc::new(AtomicUsize::new(0));
+    let f = first.clone();
+    let s = server(move |r| {
+        if f.fetch_add(1, SeqCst) == 0 {
+            Reply::json_with(
+                429,
+                &[("retry-after", "20")],
+                r#"{"error":{"message":"Rate limit exceeded: limit_rpm/big","code":429}}"#,
+            )
+        } else {
+            fake::answer(&r.model(), &["soon"])
+        }
+    });
+    let started = std::time::Instant::now();
+    let out = Env::new(&s).run_with_env(
+        &["-m", BIG, "q"],
+        &[
+            ("FREEROUTE_NOW_MS", "1800000000000"),
+            ("FREEROUTE_CLOCK_RATE", "1000"),
+        ],
+    );
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stderr.contains("waiting 0.0s"), "{out}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "not 20 s of waiting"
     );
 }
