@@ -8,11 +8,17 @@ pub mod rank;
 use serde::Serialize;
 
 use crate::catalog::Model;
+use crate::providers::Tier;
 use crate::request::{Needs, Route};
 use crate::state::State;
 
 pub use filter::DropReason;
 pub use rank::Score;
+
+/// A local server may unload a model left idle this long (Ollama's default `keep_alive`
+/// is five minutes) and load it again on the next request, which then takes seconds: its
+/// first token is not held to the measured (warm) time, only to the deadline's share.
+pub const LOCAL_IDLE_MS: u64 = 5 * 60_000;
 
 #[derive(Debug, Clone)]
 pub struct Candidate {
@@ -72,6 +78,7 @@ pub fn plan(
         score: rank::score(m, route, state, now_ms, &latency_ref, &mut *rng),
         ttft_tail_ms: state
             .model(&m.provider, &m.id)
+            .filter(|s| !(m.tier == Tier::Local && s.updated_ms + LOCAL_IDLE_MS < now_ms))
             .and_then(|s| s.expected_ttft_ms()),
         cooling_until_ms,
     };

@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use crate::ask::JsonAnswer;
-use crate::fake::{self, FakeServer, Reply};
+use crate::fake::{self, FakeServer, Reply, Step};
 use crate::harness::{Env, KEY};
 
 const GROQ_KEY: &str = "gsk_test_groq_key_123456";
@@ -399,4 +399,48 @@ fn config_show_lists_presets_on_and_off_with_reasons() {
     );
     assert!(out.stdout.contains("keyless = false"), "{out}");
     assert!(!out.stdout.contains(GROQ_KEY));
+}
+
+#[test]
+fn a_local_model_idle_for_minutes_may_take_seconds_to_load() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    // A model measured warm in milliseconds, then unloaded (Ollama's keep_alive): its next
+    // first token waits 2.6 s for the load, more than the 2 s a warm model would get.
+    let cold = Arc::new(AtomicBool::new(false));
+    let c = cold.clone();
+    let s = FakeServer::start(move |r| {
+        if r.path.ends_with("/models") {
+            Reply::json(200, json!({"object": "list", "data": [{"id": "warm-3b", "object": "model"}, {"id": "other-3b", "object": "model"}]}).to_string())
+        } else {
+            let mut steps = Vec::new();
+            if r.model() == "warm-3b" && c.load(SeqCst) {
+                steps.push(Step::Sleep(std::time::Duration::from_millis(2_600)));
+            }
+            steps.extend(fake::answer_steps(&r.model(), &["from ", &r.model()]));
+            Reply::stream(steps)
+        }
+    });
+    let env = Env::bare()
+        .var("FREEROUTE_DISCOVER", "1")
+        .config(&format!("[defaults]\ndiscover_ports = [{}]\n", s.port));
+    let at = |min: u64| (1_800_000_000_000u64 + min * 60_000).to_string();
+    let ask = |min: u64| {
+        env.run_with_env(
+            &["--json", "-m", "warm-3b", "-m", "other-3b", "q"],
+            &[("FREEROUTE_NOW_MS", &at(min))],
+        )
+    };
+    for _ in 0..3 {
+        assert_eq!(ask(0).json()["model"], "warm-3b");
+    }
+    cold.store(true, SeqCst);
+    // A minute later it is still loaded as far as anyone knows: 2 s, then the next model.
+    let v = ask(1).json();
+    assert_eq!(v["model"], "other-3b", "{v}");
+    assert_eq!(v["attempts"][0]["outcome"], "timeout", "{v}");
+    // Ten idle minutes later it may be loading: it is given the time to.
+    let v = ask(11).json();
+    assert_eq!(v["model"], "warm-3b", "{v}");
+    assert_eq!(v["attempts"].as_array().unwrap().len(), 1, "{v}");
 }
