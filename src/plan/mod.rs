@@ -28,7 +28,8 @@ pub struct Candidate {
     /// measured: plans the attempt's first-token timeout and its `hedge = "auto"` delay.
     pub ttft_tail_ms: Option<f64>,
     /// The model is cooling down until then: it is tried only after every other candidate
-    /// (never slept on), so a run never ends with nothing tried while one exists.
+    /// (never slept on), so a run never ends with nothing tried while one exists. Cooling
+    /// candidates go in score order among themselves (bench/fleet-results.md, variant F).
     pub cooling_until_ms: Option<u64>,
 }
 
@@ -84,11 +85,11 @@ pub fn plan(
     };
     out.candidates = kept.into_iter().map(|m| candidate(m, None)).collect();
     rank::order(&mut out.candidates, &route.models);
-    cooling.sort_by_key(|(_, until)| *until);
-    let cooling: Vec<Candidate> = cooling
+    let mut cooling: Vec<Candidate> = cooling
         .into_iter()
         .map(|(m, until)| candidate(m, Some(until)))
         .collect();
+    rank::order(&mut cooling, &route.models);
     out.candidates.extend(cooling);
     out
 }
@@ -138,6 +139,34 @@ mod tests {
         assert_eq!(ids, vec!["small-1b", "big-70b"]);
         assert_eq!(p.candidates[1].cooling_until_ms, Some(500));
         assert!(p.dropped.is_empty());
+    }
+
+    #[test]
+    fn cooling_models_are_tried_best_first_not_soonest_back_first() {
+        // Parallel runs that all tried the soonest-back model first met its 429 together;
+        // by score (jitter included) they spread, and the better model goes first.
+        use crate::state::{ModelStats, key};
+        let mut st = State::default();
+        for (id, until) in [("big-70b", 900), ("small-1b", 200)] {
+            st.models.insert(
+                key("or", id),
+                ModelStats {
+                    cooldown_until_ms: until,
+                    ..Default::default()
+                },
+            );
+        }
+        let models = vec![model("or", "small-1b"), model("or", "big-70b")];
+        let p = plan(
+            &models,
+            &Route::default(),
+            &Needs::default(),
+            &st,
+            100,
+            &mut fastrand::Rng::with_seed(1),
+        );
+        let ids: Vec<_> = p.candidates.iter().map(|c| c.model.id.as_str()).collect();
+        assert_eq!(ids, vec!["big-70b", "small-1b"]);
     }
 
     #[test]
