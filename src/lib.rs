@@ -45,10 +45,7 @@ pub fn minute_ms() -> u64 {
 /// there; with `FREEROUTE_CLOCK_RATE=R` as well it runs R times as fast as the wall clock
 /// from there on (bench/fleet.sh puts the memory on its fleet's faster time scale so).
 pub fn now_ms() -> u64 {
-    if let Some(ms) = std::env::var("FREEROUTE_NOW_MS")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    {
+    if let Some(ms) = set_now_ms() {
         let ran = started().elapsed().as_secs_f64() * 1000.0;
         return ms + (ran * clock_rate().unwrap_or(0.0)) as u64;
     }
@@ -61,9 +58,15 @@ pub fn now_ms() -> u64 {
 /// sleep until a moment of that clock.
 pub fn wall_time(ms: u64) -> std::time::Duration {
     let rate = clock_rate()
-        .filter(|_| std::env::var_os("FREEROUTE_NOW_MS").is_some())
+        .filter(|_| set_now_ms().is_some())
         .unwrap_or(1.0);
     std::time::Duration::from_secs_f64(ms as f64 / 1000.0 / rate)
+}
+
+fn set_now_ms() -> Option<u64> {
+    std::env::var("FREEROUTE_NOW_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
 }
 
 fn clock_rate() -> Option<f64> {

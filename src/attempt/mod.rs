@@ -134,6 +134,8 @@ struct Progress<'a> {
     comeback: Vec<(usize, u64)>,
     /// A candidate to try again before any other (the one waited for).
     again: Option<usize>,
+    /// Providers whose quota a 429 of this run said is spent, with when it resets.
+    quota_until: HashMap<String, u64>,
 }
 
 impl Progress<'_> {
@@ -212,13 +214,15 @@ impl Progress<'_> {
         Some((i, wait))
     }
 
-    /// Whether candidate `i` could be tried at `at_ms`, once the quota block that a 429 of
-    /// this run put on its provider is over.
+    /// Whether candidate `i` could be tried at `at_ms`: its provider not blocked then (a
+    /// quota that a 429 of this run said is spent must have reset by then).
     fn usable_at(&self, i: usize, at_ms: u64) -> bool {
         let c = &self.cands[i].model;
+        let reset = self.quota_until.get(&c.provider);
         let block = self.blocked.get(&c.provider);
-        block.is_none_or(|o| *o == AttemptOutcome::QuotaExhausted)
-            && !matches!((self.too_small, c.context), (Some(s), Some(x)) if x <= s)
+        block.is_none_or(|o| {
+            *o == AttemptOutcome::QuotaExhausted && reset.is_some_and(|r| *r <= at_ms)
+        }) && !matches!((self.too_small, c.context), (Some(s), Some(x)) if x <= s)
             && self.limiter.borrow().has_room(&c.provider, at_ms)
     }
 
@@ -293,6 +297,7 @@ pub async fn run(
         context_tokens: req.needs.context_tokens,
         comeback: Vec::new(),
         again: None,
+        quota_until: HashMap::new(),
     };
     let provider_of = |i: usize| {
         providers
@@ -572,6 +577,11 @@ fn failure(
         return Some(Stop::Error(err.with_attempts(log.borrow().clone())));
     }
     st.learn(cand, failure.outcome, failure.provider_wide);
+    if failure.provider_wide && failure.outcome == AttemptOutcome::QuotaExhausted {
+        let reset = failure.retry_at_ms.unwrap_or(u64::MAX);
+        let until = st.quota_until.entry(provider.name.clone()).or_insert(0);
+        *until = (*until).max(reset);
+    }
     // A 429 that says when to come back: worth a wait once nothing else is left.
     if let (AttemptOutcome::RateLimited | AttemptOutcome::QuotaExhausted, Some(at)) =
         (failure.outcome, failure.hint_ms)

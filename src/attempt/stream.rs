@@ -204,8 +204,12 @@ pub(super) async fn open(
         // "No endpoints found that can handle the requested parameters" answers the
         // `require_parameters` sent for tools or a schema without naming which: when only
         // one was asked for, name it so that the miss is remembered (`state::missing_capability`).
+        // `require_parameters` covers every parameter sent: with a temperature or a token
+        // limit asked for too, the miss could be theirs, and it is not attributed.
         if failure.outcome == AttemptOutcome::CapabilityMissing
             && crate::state::missing_capability(&failure.message).is_none()
+            && req.temperature.is_none()
+            && req.max_tokens.is_none()
         {
             match (req.tools.is_some(), req.schema.is_some()) {
                 (true, false) => failure.message.push_str(" (the request needs tool use)"),
@@ -220,6 +224,8 @@ pub(super) async fn open(
             failure.outcome = AttemptOutcome::QuotaExhausted;
             failure.provider_wide = true;
             failure.retry_at_ms = Some(*until);
+            // Its Retry-After may be seconds; the window it spent ends then.
+            failure.hint_ms = failure.hint_ms.max(Some(*until));
             failure.message = format!("{}; {why}", failure.message);
         }
         return Err(AttemptError::Failed {

@@ -444,3 +444,22 @@ fn a_local_model_idle_for_minutes_may_take_seconds_to_load() {
     assert_eq!(v["model"], "warm-3b", "{v}");
     assert_eq!(v["attempts"].as_array().unwrap().len(), 1, "{v}");
 }
+
+#[test]
+fn a_spent_day_quota_is_not_waited_for_on_its_short_retry_after() {
+    // Groq's 429 says `retry-after: 2` but its headers say the day's requests are spent
+    // for 2 h: with nothing else to try, the run ends instead of asking every 2 s.
+    let (s, env) = fleet(|_| groq_quota_429());
+    let out = env.run(&[
+        "-p",
+        "groq",
+        "-m",
+        "llama-3.3-70b-versatile",
+        "--timeout",
+        "9",
+        "q",
+    ]);
+    assert_eq!(out.code, 4, "{out}");
+    assert!(!out.stderr.contains("waiting"), "{out}");
+    assert_eq!(s.chats().len(), 1, "{out}");
+}

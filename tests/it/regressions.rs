@@ -242,7 +242,10 @@ fn a_429_that_says_when_is_waited_for_once_nothing_else_is_left() {
         .map(|a| a["outcome"].as_str().unwrap())
         .collect();
     assert_eq!(outcomes, ["rate_limited", "ok"], "{out}");
-    assert!(out.stderr.contains("waiting 1.0s for openrouter/"), "{out}");
+    assert!(
+        out.stderr.contains("waiting ") && out.stderr.contains("s for openrouter/"),
+        "{out}"
+    );
     assert!(started.elapsed() >= Duration::from_millis(900));
     // With another model left, nothing is waited for (BIG, now at the request limit its
     // 429 taught, goes last and MID answers); and a deadline that leaves no room for the
@@ -327,4 +330,38 @@ fn a_clock_rate_shortens_waits_on_the_memorys_clock() {
         started.elapsed() < Duration::from_secs(15),
         "not 20 s of waiting"
     );
+}
+
+#[test]
+fn a_short_retry_after_does_not_reopen_a_provider_whose_quota_is_spent() {
+    // BIG's pool says "retry in 1 s"; MID, of the same provider, says the account's
+    // per-minute free quota is spent for a minute: no request before that minute is over.
+    let s = server(|r| {
+        if r.model() == BIG {
+            Reply::json_with(
+                429,
+                &[("retry-after", "1")],
+                json!({"error": {"message": "Provider returned error", "code": 429,
+                    "metadata": {"raw": "busy upstream", "limit_source": "upstream_provider_shared_pool"}}})
+                .to_string(),
+            )
+        } else {
+            let reset = (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis()
+                + 60_000)
+                .to_string();
+            Reply::json_with(
+                429,
+                &[("X-RateLimit-Remaining", "0"), ("X-RateLimit-Reset", &reset)],
+                json!({"error": {"message": "Rate limit exceeded: free-models-per-min. ", "code": 429}})
+                    .to_string(),
+            )
+        }
+    });
+    let out = Env::new(&s).run(&["--json", "--timeout", "9", "-m", BIG, "-m", MID, "q"]);
+    assert_eq!(out.code, 4, "{out}");
+    assert!(!out.stderr.contains("waiting"), "{out}");
+    assert_eq!(s.chat_models(), [BIG, MID], "{out}");
 }
