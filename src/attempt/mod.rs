@@ -25,6 +25,7 @@ use crate::providers::Provider;
 use crate::request::{Hedge, Request};
 use crate::wire::client::Client;
 use crate::wire::openai::Usage;
+use classify::Failure;
 pub use stream::check_schema;
 use stream::{AttemptError, Live};
 
@@ -122,7 +123,9 @@ struct Progress<'a> {
     attempts: usize,
     launched: usize,
     next: usize,
-    blocked: HashMap<String, AttemptOutcome>,
+    /// Providers out for the rest of the run: what stopped them and, for a quota a 429
+    /// said is spent, when it resets (`u64::MAX` for the rest).
+    blocked: HashMap<String, (AttemptOutcome, u64)>,
     too_small: Option<u64>,
     /// Requests each provider may still take in its windows (DESIGN §5 quotas).
     limiter: &'a RefCell<Limiter>,
@@ -134,16 +137,40 @@ struct Progress<'a> {
     comeback: Vec<(usize, u64)>,
     /// A candidate to try again before any other (the one waited for).
     again: Option<usize>,
-    /// Providers whose quota a 429 of this run said is spent, with when it resets.
-    quota_until: HashMap<String, u64>,
 }
 
 impl Progress<'_> {
     fn usable(&self, i: usize) -> bool {
+        !self.blocked.contains_key(&self.cands[i].model.provider) && self.fits(i, crate::now_ms())
+    }
+
+    /// Whether candidate `i` could be tried at `at_ms`: as `usable`, but a provider whose
+    /// quota a 429 of this run said is spent is open again once that quota has reset.
+    fn usable_at(&self, i: usize, at_ms: u64) -> bool {
+        self.blocked
+            .get(&self.cands[i].model.provider)
+            .is_none_or(|&(o, until)| o == AttemptOutcome::QuotaExhausted && until <= at_ms)
+            && self.fits(i, at_ms)
+    }
+
+    /// The request fits the model's context and its provider has room at `at_ms`.
+    fn fits(&self, i: usize, at_ms: u64) -> bool {
         let c = &self.cands[i].model;
-        !self.blocked.contains_key(&c.provider)
-            && !matches!((self.too_small, c.context), (Some(s), Some(x)) if x <= s)
-            && self.limiter.borrow().has_room(&c.provider, crate::now_ms())
+        !matches!((self.too_small, c.context), (Some(s), Some(x)) if x <= s)
+            && self.limiter.borrow().has_room(&c.provider, at_ms)
+    }
+
+    /// Launches candidate `i` if it is usable and its provider's quota takes the request.
+    fn claim(&mut self, i: usize) -> bool {
+        let taken = self.usable(i)
+            && self
+                .limiter
+                .borrow_mut()
+                .try_take(&self.cands[i].model.provider, crate::now_ms());
+        if taken {
+            self.launched += 1;
+        }
+        taken
     }
 
     /// The next candidate worth a request, if the attempt limit allows one. Quota is taken
@@ -152,29 +179,16 @@ impl Progress<'_> {
         if self.launched >= self.attempts {
             return None;
         }
-        if let Some(i) = self.again.take() {
-            let provider = &self.cands[i].model.provider;
-            if self.usable(i)
-                && self
-                    .limiter
-                    .borrow_mut()
-                    .try_take(provider, crate::now_ms())
-            {
-                self.launched += 1;
-                return Some(i);
-            }
+        // The one waited for was launched before, so its provider is known.
+        if let Some(i) = self.again.take()
+            && self.claim(i)
+        {
+            return Some(i);
         }
         while self.next < self.cands.len() {
             let i = self.next;
             self.next += 1;
-            if self.usable(i)
-                && provider_of(i).is_some()
-                && self
-                    .limiter
-                    .borrow_mut()
-                    .try_take(&self.cands[i].model.provider, crate::now_ms())
-            {
-                self.launched += 1;
+            if provider_of(i).is_some() && self.claim(i) {
                 return Some(i);
             }
         }
@@ -207,28 +221,29 @@ impl Progress<'_> {
         self.comeback.remove(pos);
         // A provider blocked for its quota in this run is open again at its reset.
         let provider = &self.cands[i].model.provider;
-        if self.blocked.get(provider) == Some(&AttemptOutcome::QuotaExhausted) {
+        if self
+            .blocked
+            .get(provider)
+            .is_some_and(|(o, _)| *o == AttemptOutcome::QuotaExhausted)
+        {
             self.blocked.remove(provider);
         }
         self.again = Some(i);
         Some((i, wait))
     }
 
-    /// Whether candidate `i` could be tried at `at_ms`: its provider not blocked then (a
-    /// quota that a 429 of this run said is spent must have reset by then).
-    fn usable_at(&self, i: usize, at_ms: u64) -> bool {
-        let c = &self.cands[i].model;
-        let reset = self.quota_until.get(&c.provider);
-        let block = self.blocked.get(&c.provider);
-        block.is_none_or(|o| {
-            *o == AttemptOutcome::QuotaExhausted && reset.is_some_and(|r| *r <= at_ms)
-        }) && !matches!((self.too_small, c.context), (Some(s), Some(x)) if x <= s)
-            && self.limiter.borrow().has_room(&c.provider, at_ms)
-    }
-
-    fn learn(&mut self, cand: &Candidate, outcome: AttemptOutcome, provider_wide: bool) {
-        if provider_wide {
-            self.blocked.insert(cand.model.provider.clone(), outcome);
+    fn learn(&mut self, cand: &Candidate, failure: &Failure) {
+        let outcome = failure.outcome;
+        if failure.provider_wide {
+            let until = match outcome {
+                AttemptOutcome::QuotaExhausted => failure.retry_at_ms.unwrap_or(u64::MAX),
+                _ => u64::MAX,
+            };
+            let block = self
+                .blocked
+                .entry(cand.model.provider.clone())
+                .or_insert((outcome, 0));
+            *block = (outcome, block.1.max(until));
         }
         if outcome == AttemptOutcome::ContextTooLong
             && let Some(c) = cand.model.context
@@ -297,7 +312,6 @@ pub async fn run(
         context_tokens: req.needs.context_tokens,
         comeback: Vec::new(),
         again: None,
-        quota_until: HashMap::new(),
     };
     let provider_of = |i: usize| {
         providers
@@ -576,12 +590,7 @@ fn failure(
         );
         return Some(Stop::Error(err.with_attempts(log.borrow().clone())));
     }
-    st.learn(cand, failure.outcome, failure.provider_wide);
-    if failure.provider_wide && failure.outcome == AttemptOutcome::QuotaExhausted {
-        let reset = failure.retry_at_ms.unwrap_or(u64::MAX);
-        let until = st.quota_until.entry(provider.name.clone()).or_insert(0);
-        *until = (*until).max(reset);
-    }
+    st.learn(cand, &failure);
     // A 429 that says when to come back: worth a wait once nothing else is left.
     if let (AttemptOutcome::RateLimited | AttemptOutcome::QuotaExhausted, Some(at)) =
         (failure.outcome, failure.hint_ms)

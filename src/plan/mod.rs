@@ -99,6 +99,18 @@ mod tests {
     use super::*;
     use crate::catalog::Capabilities;
 
+    /// The plan for `models` with no route or needs given (the same seed each time).
+    fn plan_of(models: &[Model], st: &State, now_ms: u64) -> Plan {
+        plan(
+            models,
+            &Route::default(),
+            &Needs::default(),
+            st,
+            now_ms,
+            &mut fastrand::Rng::with_seed(1),
+        )
+    }
+
     pub(crate) fn model(provider: &str, id: &str) -> Model {
         Model {
             provider: provider.into(),
@@ -127,14 +139,7 @@ mod tests {
             },
         );
         let models = vec![model("or", "big-70b"), model("or", "small-1b")];
-        let p = plan(
-            &models,
-            &Route::default(),
-            &Needs::default(),
-            &st,
-            100,
-            &mut fastrand::Rng::with_seed(1),
-        );
+        let p = plan_of(&models, &st, 100);
         let ids: Vec<_> = p.candidates.iter().map(|c| c.model.id.as_str()).collect();
         assert_eq!(ids, vec!["small-1b", "big-70b"]);
         assert_eq!(p.candidates[1].cooling_until_ms, Some(500));
@@ -157,14 +162,7 @@ mod tests {
             );
         }
         let models = vec![model("or", "small-1b"), model("or", "big-70b")];
-        let p = plan(
-            &models,
-            &Route::default(),
-            &Needs::default(),
-            &st,
-            100,
-            &mut fastrand::Rng::with_seed(1),
-        );
+        let p = plan_of(&models, &st, 100);
         let ids: Vec<_> = p.candidates.iter().map(|c| c.model.id.as_str()).collect();
         assert_eq!(ids, vec!["big-70b", "small-1b"]);
     }
@@ -185,14 +183,7 @@ mod tests {
             auto,
             model("or", "qwen/qwen3-4b:free"),
         ];
-        let p = plan(
-            &models,
-            &Route::default(),
-            &Needs::default(),
-            &State::default(),
-            0,
-            &mut fastrand::Rng::with_seed(1),
-        );
+        let p = plan_of(&models, &State::default(), 0);
         let mut ids: Vec<_> = p.candidates.iter().map(|c| c.model.id.as_str()).collect();
         assert_eq!(
             ids.pop(),

@@ -381,11 +381,7 @@ fn a_model_at_its_learned_request_limit_is_tried_last() {
     let s = FakeServer::start(move |r| {
         use std::sync::atomic::Ordering;
         if r.model() == "fast-7b" && w.fetch_add(1, Ordering::SeqCst) >= 4 {
-            return Reply::json_with(
-                429,
-                &[("retry-after", "1")],
-                r#"{"error":{"message":"Rate limit exceeded: limit_rpm/fast-7b","code":429}}"#,
-            );
+            return fake::rate_limit_429("fast-7b", 1);
         }
         fake::answer(&r.model(), &["ok"])
     });

@@ -219,11 +219,7 @@ fn a_429_that_says_when_is_waited_for_once_nothing_else_is_left() {
     let l = limited.clone();
     let s = server(move |r| {
         if r.model() == BIG && l.fetch_add(1, SeqCst).is_multiple_of(2) {
-            Reply::json_with(
-                429,
-                &[("retry-after", "1")],
-                r#"{"error":{"message":"Rate limit exceeded: limit_rpm/big","code":429}}"#,
-            )
+            fake::rate_limit_429(BIG, 1)
         } else {
             fake::answer(&r.model(), &["back"])
         }
@@ -233,14 +229,9 @@ fn a_429_that_says_when_is_waited_for_once_nothing_else_is_left() {
     let started = std::time::Instant::now();
     let out = env.run(&["--json", "-m", BIG, "q"]);
     assert_eq!(out.code, 0, "{out}");
-    let v = out.json();
-    assert_eq!(v["content"], "back", "{out}");
-    let outcomes: Vec<&str> = v["attempts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["outcome"].as_str().unwrap())
-        .collect();
+    let a: JsonAnswer = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(a.content, "back", "{out}");
+    let outcomes: Vec<&str> = a.attempts.iter().map(|t| t.outcome.as_str()).collect();
     assert_eq!(outcomes, ["rate_limited", "ok"], "{out}");
     assert!(
         out.stderr.contains("waiting ") && out.stderr.contains("s for openrouter/"),
@@ -268,23 +259,7 @@ fn the_per_minute_free_quota_is_waited_for_when_it_is_the_only_way() {
     let n = spent.clone();
     let s = server(move |r| {
         if n.fetch_add(1, SeqCst) == 0 {
-            let reset = (std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis()
-                + 1_000)
-                .to_string();
-            let body = json!({"error": {"message": "Rate limit exceeded: free-models-per-min. ", "code": 429,
-                "metadata": {"headers": {"X-RateLimit-Limit": "20", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}}}});
-            Reply::json_with(
-                429,
-                &[
-                    ("X-RateLimit-Limit", "20"),
-                    ("X-RateLimit-Remaining", "0"),
-                    ("X-RateLimit-Reset", &reset),
-                ],
-                body.to_string(),
-            )
+            fake::minute_quota_429(1_000)
         } else {
             fake::answer(&r.model(), &["after the minute"])
         }
@@ -307,11 +282,7 @@ fn a_clock_rate_shortens_waits_on_the_memorys_clock() {
     let f = first.clone();
     let s = server(move |r| {
         if f.fetch_add(1, SeqCst) == 0 {
-            Reply::json_with(
-                429,
-                &[("retry-after", "20")],
-                r#"{"error":{"message":"Rate limit exceeded: limit_rpm/big","code":429}}"#,
-            )
+            fake::rate_limit_429(BIG, 20)
         } else {
             fake::answer(&r.model(), &["soon"])
         }
@@ -338,26 +309,9 @@ fn a_short_retry_after_does_not_reopen_a_provider_whose_quota_is_spent() {
     // per-minute free quota is spent for a minute: no request before that minute is over.
     let s = server(|r| {
         if r.model() == BIG {
-            Reply::json_with(
-                429,
-                &[("retry-after", "1")],
-                json!({"error": {"message": "Provider returned error", "code": 429,
-                    "metadata": {"raw": "busy upstream", "limit_source": "upstream_provider_shared_pool"}}})
-                .to_string(),
-            )
+            fake::upstream_429(BIG).with_header("retry-after", "1")
         } else {
-            let reset = (std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis()
-                + 60_000)
-                .to_string();
-            Reply::json_with(
-                429,
-                &[("X-RateLimit-Remaining", "0"), ("X-RateLimit-Reset", &reset)],
-                json!({"error": {"message": "Rate limit exceeded: free-models-per-min. ", "code": 429}})
-                    .to_string(),
-            )
+            fake::minute_quota_429(60_000)
         }
     });
     let out = Env::new(&s).run(&["--json", "--timeout", "9", "-m", BIG, "-m", MID, "q"]);

@@ -94,6 +94,14 @@ impl Reply {
         }
     }
 
+    /// The same reply with one more header.
+    pub fn with_header(mut self, name: &str, value: &str) -> Reply {
+        if let Reply::Full { headers, .. } | Reply::Stream { headers, .. } = &mut self {
+            headers.push((name.into(), value.into()));
+        }
+        self
+    }
+
     pub fn stream(steps: Vec<Step>) -> Reply {
         Reply::Stream {
             headers: vec![],
@@ -480,6 +488,35 @@ pub fn daily_quota_429(reset_ms: u64) -> Reply {
         ],
         body.to_string(),
     )
+}
+
+/// OpenRouter's account-wide per-minute free quota spent, resetting in `in_ms`: the
+/// daily one's shape with `free-models-per-min`, `X-RateLimit-Reset` in epoch ms and, as in
+/// the recorded fixture, a `Retry-After` as well (reference §0 item 8, §6).
+pub fn minute_quota_429(in_ms: u64) -> Reply {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let reset = (now_ms + in_ms).to_string();
+    let body = serde_json::json!({"error": {"message": "Rate limit exceeded: free-models-per-min", "code": 429, "metadata": {"headers": {"X-RateLimit-Limit": "20", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}}}});
+    Reply::json_with(
+        429,
+        &[
+            ("retry-after", &in_ms.div_ceil(1000).to_string()),
+            ("X-RateLimit-Limit", "20"),
+            ("X-RateLimit-Remaining", "0"),
+            ("X-RateLimit-Reset", &reset),
+        ],
+        body.to_string(),
+    )
+}
+
+/// A 429 for a limit on the caller's own request rate to `model` (not a shared pool's),
+/// saying when to come back.
+pub fn rate_limit_429(model: &str, retry_after_s: u64) -> Reply {
+    let body = serde_json::json!({"error": {"message": format!("Rate limit exceeded: limit_rpm/{model}"), "code": 429}});
+    Reply::json(429, body.to_string()).with_header("retry-after", &retry_after_s.to_string())
 }
 
 /// An OpenRouter-shaped catalog entry.
