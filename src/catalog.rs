@@ -11,12 +11,57 @@ use serde_json::Value;
 
 use crate::config::ModelConfig;
 use crate::providers::{Provider, ProviderKind, Tier};
+use crate::wire::client::FetchError;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capabilities {
     pub vision: bool,
     pub tools: bool,
     pub schema: bool,
+}
+
+/// One capability a request may need and a model may lack. Serialized (in the state's
+/// remembered misses) as `vision`, `tools`, `schema`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Capability {
+    Vision,
+    Tools,
+    Schema,
+}
+
+impl Capability {
+    pub const ALL: [Capability; 3] = [Capability::Vision, Capability::Tools, Capability::Schema];
+
+    /// What a user calls it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Capability::Vision => "image input",
+            Capability::Tools => "tool calling",
+            Capability::Schema => "structured output",
+        }
+    }
+}
+
+impl std::fmt::Display for Capability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+impl Capabilities {
+    pub fn has(&self, c: Capability) -> bool {
+        match c {
+            Capability::Vision => self.vision,
+            Capability::Tools => self.tools,
+            Capability::Schema => self.schema,
+        }
+    }
+
+    /// The capabilities that are set, in `Capability::ALL` order.
+    pub fn iter(self) -> impl Iterator<Item = Capability> {
+        Capability::ALL.into_iter().filter(move |c| self.has(*c))
+    }
 }
 
 /// One model at one provider.
@@ -392,7 +437,7 @@ pub struct Loaded {
     pub models: Vec<Model>,
     pub notes: Vec<String>,
     /// Providers whose catalog could not be had at all, with the reason.
-    pub failed: Vec<(String, String)>,
+    pub failed: Vec<(String, FetchError)>,
 }
 
 /// Gathers the models of every provider: the config's list, a fresh cache, or a fetch
@@ -437,7 +482,13 @@ pub async fn load(
         Ok(c) => c,
         Err(e) => {
             for (p, _) in to_fetch {
-                out.failed.push((p.name.clone(), e.clone()));
+                out.failed.push((
+                    p.name.clone(),
+                    FetchError {
+                        status: None,
+                        message: e.clone(),
+                    },
+                ));
             }
             return out;
         }
@@ -447,7 +498,12 @@ pub async fn load(
         .map(|(p, _)| client.models(p, fetch_timeout));
     let results = futures_util::future::join_all(fetches).await;
     for ((p, stale), result) in to_fetch.into_iter().zip(results) {
-        let parsed = result.and_then(|body| parse_models(&body, p));
+        let parsed = result.and_then(|body| {
+            parse_models(&body, p).map_err(|message| FetchError {
+                status: None,
+                message,
+            })
+        });
         match (parsed, stale) {
             (Ok(models), _) => {
                 if let Some(d) = &dir {

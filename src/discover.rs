@@ -66,7 +66,7 @@ pub async fn open_ports(ports: &[u16], cache_dir: Option<&Path>, now_ms: u64) ->
             ports: ports.to_vec(),
             open: open.clone(),
         };
-        let _ = crate::state::write_atomic(p, &serde_json::to_vec(&probe).expect("serializes"));
+        let _ = crate::store::write_atomic(p, &serde_json::to_vec(&probe).expect("serializes"));
     }
     open
 }

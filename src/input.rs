@@ -10,6 +10,7 @@ use base64::Engine;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::request::AnswerSchema;
 use crate::wire::openai::Message;
 
 /// The largest image accepted, before base64 (most providers refuse far less; 20 MB is
@@ -23,7 +24,7 @@ pub struct Input {
     pub prompt: String,
     pub images: Vec<Image>,
     pub tools: Option<Vec<Value>>,
-    pub schema: Option<Value>,
+    pub schema: Option<AnswerSchema>,
     /// A whole conversation from `--messages`.
     pub messages: Option<Vec<Message>>,
 }
@@ -259,7 +260,7 @@ fn normalize_tool(t: Value) -> std::result::Result<Value, String> {
 
 /// `--schema FILE|JSON`: inline JSON when it starts with `{`, else a file; must be a valid
 /// JSON Schema.
-pub fn load_schema(arg: &str) -> Result<Value> {
+pub fn load_schema(arg: &str) -> Result<AnswerSchema> {
     let (v, name) = if arg.trim_start().starts_with('{') {
         let v = serde_json::from_str(arg)
             .map_err(|e| Error::input(format!("--schema is not valid JSON: {e}")))?;
@@ -275,9 +276,8 @@ pub fn load_schema(arg: &str) -> Result<Value> {
             "{name} must be a JSON object (a JSON Schema)"
         )));
     }
-    jsonschema::validator_for(&v)
-        .map_err(|e| Error::input(format!("{name} is not a valid JSON Schema: {e}")))?;
-    Ok(v)
+    AnswerSchema::compile(v)
+        .map_err(|e| Error::input(format!("{name} is not a valid JSON Schema: {e}")))
 }
 
 const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool"];

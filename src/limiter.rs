@@ -7,8 +7,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use crate::health::Health;
 use crate::providers::Provider;
-use crate::state::State;
 
 #[derive(Debug, Clone, Default)]
 struct Slot {
@@ -35,7 +35,7 @@ const WINDOW_SLACK_MS: u64 = 50;
 
 impl Slot {
     fn day_of(&self, now_ms: u64) -> u64 {
-        (now_ms as i64 + self.day_offset_ms).max(0) as u64 / 86_400_000
+        crate::health::provider_day(now_ms, self.day_offset_ms)
     }
 
     fn window() -> u64 {
@@ -85,7 +85,7 @@ pub struct Limiter {
 
 impl Limiter {
     /// Limits from the providers (config and presets), counts from the state.
-    pub fn new(providers: &[Provider], state: &State, now_ms: u64) -> Limiter {
+    pub fn new(providers: &[Provider], state: &Health, now_ms: u64) -> Limiter {
         let mut l = Limiter::default();
         for p in providers {
             l.slots.insert(
@@ -103,7 +103,7 @@ impl Limiter {
     }
 
     /// Takes the state's latest counts (other processes included) and learned limits.
-    pub fn sync(&mut self, state: &State, _now_ms: u64) {
+    pub fn sync(&mut self, state: &Health, _now_ms: u64) {
         for (name, slot) in self.slots.iter_mut() {
             let Some(p) = state.providers.get(name) else {
                 continue;
@@ -175,8 +175,7 @@ impl Limiter {
         }
         if s.day_full(now_ms) {
             // The next day starts at the provider's reset, not at UTC midnight.
-            at = at
-                .max(((s.day_of(now_ms) + 1) * 86_400_000).saturating_add_signed(-s.day_offset_ms));
+            at = at.max(crate::health::day_end_ms(s.day_of(now_ms), s.day_offset_ms));
         }
         Some(at)
     }
@@ -185,8 +184,8 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::health::ProviderStats;
     use crate::providers::{Limits, Tier};
-    use crate::state::ProviderStats;
 
     fn provider(per_minute: u32) -> Provider {
         let mut p = Provider::custom("p", "http://127.0.0.1:1/v1", Tier::Cloud);
@@ -199,7 +198,7 @@ mod tests {
 
     #[test]
     fn in_flight_and_recorded_requests_share_the_window() {
-        let mut state = State::default();
+        let mut state = Health::default();
         state.providers.insert(
             "p".into(),
             ProviderStats {
@@ -237,7 +236,7 @@ mod tests {
         p.limits.per_day = Some(1);
         p.day_offset_ms = -8 * 3_600_000; // Pacific midnight = 08:00 UTC
         let two_am_utc = 20_000 * 86_400_000 + 2 * 3_600_000;
-        let mut l = Limiter::new(&[p], &State::default(), two_am_utc);
+        let mut l = Limiter::new(&[p], &Health::default(), two_am_utc);
         assert!(l.try_take("p", two_am_utc));
         assert_eq!(
             l.room_at("p", two_am_utc + 1),

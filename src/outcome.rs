@@ -86,6 +86,9 @@ pub struct AttemptRecord {
     /// A 429 that a limit on our own request rate explains (`Failure::own_rate_limit`).
     #[serde(skip)]
     pub own_rate_limit: bool,
+    /// The capability a `capability_missing` attempt showed the model lacks.
+    #[serde(skip)]
+    pub missing: Option<crate::catalog::Capability>,
 }
 
 impl AttemptRecord {
@@ -106,6 +109,7 @@ impl AttemptRecord {
             piece: None,
             context_tokens: None,
             own_rate_limit: false,
+            missing: None,
         }
     }
 }

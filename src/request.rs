@@ -1,24 +1,19 @@
-//! `Request`: what is asked and what it needs, resolved once from flags, environment,
-//! config and built-in defaults, in that order of precedence (STYLE §2). Past this module
-//! nothing looks at clap or the config's `[defaults]`. No network.
+//! `Request`: one prompt, built from the resolved settings (`settings::Ask`) and what
+//! `input.rs` read, with typed needs (capabilities and a context estimate). No clap, no
+//! config, no environment, no network; the wire's shapes come from `wire::openai`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cli::{AskOptions, RouteArgs};
-use crate::config::{Config, HedgeSetting};
+use serde_json::Value;
+
+use crate::catalog::{Capabilities, Capability};
 use crate::error::{Error, Result};
-use std::ops::Not;
-
-use serde_json::{Value, json};
-
 use crate::input::Input;
-use crate::wire::openai::Message;
+use crate::settings::Ask;
+pub use crate::wire::openai::ToolChoice;
+use crate::wire::openai::{Message, estimate_text};
 
-pub const DEFAULT_TIMEOUT_SECS: f64 = 120.0;
-pub const DEFAULT_ATTEMPTS: u32 = 8;
-/// A week: longer deadlines are almost certainly a typo.
-pub const MAX_TIMEOUT_SECS: f64 = 7.0 * 86_400.0;
-pub const DEFAULT_CATALOG_TTL: u64 = 3600;
 /// Output tokens reserved in the context estimate when `--max-tokens` is not given.
 pub const DEFAULT_OUTPUT_RESERVE: u64 = 256;
 
@@ -55,11 +50,72 @@ pub enum CatalogMode {
 /// What the request needs from a model; the filter keeps only models that have it all.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Needs {
-    pub vision: bool,
-    pub tools: bool,
-    pub schema: bool,
+    /// The capabilities needed (image input, tool calling, structured output).
+    pub caps: Capabilities,
     /// Estimated prompt tokens plus the output reserve.
     pub context_tokens: u64,
+}
+
+impl Needs {
+    pub fn needs(&self, c: Capability) -> bool {
+        self.caps.has(c)
+    }
+}
+
+/// A JSON Schema the answer must match, compiled once when it is read: every answer of
+/// the run (every attempt, every batch item sharing it) is checked with the same validator.
+#[derive(Clone)]
+pub struct AnswerSchema {
+    pub doc: Value,
+    validator: Arc<jsonschema::Validator>,
+}
+
+impl std::fmt::Debug for AnswerSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnswerSchema")
+            .field("doc", &self.doc)
+            .finish()
+    }
+}
+
+thread_local! {
+    /// Schemas compiled on this thread (a test checks that checking answers compiles none).
+    static COMPILED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+impl AnswerSchema {
+    pub fn compile(doc: Value) -> std::result::Result<AnswerSchema, String> {
+        let validator = jsonschema::validator_for(&doc).map_err(|e| e.to_string())?;
+        COMPILED.with(|n| n.set(n.get() + 1));
+        Ok(AnswerSchema {
+            doc,
+            validator: Arc::new(validator),
+        })
+    }
+
+    /// How many schemas this thread has compiled.
+    pub fn compiled() -> usize {
+        COMPILED.with(|n| n.get())
+    }
+
+    /// The answer as the JSON document the schema asks for: surrounding code fences are
+    /// tolerated, anything else that is not valid JSON matching the schema is refused.
+    pub fn check(&self, content: &str) -> std::result::Result<String, String> {
+        let mut text = content.trim();
+        if let Some(rest) = text.strip_prefix("```") {
+            let rest = rest.trim_start_matches(|c: char| c.is_ascii_alphanumeric());
+            text = rest.strip_suffix("```").unwrap_or(rest).trim();
+        }
+        let doc: Value =
+            serde_json::from_str(text).map_err(|e| format!("the answer is not JSON ({e})"))?;
+        if let Some(err) = self.validator.iter_errors(&doc).next() {
+            return Err(format!(
+                "the answer does not match the schema: {err} at `{}`",
+                err.instance_path()
+            ));
+        }
+        Ok(text.to_string())
+    }
 }
 
 /// One prompt, fully resolved.
@@ -75,12 +131,10 @@ pub struct Request {
     pub temperature: Option<f32>,
     /// Tool definitions sent as `tools`.
     pub tools: Option<Vec<Value>>,
-    /// `tool_choice`, as the wire wants it.
-    pub tool_choice: Option<Value>,
-    /// The JSON Schema the answer must match.
-    pub schema: Option<Value>,
-    /// `response_format` built from the schema.
-    pub response_format: Option<Value>,
+    /// `tool_choice`.
+    pub tool_choice: Option<ToolChoice>,
+    /// The JSON Schema the answer must match (sent as `response_format`).
+    pub schema: Option<AnswerSchema>,
     /// A translation, kept apart so a text too long for any model can be split.
     pub translation: Option<Translation>,
     /// Deadline for the whole run.
@@ -138,50 +192,9 @@ Preserve the formatting exactly: Markdown, line breaks, lists, tables and code b
     )
 }
 
-pub fn resolve_route(args: &RouteArgs, config: &Config) -> Route {
-    let d = &config.defaults;
-    let catalog = if args.refresh {
-        CatalogMode::Refresh
-    } else if args.offline {
-        CatalogMode::Offline
-    } else {
-        CatalogMode::Normal
-    };
-    Route {
-        models: args.models.clone(),
-        providers: if args.providers.is_empty() {
-            d.providers.clone()
-        } else {
-            args.providers.clone()
-        },
-        exclude: args.exclude.iter().chain(&d.exclude).cloned().collect(),
-        prefer: args.prefer.iter().chain(&d.prefer).cloned().collect(),
-        allow_paid: args.allow_paid || d.allow_paid.unwrap_or(false),
-        catalog,
-        catalog_ttl: d.catalog_ttl.unwrap_or(DEFAULT_CATALOG_TTL),
-    }
-}
-
-/// Builds the request from the flags, the config, what `input.rs` read and, with
+/// Builds the request from the run's settings, what `input.rs` read and, with
 /// `--continue`, the previous conversation.
-pub fn resolve(
-    args: &AskOptions,
-    config: &Config,
-    input: Input,
-    previous: Option<Vec<Message>>,
-    stdout_is_terminal: bool,
-) -> Result<Request> {
-    let d = &config.defaults;
-    let timeout = args.timeout.or(d.timeout).unwrap_or(DEFAULT_TIMEOUT_SECS);
-    if !(timeout.is_finite() && timeout > 0.0 && timeout <= MAX_TIMEOUT_SECS) {
-        return Err(Error::usage(format!(
-            "--timeout must be a number of seconds above 0 and at most {MAX_TIMEOUT_SECS}, not {timeout}"
-        )));
-    }
-    let attempts = args.attempts.or(d.attempts).unwrap_or(DEFAULT_ATTEMPTS);
-    if attempts == 0 {
-        return Err(Error::usage("--attempts must be at least 1"));
-    }
+pub fn build(ask: &Ask, input: Input, previous: Option<Vec<Message>>) -> Result<Request> {
     let Input {
         prompt,
         images,
@@ -190,8 +203,9 @@ pub fn resolve(
         messages: conversation,
     } = input;
     let has_images = !images.is_empty();
+    let translate = ask.translate.as_ref();
     // Translating an image means reading its text first.
-    let ocr = args.ocr || (args.translate && has_images);
+    let ocr = ask.ocr || (translate.is_some() && has_images);
     if ocr && !has_images && conversation.is_none() && previous.is_none() {
         return Err(Error::usage("--ocr needs an image")
             .with_hint("Example: freeroute --ocr -i screenshot.png"));
@@ -203,64 +217,35 @@ pub fn resolve(
                 .with_hint("Example: freeroute \"What is the capital of France?\""),
         );
     }
-    if !prompt_given && has_images && !ocr && !args.translate && conversation.is_none() {
+    if !prompt_given && has_images && !ocr && translate.is_none() && conversation.is_none() {
         return Err(Error::usage("An image needs a prompt saying what to do with it")
             .with_hint("Example: freeroute -i photo.jpg \"What is in this picture?\", or --ocr to transcribe it"));
     }
 
     // The system prompt: a preset first, then the user's own instruction.
-    let to = args
-        .to
-        .clone()
-        .or_else(|| d.translate_to.clone())
-        .unwrap_or_else(|| "English".into());
-    let preset = match (args.translate, ocr) {
-        (true, _) => Some(translate_system(&to, args.from.as_deref(), ocr)),
-        (false, true) => Some(OCR_SYSTEM.to_string()),
-        (false, false) => None,
+    let preset = match (translate, ocr) {
+        (Some(t), _) => Some(translate_system(&t.to, t.from.as_deref(), ocr)),
+        (None, true) => Some(OCR_SYSTEM.to_string()),
+        (None, false) => None,
     };
-    let user_system = args
-        .system
-        .clone()
-        .or_else(|| d.system.clone())
-        .filter(|s| !s.trim().is_empty());
-    let system = match (preset.clone(), user_system) {
+    let system = match (preset, ask.system.clone()) {
         (Some(p), Some(u)) => Some(format!("{p}\n\n{u}")),
         (p, u) => p.or(u),
     };
-    if args.translate && !ocr && !prompt_given && conversation.is_none() {
+    if translate.is_some() && !ocr && !prompt_given && conversation.is_none() {
         return Err(Error::usage(
             "--translate needs text: give words, or pipe a file on standard input",
         ));
     }
 
-    // The user's turn: text first, then images (OpenRouter's recommended order).
     let user_text = match (ocr, prompt_given) {
         (true, true) => format!("Additional instruction: {prompt}"),
         (true, false) => "Transcribe the text in the image.".to_string(),
         (false, _) => prompt.clone(),
     };
-    let user_turn = if has_images {
-        // Some providers refuse an empty text part.
-        let mut parts: Vec<Value> = Vec::new();
-        if !user_text.trim().is_empty() {
-            parts.push(json!({"type": "text", "text": user_text}));
-        }
-        parts.extend(
-            images
-                .iter()
-                .map(|i| json!({"type": "image_url", "image_url": {"url": i.url}})),
-        );
-        Some(Message {
-            role: "user".into(),
-            content: Value::Array(parts),
-            extra: Default::default(),
-        })
-    } else if !user_text.trim().is_empty() {
-        Some(Message::text("user", user_text))
-    } else {
-        None
-    };
+    let urls: Vec<&str> = images.iter().map(|i| i.url.as_str()).collect();
+    let user_turn =
+        (has_images || !user_text.trim().is_empty()).then(|| Message::user(&user_text, &urls));
 
     let mut earlier = conversation.or(previous).unwrap_or_default();
     if system.is_some() {
@@ -278,74 +263,60 @@ pub fn resolve(
         ));
     }
 
-    let tool_choice = match (&tools, args.tool_choice.as_deref()) {
+    let tool_choice = match (&tools, ask.tool_choice.as_deref()) {
         (_, None) => None,
-        (_, Some(c @ ("auto" | "none" | "required"))) => Some(Value::String(c.into())),
+        (_, Some("auto")) => Some(ToolChoice::Auto),
+        (_, Some("none")) => Some(ToolChoice::None),
+        (_, Some("required")) => Some(ToolChoice::Required),
         (Some(list), Some(name)) => {
             if !list.iter().any(|t| t["function"]["name"] == name) {
                 return Err(Error::usage(format!(
                     "--tool-choice `{name}` names no tool in the tools file"
                 )));
             }
-            Some(json!({"type": "function", "function": {"name": name}}))
+            Some(ToolChoice::Function(name.to_string()))
         }
         (None, Some(_)) => None,
     };
-    let response_format = schema
-        .as_ref()
-        .map(|s| json!({"type": "json_schema", "json_schema": {"name": "answer", "schema": s}}));
-    let max_tokens = args.max_tokens.or(d.max_tokens);
-    let stream = if args.json || args.no_stream || schema.is_some() {
-        false
-    } else if args.stream {
-        true
-    } else {
-        d.stream.unwrap_or(stdout_is_terminal)
-    };
     let translation =
-        (args.translate && !ocr && has_images.not() && prompt_given).then(|| Translation {
+        (translate.is_some() && !ocr && !has_images && prompt_given).then(|| Translation {
             system: system.clone().unwrap_or_default(),
             text: prompt.clone(),
         });
     let prompt_tokens = estimate_tokens(&messages);
     // A translation is about as long as its source.
-    let reserve = match (max_tokens, &translation) {
+    let reserve = match (ask.max_tokens, &translation) {
         (Some(n), _) => u64::from(n),
         (None, Some(t)) => estimate_text(&t.text).max(DEFAULT_OUTPUT_RESERVE),
         (None, None) => DEFAULT_OUTPUT_RESERVE,
     };
-    let vision = has_images || args.vision || ocr || messages.iter().any(has_image_part);
     let needs = Needs {
-        vision,
-        tools: tools.is_some(),
-        schema: schema.is_some(),
+        caps: Capabilities {
+            vision: has_images || ask.vision || ocr || messages.iter().any(Message::has_image),
+            tools: tools.is_some(),
+            schema: schema.is_some(),
+        },
         context_tokens: prompt_tokens + reserve,
     };
     Ok(Request {
         messages,
         needs,
-        route: resolve_route(&args.route, config),
-        max_tokens,
-        temperature: args.temperature.or(d.temperature),
+        route: ask.route.clone(),
+        max_tokens: ask.max_tokens,
+        temperature: ask.temperature,
         tools,
         tool_choice,
+        // An answer checked against a schema is printed whole.
+        stream: ask.stream && schema.is_none(),
         schema,
-        response_format,
         translation,
-        timeout: Duration::from_secs_f64(timeout),
-        attempts: attempts as usize,
-        json: args.json,
-        stream,
-        dry_run: args.dry_run,
-        race: args.race.or(d.race).unwrap_or(1).clamp(1, 8) as usize,
-        log_prompts: d.log_prompts.unwrap_or(false),
-        hedge: match (args.hedge_after, d.hedge) {
-            (Some(ms), _) | (None, Some(HedgeSetting::Millis(ms))) => {
-                Some(Hedge::After(Duration::from_millis(ms)))
-            }
-            (None, Some(HedgeSetting::Auto)) => Some(Hedge::Auto),
-            (None, None) => None,
-        },
+        timeout: ask.timeout,
+        attempts: ask.attempts,
+        json: ask.json,
+        dry_run: ask.dry_run,
+        race: ask.race,
+        log_prompts: ask.log_prompts,
+        hedge: ask.hedge,
     })
 }
 
@@ -371,12 +342,6 @@ impl Request {
         });
         r
     }
-}
-
-fn has_image_part(m: &Message) -> bool {
-    m.content
-        .as_array()
-        .is_some_and(|parts| parts.iter().any(|p| p["type"] == "image_url"))
 }
 
 /// Splits text at paragraph boundaries (blank lines) into pieces whose estimated
@@ -431,47 +396,32 @@ fn hard_split(text: &str, max_bytes: usize) -> Vec<String> {
     out
 }
 
-fn estimate_text(text: &str) -> u64 {
-    (text.len() as u64).div_ceil(4)
-}
-
-/// Tokens an image is counted as in the context estimate (its base64 is not text).
-pub const IMAGE_TOKENS: u64 = 1_000;
-
-/// A cheap, deliberately generous token estimate: about four bytes a token, plus a few
-/// tokens of framing per message.
+/// The context estimate of a conversation (`Message::estimated_tokens`).
 pub fn estimate_tokens(messages: &[Message]) -> u64 {
-    messages
-        .iter()
-        .map(|m| {
-            let content = match &m.content {
-                Value::String(s) => estimate_text(s),
-                Value::Array(parts) => parts
-                    .iter()
-                    .map(|p| match p["type"].as_str() {
-                        Some("text") => estimate_text(p["text"].as_str().unwrap_or_default()),
-                        Some("image_url") => IMAGE_TOKENS,
-                        _ => estimate_text(&p.to_string()),
-                    })
-                    .sum(),
-                Value::Null => 0,
-                other => estimate_text(&other.to_string()),
-            };
-            let extra = if m.extra.is_empty() {
-                0
-            } else {
-                estimate_text(&Value::Object(m.extra.clone()).to_string())
-            };
-            content + extra + 8
-        })
-        .sum()
+    messages.iter().map(Message::estimated_tokens).sum()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cli::AskArgs;
-    use crate::config::Defaults;
+    use crate::config::Config;
+    use serde_json::json;
+
+    /// Settings, then the request, as a run resolves them.
+    fn resolve(
+        a: &AskArgs,
+        c: &Config,
+        input: Input,
+        previous: Option<Vec<Message>>,
+        tty: bool,
+    ) -> Result<Request> {
+        build(&Ask::resolve(a, c, tty)?, input, previous)
+    }
+
+    fn schema(doc: Value) -> Option<AnswerSchema> {
+        Some(AnswerSchema::compile(doc).unwrap())
+    }
 
     fn args() -> AskArgs {
         AskArgs::default()
@@ -497,7 +447,7 @@ mod tests {
             ..Default::default()
         };
         let r = resolve(&a, &Config::default(), input, None, false).unwrap();
-        assert!(r.needs.vision);
+        assert!(r.needs.needs(Capability::Vision));
         assert_eq!(r.messages[0].content, Value::String(OCR_SYSTEM.into()));
         let parts = r.messages[1].content.as_array().unwrap();
         assert_eq!(parts[0]["type"], "text");
@@ -553,12 +503,16 @@ mod tests {
         a.stream = true;
         let input = Input {
             prompt: "x".into(),
-            schema: Some(json!({"type": "object"})),
+            schema: schema(json!({"type": "object"})),
             ..Default::default()
         };
         let r = resolve(&a, &Config::default(), input, None, true).unwrap();
-        assert!(!r.stream && r.needs.schema);
-        assert_eq!(r.response_format.unwrap()["type"], "json_schema");
+        assert!(!r.stream && r.needs.needs(Capability::Schema));
+        let format = serde_json::to_value(crate::wire::openai::ResponseFormat::json_schema(
+            &r.schema.unwrap().doc,
+        ))
+        .unwrap();
+        assert_eq!(format["type"], "json_schema");
     }
 
     #[test]
@@ -572,8 +526,11 @@ mod tests {
             ..Default::default()
         };
         let r = resolve(&a, &Config::default(), input, None, false).unwrap();
-        assert_eq!(r.tool_choice.unwrap()["function"]["name"], "get_weather");
-        assert!(r.needs.tools);
+        assert_eq!(
+            serde_json::to_value(r.tool_choice.unwrap()).unwrap()["function"]["name"],
+            "get_weather"
+        );
+        assert!(r.needs.needs(Capability::Tools));
         a.tool_choice = Some("other".into());
         let input = Input {
             prompt: "x".into(),
@@ -623,42 +580,6 @@ mod tests {
     }
 
     #[test]
-    fn flag_beats_config_beats_default() {
-        let mut c = Config::default();
-        let r = resolve(&args(), &c, inp("hi"), None, false).unwrap();
-        assert_eq!(r.timeout, Duration::from_secs(120));
-        assert_eq!(r.attempts, 8);
-        c.defaults = Defaults {
-            timeout: Some(30.0),
-            attempts: Some(3),
-            ..Default::default()
-        };
-        let r = resolve(&args(), &c, inp("hi"), None, false).unwrap();
-        assert_eq!(r.timeout, Duration::from_secs(30));
-        let mut a = args();
-        a.timeout = Some(5.0);
-        let r = resolve(&a, &c, inp("hi"), None, false).unwrap();
-        assert_eq!(r.timeout, Duration::from_secs(5));
-        assert_eq!(r.attempts, 3);
-    }
-
-    #[test]
-    fn streaming_default_follows_the_terminal() {
-        let c = Config::default();
-        assert!(resolve(&args(), &c, inp("x"), None, true).unwrap().stream);
-        assert!(!resolve(&args(), &c, inp("x"), None, false).unwrap().stream);
-        let mut a = args();
-        a.json = true;
-        assert!(
-            !resolve(&a, &c, inp("x"), None, true).unwrap().stream,
-            "json never streams"
-        );
-        let mut a = args();
-        a.stream = true;
-        assert!(resolve(&a, &c, inp("x"), None, false).unwrap().stream);
-    }
-
-    #[test]
     fn empty_prompt_is_a_usage_error() {
         let e = resolve(&args(), &Config::default(), inp("  "), None, false).unwrap_err();
         assert_eq!(e.kind, crate::error::ErrorKind::Usage);
@@ -672,5 +593,35 @@ mod tests {
         let r = resolve(&a, &Config::default(), inp("x".repeat(400)), None, false).unwrap();
         assert_eq!(r.messages[0].role, "system");
         assert_eq!(r.needs.context_tokens, 100 + 8 + 2 + 8 + 100);
+    }
+}
+
+#[cfg(test)]
+mod schema_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_schema_is_compiled_once_for_every_answer_checked() {
+        let s = AnswerSchema::compile(json!({"type": "object", "required": ["a"]})).unwrap();
+        let before = AnswerSchema::compiled();
+        assert!(s.check("{\"a\": 1}").is_ok());
+        assert!(s.check("```json\n{\"a\": 2}\n```").is_ok());
+        assert!(
+            s.check("{\"b\": 1}")
+                .unwrap_err()
+                .contains("does not match")
+        );
+        assert!(
+            s.clone()
+                .check("not json")
+                .unwrap_err()
+                .contains("not JSON")
+        );
+        assert_eq!(
+            AnswerSchema::compiled(),
+            before,
+            "checking compiles nothing"
+        );
     }
 }

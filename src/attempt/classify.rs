@@ -4,6 +4,7 @@
 
 use serde_json::Value;
 
+use crate::catalog::Capability;
 use crate::outcome::AttemptOutcome;
 use crate::providers::Dialect;
 use crate::wire::openai::{WireError, parse_error_body};
@@ -30,6 +31,9 @@ pub struct Failure {
     /// When the server said to come back (`Retry-After` and kin), as it said it: the
     /// cool-down (`retry_at_ms`) may be longer.
     pub hint_ms: Option<u64>,
+    /// With `capability_missing`: the capability the model lacks, when known. The memory
+    /// remembers the miss by this value, never by the message's words.
+    pub missing: Option<Capability>,
 }
 
 /// The headers that matter for classification, already read off the response.
@@ -51,7 +55,12 @@ impl Failure {
             day_limit: None,
             hint_ms: None,
             own_rate_limit: false,
+            missing: None,
         }
+    }
+    fn lacking(mut self) -> Self {
+        self.missing = capability_named(&self.message);
+        self
     }
     fn provider(mut self) -> Self {
         self.provider_wide = true;
@@ -60,6 +69,20 @@ impl Failure {
     fn until(mut self, at: Option<u64>) -> Self {
         self.retry_at_ms = at;
         self
+    }
+}
+
+/// Which capability a "No endpoints found that support …" message names (reference §1.5).
+pub fn capability_named(message: &str) -> Option<Capability> {
+    let m = message.to_ascii_lowercase();
+    if m.contains("image") {
+        Some(Capability::Vision)
+    } else if m.contains("tool") {
+        Some(Capability::Tools)
+    } else if m.contains("response_format") || m.contains("structured") || m.contains("json") {
+        Some(Capability::Schema)
+    } else {
+        None
     }
 }
 
@@ -116,9 +139,14 @@ pub fn classify_http(status: u16, headers: &RetryHeaders, body: &[u8], now_ms: u
                 .provider()
                 .until(Some(now_ms + POLICY_BLOCK_MS))
         }
-        404 if lower.contains("no endpoints found") => Failure::new(CapabilityMissing, message),
+        404 if lower.contains("no endpoints found") => {
+            Failure::new(CapabilityMissing, message).lacking()
+        }
         // llama.cpp answers an image to a text-only model with a 500; waiting will not help.
-        400 | 500 if is_missing_vision(&lower) => Failure::new(CapabilityMissing, message),
+        400 | 500 if is_missing_vision(&lower) => Failure {
+            missing: Some(Capability::Vision),
+            ..Failure::new(CapabilityMissing, message)
+        },
         400 | 413 if is_context_error(&lower) => Failure::new(ContextTooLong, message),
         413 => Failure::new(ContextTooLong, message),
         400 | 404 | 422 => Failure::new(BadRequest, message),
@@ -529,7 +557,7 @@ mod tests {
             f.retry_at_ms, None,
             "no cool-down: text requests still work"
         );
-        assert_eq!(crate::state::missing_capability(&f.message), Some("vision"));
+        assert_eq!(f.missing, Some(Capability::Vision));
     }
 
     #[test]

@@ -26,7 +26,6 @@ use crate::request::{Hedge, Request};
 use crate::wire::client::Client;
 use crate::wire::openai::Usage;
 use classify::Failure;
-pub use stream::check_schema;
 use stream::{AttemptError, Live};
 
 /// Longest wait between two chunks of a stream that has started, whatever time is left.
@@ -403,7 +402,7 @@ pub async fn run(
             });
         let next = tokio::select! {
             r = opening.next() => r,
-            _ = sleep_until_opt(hedge_at) => {
+            _ = crate::clock::sleep_until(hedge_at) => {
                 sink.trace(format!("hedge: no first token after {} ms; starting the next candidate", hedge_at.map_or(0, |h| h.duration_since(last_launch).as_millis())));
                 width += 1;
                 continue;
@@ -468,6 +467,7 @@ pub async fn run(
                             piece: None,
                             context_tokens: None,
                             own_rate_limit: false,
+                            missing: None,
                         });
                         sink.trace(format!(
                             "answered by {}/{} in {} ms",
@@ -517,13 +517,6 @@ pub async fn run(
         out_of_time,
         st.launched,
     )))
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(t) => tokio::time::sleep_until(t.into()).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Records a failed attempt and learns from it; a failure after text was shown ends the run.
@@ -576,6 +569,7 @@ fn failure(
         provider_wide: failure.provider_wide,
         day_limit: failure.day_limit,
         own_rate_limit: failure.own_rate_limit,
+        missing: failure.missing,
         piece: None,
         context_tokens: (failure.outcome == AttemptOutcome::ContextTooLong)
             .then_some(st.context_tokens),

@@ -12,11 +12,14 @@ use tokio::time::timeout_at;
 
 use super::classify::{self, Failure, RetryHeaders, classify_embedded, classify_http};
 use super::{IDLE_CAP, MAX_ERROR_BODY, Success, TokenSink, share};
+use crate::catalog::Capability;
 use crate::outcome::AttemptOutcome;
 use crate::providers::{Provider, ProviderKind};
 use crate::request::Request;
 use crate::wire::client::{Client, describe_reqwest};
-use crate::wire::openai::{ChatRequest, Chunk, StreamOptions, ToolCallDelta, Usage};
+use crate::wire::openai::{
+    ChatRequest, Chunk, ProviderPreferences, ResponseFormat, StreamOptions, ToolCallDelta, Usage,
+};
 use crate::wire::sse::{Decoder, Event};
 
 pub(super) enum AttemptError {
@@ -48,6 +51,7 @@ pub(super) fn failed(
             day_limit: None,
             hint_ms: None,
             own_rate_limit: false,
+            missing: None,
         },
         status,
         shown: false,
@@ -153,11 +157,16 @@ pub(super) async fn open(
         temperature: req.temperature,
         tools: req.tools.as_deref(),
         tool_choice: req.tool_choice.as_ref(),
-        response_format: req.response_format.as_ref(),
+        response_format: req
+            .schema
+            .as_ref()
+            .map(|s| ResponseFormat::json_schema(&s.doc)),
         // Ask OpenRouter to route only to endpoints that honour tools or the schema.
         provider: (provider.kind == ProviderKind::OpenRouter
             && (req.tools.is_some() || req.schema.is_some()))
-        .then(|| serde_json::json!({"require_parameters": true})),
+        .then_some(ProviderPreferences {
+            require_parameters: true,
+        }),
     };
     let wait = first_by.duration_since(started).as_secs_f64();
     let mut resp = match timeout_at(first_by.into(), client.chat(provider, &body)).await {
@@ -203,19 +212,25 @@ pub(super) async fn open(
         let mut failure = classify_http(status, &headers, &body, crate::now_ms());
         // "No endpoints found that can handle the requested parameters" answers the
         // `require_parameters` sent for tools or a schema without naming which: when only
-        // one was asked for, name it so that the miss is remembered (`state::missing_capability`).
+        // one was asked for, name it so that the miss is remembered (`Failure::missing`).
         // `require_parameters` covers every parameter sent: with a temperature or a token
         // limit asked for too, the miss could be theirs, and it is not attributed.
         if failure.outcome == AttemptOutcome::CapabilityMissing
-            && crate::state::missing_capability(&failure.message).is_none()
+            && failure.missing.is_none()
             && req.temperature.is_none()
             && req.max_tokens.is_none()
         {
             match (req.tools.is_some(), req.schema.is_some()) {
-                (true, false) => failure.message.push_str(" (the request needs tool use)"),
-                (false, true) => failure
-                    .message
-                    .push_str(" (the request needs structured output)"),
+                (true, false) => {
+                    failure.missing = Some(Capability::Tools);
+                    failure.message.push_str(" (the request needs tool use)");
+                }
+                (false, true) => {
+                    failure.missing = Some(Capability::Schema);
+                    failure
+                        .message
+                        .push_str(" (the request needs structured output)");
+                }
                 _ => {}
             }
         }
@@ -429,7 +444,7 @@ fn complete(
     if let Some(schema) = &req.schema
         && p.calls.is_empty()
     {
-        match check_schema(&p.content, schema) {
+        match schema.check(&p.content) {
             Ok(doc) => p.content = doc,
             Err(why) => {
                 let f = failed(AttemptOutcome::InvalidAnswer, why, Some(200));
@@ -490,27 +505,6 @@ fn add_fragment(calls: &mut Vec<PartialCall>, f: &ToolCallDelta) {
             _ => {}
         }
     }
-}
-
-/// The answer as the JSON document the schema asks for: surrounding code fences are
-/// tolerated, anything else that is not valid JSON matching the schema is refused.
-pub fn check_schema(content: &str, schema: &Value) -> Result<String, String> {
-    let mut text = content.trim();
-    if let Some(rest) = text.strip_prefix("```") {
-        let rest = rest.trim_start_matches(|c: char| c.is_ascii_alphanumeric());
-        text = rest.strip_suffix("```").unwrap_or(rest).trim();
-    }
-    let doc: Value =
-        serde_json::from_str(text).map_err(|e| format!("the answer is not JSON ({e})"))?;
-    let validator =
-        jsonschema::validator_for(schema).map_err(|e| format!("the schema is invalid: {e}"))?;
-    if let Some(err) = validator.iter_errors(&doc).next() {
-        return Err(format!(
-            "the answer does not match the schema: {err} at `{}`",
-            err.instance_path()
-        ));
-    }
-    Ok(text.to_string())
 }
 
 fn with_progress(e: AttemptError, p: &Progress, started: Instant) -> AttemptError {
@@ -633,18 +627,20 @@ mod tests {
 
     #[test]
     fn schema_check_accepts_fenced_json_and_refuses_mismatch() {
-        let schema = serde_json::json!({"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}});
+        let schema = crate::request::AnswerSchema::compile(serde_json::json!({"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}})).unwrap();
         assert_eq!(
-            check_schema("```json\n{\"name\": \"Ada\"}\n```", &schema).unwrap(),
+            schema.check("```json\n{\"name\": \"Ada\"}\n```").unwrap(),
             "{\"name\": \"Ada\"}"
         );
         assert!(
-            check_schema("{\"name\": 3}", &schema)
+            schema
+                .check("{\"name\": 3}")
                 .unwrap_err()
                 .contains("does not match")
         );
         assert!(
-            check_schema("Sure! Here it is", &schema)
+            schema
+                .check("Sure! Here it is")
                 .unwrap_err()
                 .contains("not JSON")
         );

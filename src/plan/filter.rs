@@ -2,9 +2,9 @@
 
 use std::fmt;
 
-use crate::catalog::Model;
+use crate::catalog::{Capability, Model};
+use crate::health::Health;
 use crate::request::{Needs, Route};
-use crate::state::State;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum DropReason {
@@ -14,8 +14,8 @@ pub enum DropReason {
     ProviderNotSelected,
     NotRequested,
     Excluded(String),
-    Lacks(&'static str),
-    KnownMiss(&'static str),
+    Lacks(Capability),
+    KnownMiss(Capability),
     ContextTooSmall {
         need: u64,
         have: u64,
@@ -34,9 +34,25 @@ pub enum DropReason {
     },
 }
 
-impl fmt::Display for DropReason {
+impl DropReason {
+    /// The reason in words, its waits counted from `now_ms`.
+    pub fn describe(&self, now_ms: u64) -> String {
+        Described(self, now_ms).to_string()
+    }
+
+    /// A model dropped for this reason may be eligible later (its provider's quota or a
+    /// block), as opposed to never for this request (capabilities, filters, context).
+    pub fn for_now(&self) -> bool {
+        matches!(self, DropReason::ProviderBlocked { .. })
+    }
+}
+
+struct Described<'a>(&'a DropReason, u64);
+
+impl fmt::Display for Described<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
+        let in_secs = |until_ms: u64| format_wait(until_ms, self.1);
+        match self.0 {
             DropReason::NotFree => write!(f, "not free (use --allow-paid to permit)"),
             DropReason::Router => write!(f, "a router model, not a model"),
             DropReason::NoTextOutput => write!(f, "does not output text"),
@@ -74,10 +90,6 @@ pub fn format_wait(until_ms: u64, now_ms: u64) -> String {
     }
 }
 
-fn in_secs(until_ms: u64) -> String {
-    format_wait(until_ms, crate::now_ms())
-}
-
 /// `*` matches any run of characters; everything else is literal.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();
@@ -102,7 +114,7 @@ pub fn check(
     m: &Model,
     route: &Route,
     needs: &Needs,
-    state: &State,
+    state: &Health,
     now_ms: u64,
 ) -> Result<(), DropReason> {
     if !route.providers.is_empty() && !route.providers.iter().any(|p| p == &m.provider) {
@@ -123,20 +135,15 @@ pub fn check(
     if let Some(g) = route.exclude.iter().find(|g| glob_match(g, &m.id)) {
         return Err(DropReason::Excluded(g.clone()));
     }
-    for (need, has, name, cap) in [
-        (needs.vision, m.caps.vision, "image input", "vision"),
-        (needs.tools, m.caps.tools, "tool calling", "tools"),
-        (needs.schema, m.caps.schema, "structured output", "schema"),
-    ] {
-        if need && !has {
-            return Err(DropReason::Lacks(name));
+    for cap in needs.caps.iter() {
+        if !m.caps.has(cap) {
+            return Err(DropReason::Lacks(cap));
         }
-        if need
-            && state
-                .model(&m.provider, &m.id)
-                .is_some_and(|s| s.misses.contains(cap))
+        if state
+            .model(&m.provider, &m.id)
+            .is_some_and(|s| s.misses.contains(&cap))
         {
-            return Err(DropReason::KnownMiss(name));
+            return Err(DropReason::KnownMiss(cap));
         }
     }
     if let Some(have) = m.context
@@ -199,9 +206,9 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::health::{ModelStats, ProviderStats, key};
     use crate::outcome::AttemptOutcome;
     use crate::plan::tests::model;
-    use crate::state::{ModelStats, ProviderStats, key};
 
     #[test]
     fn globs() {
@@ -226,7 +233,7 @@ mod tests {
     #[test]
     fn user_filters() {
         let m = model("or", "meta-llama/llama-3.3-70b-instruct:free");
-        let s = State::default();
+        let s = Health::default();
         let n = Needs::default();
         let r = Route {
             providers: vec!["other".into()],
@@ -257,14 +264,14 @@ mod tests {
         m.free = false;
         let n = Needs::default();
         assert_eq!(
-            check(&m, &Route::default(), &n, &State::default(), 0),
+            check(&m, &Route::default(), &n, &Health::default(), 0),
             Err(DropReason::NotFree)
         );
         let r = Route {
             allow_paid: true,
             ..Default::default()
         };
-        assert_eq!(check(&m, &r, &n, &State::default(), 0), Ok(()));
+        assert_eq!(check(&m, &r, &n, &Health::default(), 0), Ok(()));
     }
 
     #[test]
@@ -275,29 +282,32 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            check(&m, &Route::default(), &n, &State::default(), 0),
+            check(&m, &Route::default(), &n, &Health::default(), 0),
             Err(DropReason::ContextTooSmall { .. })
         ));
         let mut unknown = model("or", "b");
         unknown.context = None;
         assert_eq!(
-            check(&unknown, &Route::default(), &n, &State::default(), 0),
+            check(&unknown, &Route::default(), &n, &Health::default(), 0),
             Ok(())
         );
         let n = Needs {
-            vision: true,
+            caps: crate::catalog::Capabilities {
+                vision: true,
+                ..Default::default()
+            },
             ..Default::default()
         };
         assert_eq!(
-            check(&m, &Route::default(), &n, &State::default(), 0),
-            Err(DropReason::Lacks("image input"))
+            check(&m, &Route::default(), &n, &Health::default(), 0),
+            Err(DropReason::Lacks(Capability::Vision))
         );
     }
 
     #[test]
     fn cooldowns_and_blocks_expire() {
         let m = model("or", "a");
-        let mut s = State::default();
+        let mut s = Health::default();
         s.models.insert(
             key("or", "a"),
             ModelStats {
@@ -322,6 +332,6 @@ mod tests {
             },
         );
         let e = check(&m, &r, &n, &s, 150).unwrap_err();
-        assert!(e.to_string().contains("quota_exhausted"), "{e}");
+        assert!(e.describe(150).contains("quota_exhausted"), "{e:?}");
     }
 }

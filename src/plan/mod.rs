@@ -1,5 +1,5 @@
 //! The plan (DESIGN §3 steps 2–3): every model is kept or dropped with a reason, and the
-//! kept ones are ranked. Pure: models, the request's route and needs, the remembered state,
+//! kept ones are ranked. Pure: models, the request's route and needs, the health model,
 //! `now` and an Rng come in; a `Plan` comes out. No I/O.
 
 pub mod filter;
@@ -8,9 +8,9 @@ pub mod rank;
 use serde::Serialize;
 
 use crate::catalog::Model;
+use crate::health::Health;
 use crate::providers::Tier;
 use crate::request::{Needs, Route};
-use crate::state::State;
 
 pub use filter::DropReason;
 pub use rank::Score;
@@ -37,10 +37,11 @@ pub struct Candidate {
 pub struct Dropped {
     pub provider: String,
     pub model: String,
-    pub reason: String,
-    /// Dropped for now only (the provider's quota or a block): it will be eligible later.
+    /// Why, in words (its waits counted from the plan's `now`).
+    #[serde(rename = "reason")]
+    pub why: String,
     #[serde(skip)]
-    pub for_now: bool,
+    pub reason: DropReason,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -53,7 +54,7 @@ pub fn plan(
     models: &[Model],
     route: &Route,
     needs: &Needs,
-    state: &State,
+    state: &Health,
     now_ms: u64,
     rng: &mut fastrand::Rng,
 ) -> Plan {
@@ -67,8 +68,8 @@ pub fn plan(
             Err(reason) => out.dropped.push(Dropped {
                 provider: m.provider.clone(),
                 model: m.id.clone(),
-                for_now: matches!(reason, DropReason::ProviderBlocked { .. }),
-                reason: reason.to_string(),
+                why: reason.describe(now_ms),
+                reason,
             }),
         }
     }
@@ -100,7 +101,7 @@ mod tests {
     use crate::catalog::Capabilities;
 
     /// The plan for `models` with no route or needs given (the same seed each time).
-    fn plan_of(models: &[Model], st: &State, now_ms: u64) -> Plan {
+    fn plan_of(models: &[Model], st: &Health, now_ms: u64) -> Plan {
         plan(
             models,
             &Route::default(),
@@ -127,9 +128,9 @@ mod tests {
 
     #[test]
     fn cooling_models_are_tried_last_not_dropped() {
+        use crate::health::{ModelStats, key};
         use crate::outcome::AttemptOutcome;
-        use crate::state::{ModelStats, key};
-        let mut st = State::default();
+        let mut st = Health::default();
         st.models.insert(
             key("or", "big-70b"),
             ModelStats {
@@ -150,8 +151,8 @@ mod tests {
     fn cooling_models_are_tried_best_first_not_soonest_back_first() {
         // Parallel runs that all tried the soonest-back model first met its 429 together;
         // by score (jitter included) they spread, and the better model goes first.
-        use crate::state::{ModelStats, key};
-        let mut st = State::default();
+        use crate::health::{ModelStats, key};
+        let mut st = Health::default();
         for (id, until) in [("big-70b", 900), ("small-1b", 200)] {
             st.models.insert(
                 key("or", id),
@@ -183,7 +184,7 @@ mod tests {
             auto,
             model("or", "qwen/qwen3-4b:free"),
         ];
-        let p = plan_of(&models, &State::default(), 0);
+        let p = plan_of(&models, &Health::default(), 0);
         let mut ids: Vec<_> = p.candidates.iter().map(|c| c.model.id.as_str()).collect();
         assert_eq!(
             ids.pop(),
@@ -202,12 +203,12 @@ mod tests {
         assert!(
             p.dropped
                 .iter()
-                .any(|d| d.model == "openai/gpt-4" && d.reason.contains("not free"))
+                .any(|d| d.model == "openai/gpt-4" && d.reason == DropReason::NotFree)
         );
         assert!(
             p.dropped
                 .iter()
-                .any(|d| d.model == "openrouter/auto" && d.reason.contains("router"))
+                .any(|d| d.model == "openrouter/auto" && d.reason == DropReason::Router)
         );
     }
 }

@@ -7,8 +7,8 @@ use serde::Serialize;
 use super::Candidate;
 use super::filter::glob_match;
 use crate::catalog::Model;
+use crate::health::Health;
 use crate::request::Route;
-use crate::state::State;
 
 /// Bonus for a model matching `prefer`: larger than every other part together.
 pub const PREFER_BONUS: f64 = 2.0;
@@ -139,7 +139,7 @@ impl LatencyRef {
 
 /// What `LatencyRef` needs of a model: its expected time to an answer (first token, tail
 /// included, then the rest) when measured, and its size in billions when the id says.
-pub fn latency_inputs(state: &State, m: &Model) -> (Option<f64>, Option<f64>) {
+pub fn latency_inputs(state: &Health, m: &Model) -> (Option<f64>, Option<f64>) {
     (
         state
             .model(&m.provider, &m.id)
@@ -151,7 +151,7 @@ pub fn latency_inputs(state: &State, m: &Model) -> (Option<f64>, Option<f64>) {
 pub fn score(
     m: &Model,
     route: &Route,
-    state: &State,
+    state: &Health,
     now_ms: u64,
     latency_ref: &LatencyRef,
     rng: &mut fastrand::Rng,
@@ -284,8 +284,8 @@ pub fn params_billions(id: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::health::{ModelStats, key};
     use crate::plan::tests::model;
-    use crate::state::{ModelStats, key};
 
     #[test]
     fn parameter_counts() {
@@ -317,7 +317,7 @@ mod tests {
             prefer: vec!["*small*".into()],
             ..Default::default()
         };
-        let s = State::default();
+        let s = Health::default();
         let big = score(
             &model("or", "big-405b"),
             &route,
@@ -336,7 +336,7 @@ mod tests {
         );
         assert!(small.total > big.total);
 
-        let mut st = State::default();
+        let mut st = Health::default();
         st.models.insert(
             key("or", "big-405b"),
             ModelStats {
@@ -375,7 +375,7 @@ mod tests {
 
     /// Latency parts of `ids` in a state with these (ttft, gen) times; None: unmeasured.
     fn latencies(times: &[(&str, Option<(f64, f64)>)]) -> Vec<f64> {
-        let mut st = State::default();
+        let mut st = Health::default();
         for (id, t) in times {
             if let Some((ttft, gen_ms)) = t {
                 st.models.insert(key("or", id), timed(*ttft, *gen_ms));
@@ -462,7 +462,7 @@ mod tests {
 
     #[test]
     fn unmeasured_models_are_explored_now_and_then() {
-        let mut st = State::default();
+        let mut st = Health::default();
         st.models.insert(
             key("or", "known-70b"),
             ModelStats {

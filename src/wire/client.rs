@@ -88,27 +88,69 @@ impl Client {
     }
 
     /// Fetches `GET {base}/models` whole, within `timeout`.
-    pub async fn models(&self, provider: &Provider, timeout: Duration) -> Result<Vec<u8>, String> {
+    pub async fn models(
+        &self,
+        provider: &Provider,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, FetchError> {
         let fut = async {
             let resp = self
-                .for_provider(provider)?
+                .for_provider(provider)
+                .map_err(FetchError::transport)?
                 .get(format!("{}/models", provider.base_url))
                 .headers(Self::headers(provider))
                 .send()
                 .await
-                .map_err(|e| describe_reqwest(&e))?;
+                .map_err(|e| FetchError::transport(describe_reqwest(&e)))?;
             let status = resp.status();
             if !status.is_success() {
-                return Err(format!("HTTP {}", status.as_u16()));
+                return Err(FetchError {
+                    status: Some(status.as_u16()),
+                    message: format!("HTTP {}", status.as_u16()),
+                });
             }
             resp.bytes()
                 .await
                 .map(|b| b.to_vec())
-                .map_err(|e| describe_reqwest(&e))
+                .map_err(|e| FetchError::transport(describe_reqwest(&e)))
         };
-        tokio::time::timeout(timeout, fut)
-            .await
-            .map_err(|_| format!("no answer within {}s", timeout.as_secs()))?
+        tokio::time::timeout(timeout, fut).await.map_err(|_| {
+            FetchError::transport(format!("no answer within {}s", timeout.as_secs()))
+        })?
+    }
+}
+
+/// Why a model list could not be had: the HTTP status when the server answered, and a
+/// key-free description.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FetchError {
+    pub status: Option<u16>,
+    pub message: String,
+}
+
+impl FetchError {
+    fn transport(message: String) -> Self {
+        FetchError {
+            status: None,
+            message,
+        }
+    }
+
+    /// The server refused the key (401, or 403 while listing models).
+    pub fn refused_key(&self) -> bool {
+        matches!(self.status, Some(401 | 403))
+    }
+}
+
+impl From<&str> for FetchError {
+    fn from(message: &str) -> Self {
+        FetchError::transport(message.to_string())
+    }
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
     }
 }
 

@@ -1,12 +1,13 @@
 //! Serde types of the OpenAI-compatible chat-completions wire format, as OpenRouter and
 //! local servers speak it (`reference/openrouter.md` §1.2–§1.4). Tolerant: every field a
-//! server may omit has a default, and unknown fields are ignored. No logic.
+//! server may omit has a default, and unknown fields are ignored. Builders for the shapes freeroute sends; no policy.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// A chat message. `content` is a string or a list of content parts, kept as JSON; other
-/// fields (`tool_calls`, `tool_call_id`, `name`) ride along in `extra`.
+/// fields (`tool_calls`, `tool_call_id`, `name`) ride along in `extra`. This module is the
+/// only one that knows the shapes of content parts, tool choices and response formats.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub role: String,
@@ -21,6 +22,144 @@ impl Message {
             role: role.into(),
             content: Value::String(text.into()),
             extra: Default::default(),
+        }
+    }
+
+    /// A user turn: its text, then its images (OpenRouter's recommended order). Some
+    /// providers refuse an empty text part, so a blank text is left out.
+    pub fn user(text: &str, image_urls: &[&str]) -> Self {
+        if image_urls.is_empty() {
+            return Message::text("user", text);
+        }
+        let mut parts = Vec::new();
+        if !text.trim().is_empty() {
+            parts.push(json!({"type": "text", "text": text}));
+        }
+        parts.extend(
+            image_urls
+                .iter()
+                .map(|url| json!({"type": "image_url", "image_url": {"url": url}})),
+        );
+        Message {
+            role: "user".into(),
+            content: Value::Array(parts),
+            extra: Default::default(),
+        }
+    }
+
+    /// An answer as the assistant's turn of a kept conversation, with its tool calls in
+    /// the wire's shape (`{id, type, function: {name, arguments}}`, arguments as a string).
+    pub fn assistant(content: &str, tool_calls: &[Value]) -> Self {
+        let mut m = Message::text("assistant", content);
+        if !tool_calls.is_empty() {
+            let calls = tool_calls
+                .iter()
+                .map(|c| {
+                    let arguments = match &c["arguments"] {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    json!({"id": c["id"], "type": "function",
+                           "function": {"name": c["name"], "arguments": arguments}})
+                })
+                .collect();
+            m.extra.insert("tool_calls".into(), Value::Array(calls));
+        }
+        m
+    }
+
+    /// The message carries an image part.
+    pub fn has_image(&self) -> bool {
+        self.content
+            .as_array()
+            .is_some_and(|parts| parts.iter().any(|p| p["type"] == "image_url"))
+    }
+
+    /// The text of the message: its string content, or its text parts joined.
+    pub fn plain_text(&self) -> String {
+        match &self.content {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    /// A cheap, deliberately generous token estimate: about four bytes a token, an image
+    /// as `IMAGE_TOKENS` (its base64 is not text), plus a few tokens of framing.
+    pub fn estimated_tokens(&self) -> u64 {
+        let content = match &self.content {
+            Value::String(s) => estimate_text(s),
+            Value::Array(parts) => parts
+                .iter()
+                .map(|p| match p["type"].as_str() {
+                    Some("text") => estimate_text(p["text"].as_str().unwrap_or_default()),
+                    Some("image_url") => IMAGE_TOKENS,
+                    _ => estimate_text(&p.to_string()),
+                })
+                .sum(),
+            Value::Null => 0,
+            other => estimate_text(&other.to_string()),
+        };
+        let extra = if self.extra.is_empty() {
+            0
+        } else {
+            estimate_text(&Value::Object(self.extra.clone()).to_string())
+        };
+        content + extra + 8
+    }
+}
+
+/// Tokens an image is counted as in the context estimate.
+pub const IMAGE_TOKENS: u64 = 1_000;
+
+/// About four bytes a token.
+pub fn estimate_text(text: &str) -> u64 {
+    (text.len() as u64).div_ceil(4)
+}
+
+/// `tool_choice`: a word, or one named function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolChoice {
+    Auto,
+    None,
+    Required,
+    Function(String),
+}
+
+impl Serialize for ToolChoice {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ToolChoice::Auto => s.serialize_str("auto"),
+            ToolChoice::None => s.serialize_str("none"),
+            ToolChoice::Required => s.serialize_str("required"),
+            ToolChoice::Function(name) => {
+                json!({"type": "function", "function": {"name": name}}).serialize(s)
+            }
+        }
+    }
+}
+
+/// `response_format` asking for JSON that matches a schema.
+#[derive(Debug, Serialize)]
+pub struct ResponseFormat<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub json_schema: JsonSchemaFormat<'a>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct JsonSchemaFormat<'a> {
+    pub name: &'static str,
+    pub schema: &'a Value,
+}
+
+impl<'a> ResponseFormat<'a> {
+    pub fn json_schema(schema: &'a Value) -> Self {
+        ResponseFormat {
+            kind: "json_schema",
+            json_schema: JsonSchemaFormat {
+                name: "answer",
+                schema,
+            },
         }
     }
 }
@@ -45,12 +184,19 @@ pub struct ChatRequest<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tools: Option<&'a [Value]>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tool_choice: Option<&'a Value>,
+    pub tool_choice: Option<&'a ToolChoice>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub response_format: Option<&'a Value>,
+    pub response_format: Option<ResponseFormat<'a>>,
     /// OpenRouter's provider preferences (`require_parameters` for tools and schemas).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub provider: Option<Value>,
+    pub provider: Option<ProviderPreferences>,
+}
+
+/// OpenRouter's `provider` object: only what freeroute sets.
+#[derive(Debug, Serialize)]
+pub struct ProviderPreferences {
+    /// Route only to endpoints that honour every parameter sent (tools, a schema).
+    pub require_parameters: bool,
 }
 
 /// One fragment of a streamed tool call, keyed by `index` (reference §1.4); a

@@ -319,3 +319,59 @@ fn a_short_retry_after_does_not_reopen_a_provider_whose_quota_is_spent() {
     assert!(!out.stderr.contains("waiting"), "{out}");
     assert_eq!(s.chat_models(), [BIG, MID], "{out}");
 }
+
+/// Issue 13: `batch --timeout` was checked apart from a single run's, and `inf` aborted
+/// the process (exit 134) instead of the single run's clean usage error.
+#[test]
+fn batch_timeout_inf_is_the_single_runs_usage_error() {
+    let s = FakeServer::start(|r| match r.path.ends_with("/models") {
+        true => crate::ask::catalog(),
+        false => fake::answer(&r.model(), &["hi"]),
+    });
+    let env = Env::new(&s);
+    let single = env.run(&["--timeout", "inf", "q"]);
+    assert_eq!(single.code, 2, "{single}");
+    let batch = env.run_with_stdin(&["batch", "--timeout", "inf"], Some("q\n"));
+    assert_eq!(batch.code, 2, "{batch}");
+    let message = |o: &crate::harness::Out| {
+        o.stderr
+            .lines()
+            .find(|l| l.starts_with("error:"))
+            .map(str::to_string)
+    };
+    assert_eq!(message(&batch), message(&single), "{batch}");
+    assert!(message(&batch).unwrap().contains("--timeout"), "{batch}");
+    assert!(s.chats().is_empty(), "nothing was sent");
+}
+
+/// Issue 13: `stats` counted a provider's requests of today by the UTC day, so Gemini's
+/// (whose quota day starts at 08:00 UTC) showed 0 between 00:00 and 08:00 UTC.
+#[test]
+fn stats_counts_geminis_requests_by_its_own_day_at_three_utc() {
+    let s = FakeServer::start(|r| match r.path.ends_with("/models") {
+        true => Reply::json(200, r#"{"data":[{"id":"gemini-2.5-flash"}]}"#),
+        false => fake::answer(&r.model(), &["hi"]),
+    });
+    let env = Env::bare()
+        .var("GEMINI_API_KEY", "AIza-test-gemini-key-654321")
+        .config(&format!(
+            "[providers.gemini]\nbase_url = \"{}\"\n",
+            s.url("/gemini/v1beta/openai")
+        ));
+    // 03:00 UTC on day 20,000: still the day before at Gemini.
+    let three_am = (20_000u64 * 86_400_000 + 3 * 3_600_000).to_string();
+    let at = [("FREEROUTE_NOW_MS", three_am.as_str())];
+    for _ in 0..2 {
+        let out = env.run_with_env(&["-q", "-p", "gemini", "q"], &at);
+        assert_eq!(out.code, 0, "{out}");
+    }
+    let v = env.run_with_env(&["stats", "--json"], &at).json();
+    let gemini = v["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["provider"] == "gemini")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(gemini["requests_today"], 2, "{v}");
+}

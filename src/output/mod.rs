@@ -1,7 +1,11 @@
 //! The only module that prints (DESIGN §4): answers and JSON on stdout; notes, the `-v`
-//! trace, errors and the spinner on stderr. Honours `NO_COLOR`; a spinner appears only
-//! when stderr is a terminal and `--quiet` is off.
+//! trace, errors, the spinner and batch's progress bar on stderr. Colour only on a
+//! terminal and never with `NO_COLOR`; a spinner appears only when stderr is a terminal
+//! and `--quiet` is off. `report` renders the listings (`--dry-run`, `models`, `stats`,
+//! `config show`) from serializable rows.
 #![allow(clippy::print_stderr)]
+
+pub mod report;
 
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
@@ -21,9 +25,9 @@ pub struct Printer {
 }
 
 impl Printer {
-    pub fn new(quiet: bool, verbose: bool) -> Self {
+    pub fn new(quiet: bool, verbose: bool, no_color: bool) -> Self {
         let stderr_tty = std::io::stderr().is_terminal();
-        let color = stderr_tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        let color = stderr_tty && !no_color;
         Printer {
             quiet,
             verbose,
@@ -116,6 +120,60 @@ impl Printer {
         let mut s = serde_json::to_string(value).expect("output serializes");
         s.push('\n');
         self.stdout(&s)
+    }
+
+    /// The run's failure as the contract's one JSON object (DESIGN §4).
+    pub fn failure_json(&self, err: &Error) -> bool {
+        self.json(&Failure::of(err, None))
+    }
+
+    /// A line of batch's own report (its summary), on stderr whatever `--quiet` says.
+    pub fn report(&self, line: &str) {
+        self.clear_spinner();
+        eprintln!("{line}");
+    }
+
+    /// Batch's progress bar: drawn on stderr when it is a terminal and `--quiet` is off.
+    pub fn progress_bar(&self, total: Option<u64>) -> ProgressBar {
+        if self.quiet || !self.stderr_tty {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::with_draw_target(total, indicatif::ProgressDrawTarget::stderr());
+        let style = ProgressStyle::with_template("{bar:30} {pos}/{len} {per_sec} eta {eta} {msg}")
+            .expect("valid template");
+        bar.set_style(style);
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    }
+}
+
+/// `{"ok": false, "error": {"kind", "message"}, "attempts": […]}`, and a batch item's `id`.
+#[derive(Serialize)]
+pub struct Failure<'a> {
+    pub ok: bool,
+    pub error: FailureError<'a>,
+    pub attempts: &'a [crate::outcome::AttemptRecord],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a serde_json::Value>,
+}
+
+#[derive(Serialize)]
+pub struct FailureError<'a> {
+    pub kind: crate::error::ErrorKind,
+    pub message: &'a str,
+}
+
+impl<'a> Failure<'a> {
+    pub fn of(err: &'a Error, id: Option<&'a serde_json::Value>) -> Self {
+        Failure {
+            ok: false,
+            error: FailureError {
+                kind: err.kind,
+                message: &err.message,
+            },
+            attempts: &err.attempts,
+            id,
+        }
     }
 }
 

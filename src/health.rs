@@ -1,22 +1,15 @@
-//! What the router remembers across runs (DESIGN §5): per-model health with time decay,
-//! latency, cool-downs and capability misses; per-provider blocks and quota windows.
-//!
-//! The file side is behind `Store`: `snapshot()` reads once without a lock at the start of a
-//! run; `update()` takes an exclusive lock only for a read-modify-write and writes through a
-//! temporary file and a rename, so concurrent runs lose nothing and a crash never leaves a
-//! torn file. A shared store (Redis, say) could take the file's place behind the same two calls.
-//! The pure policy (decay, back-off, health) is in the `impl`s and tested without files.
+//! What the router knows about models and providers (DESIGN §5): per-model health with
+//! time decay, latency, cool-downs, learned limits and capability misses; per-provider
+//! blocks and quota windows. Pure: values and `now_ms` in, values out; no files, no clock.
+//! Where it is kept (a file, Redis) is `store`'s business; the plan reads a `&Health`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::Capability;
 use crate::outcome::{AttemptOutcome, AttemptRecord};
 use crate::providers::Limits;
-use crate::wire::openai::Message;
 
 pub const VERSION: u32 = 1;
 /// Outcome weights halve every six hours: a cron job that runs hourly still learns.
@@ -34,10 +27,9 @@ pub const LOAD_TAU_MS: f64 = 60_000.0;
 pub const MAX_BACKOFF_MS: u64 = 3_600_000;
 /// The longest for a model that keeps answering 429 with a Retry-After.
 pub const HINTED_429_MAX_MS: u64 = 120_000;
-const LOG_CAP_BYTES: u64 = 1024 * 1024;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct State {
+pub struct Health {
     pub version: u32,
     /// Keyed by `provider/model-id` (see `key`).
     #[serde(default)]
@@ -67,7 +59,7 @@ pub struct ModelStats {
     pub last_outcome: Option<AttemptOutcome>,
     pub last_error: Option<String>,
     /// Capabilities the provider said this model lacks (`vision`, `tools`, `schema`).
-    pub misses: BTreeSet<String>,
+    pub misses: BTreeSet<Capability>,
     /// A request of about this many tokens was too long for it (the smallest seen).
     pub too_long_at: Option<u64>,
     /// Requests sent to it lately, by every run: a count that fades with `LOAD_TAU_MS`, as
@@ -229,29 +221,15 @@ impl ModelStats {
                 self.consecutive_failures += 1;
                 self.last_error = a.error.clone();
                 if o == AttemptOutcome::CapabilityMissing
-                    && let Some(cap) = a.error.as_deref().and_then(missing_capability)
+                    && let Some(cap) = a.missing
                 {
-                    self.misses.insert(cap.into());
+                    self.misses.insert(cap);
                 }
                 if let Some(until) = backoff(o, self.consecutive_failures, a.retry_at_ms, now_ms) {
                     self.cooldown_until_ms = self.cooldown_until_ms.max(until);
                 }
             }
         }
-    }
-}
-
-/// Which capability a "No endpoints found that support …" message names.
-pub fn missing_capability(message: &str) -> Option<&'static str> {
-    let m = message.to_ascii_lowercase();
-    if m.contains("image") {
-        Some("vision")
-    } else if m.contains("tool") {
-        Some("tools")
-    } else if m.contains("response_format") || m.contains("structured") || m.contains("json") {
-        Some("schema")
-    } else {
-        None
     }
 }
 
@@ -282,6 +260,21 @@ pub fn backoff(
     }
 }
 
+const DAY_MS: u64 = 86_400_000;
+
+/// The provider's day number at `now_ms`: days since the epoch, shifted by the offset at
+/// which its daily quota resets (Gemini's at midnight Pacific time, say).
+pub fn provider_day(now_ms: u64, offset_ms: i64) -> u64 {
+    (now_ms as i64).saturating_add(offset_ms).max(0) as u64 / DAY_MS
+}
+
+/// When the provider's day `day` ends, Unix ms.
+pub fn day_end_ms(day: u64, offset_ms: i64) -> u64 {
+    day.saturating_add(1)
+        .saturating_mul(DAY_MS)
+        .saturating_add_signed(-offset_ms)
+}
+
 fn decay(then_ms: u64, now_ms: u64) -> f64 {
     let dt = now_ms.saturating_sub(then_ms) as f64;
     0.5f64.powf(dt / HALF_LIFE_MS)
@@ -297,7 +290,25 @@ fn smooth(old: Option<f64>, sample: f64) -> f64 {
 
 impl ProviderStats {
     fn day_of(&self, now_ms: u64) -> u64 {
-        (now_ms as i64 + self.day_offset_ms).max(0) as u64 / 86_400_000
+        provider_day(now_ms, self.day_offset_ms)
+    }
+
+    /// Requests counted in the current minute window.
+    pub fn requests_this_minute(&self, now_ms: u64) -> u32 {
+        if now_ms < self.minute_start_ms.saturating_add(crate::minute_ms()) {
+            self.minute_count
+        } else {
+            0
+        }
+    }
+
+    /// Requests counted on the provider's current day (its quota's day, not always UTC's).
+    pub fn requests_today(&self, now_ms: u64) -> u32 {
+        if self.day == self.day_of(now_ms) {
+            self.day_count
+        } else {
+            0
+        }
     }
 
     /// How full the fullest known window is, 0..1 (for spreading load).
@@ -351,7 +362,7 @@ impl ProviderStats {
             && self.day_count >= n
         {
             return Some((
-                ((self.day + 1) * 86_400_000).saturating_add_signed(-self.day_offset_ms),
+                day_end_ms(self.day, self.day_offset_ms),
                 format!("{n} requests today (UTC)"),
             ));
         }
@@ -373,7 +384,15 @@ impl ProviderStats {
     }
 }
 
-impl State {
+impl Health {
+    /// Nothing known yet, in this version's layout.
+    pub fn fresh() -> Health {
+        Health {
+            version: VERSION,
+            ..Default::default()
+        }
+    }
+
     pub fn model(&self, provider: &str, model: &str) -> Option<&ModelStats> {
         self.models.get(&key(provider, model))
     }
@@ -407,236 +426,6 @@ impl State {
     }
 }
 
-/// Where the state lives; `None` runs without memory.
-pub fn state_dir() -> Option<PathBuf> {
-    dirs::state_dir()
-        .or_else(dirs::data_local_dir)
-        .map(|d| d.join("freeroute"))
-}
-
-/// The file-backed store.
-pub struct Store {
-    dir: Option<PathBuf>,
-}
-
-impl Store {
-    pub fn new(dir: Option<PathBuf>) -> Self {
-        Store { dir }
-    }
-
-    pub fn dir(&self) -> Option<&Path> {
-        self.dir.as_deref()
-    }
-
-    fn file(&self) -> Option<PathBuf> {
-        self.dir.as_ref().map(|d| d.join("state.json"))
-    }
-
-    pub fn log_path(&self) -> Option<PathBuf> {
-        self.dir.as_ref().map(|d| d.join("requests.jsonl"))
-    }
-
-    /// Forgets everything: a fresh state and an empty request log, under the lock.
-    pub fn reset(&self) -> Result<(), String> {
-        self.update(|s| *s = fresh(), None)?;
-        if let Some(c) = self.conversations_path()
-            && c.exists()
-        {
-            std::fs::remove_file(&c).map_err(|e| format!("cannot remove {}: {e}", c.display()))?;
-        }
-        if let Some(log) = self.log_path()
-            && log.exists()
-        {
-            write_atomic(&log, b"").map_err(|e| format!("cannot clear {}: {e}", log.display()))?;
-        }
-        Ok(())
-    }
-
-    fn conversations_path(&self) -> Option<PathBuf> {
-        self.dir.as_ref().map(|d| d.join("conversations.json"))
-    }
-
-    /// The messages of the last answered conversation (`--continue`).
-    pub fn last_conversation(&self) -> Option<Vec<Message>> {
-        let bytes = std::fs::read(self.conversations_path()?).ok()?;
-        let file: Conversations = serde_json::from_slice(&bytes).ok()?;
-        file.conversations.into_iter().last().map(|c| c.messages)
-    }
-
-    /// Keeps a conversation, dropping all but the last `KEPT_CONVERSATIONS`.
-    pub fn save_conversation(&self, messages: &[Message]) -> Result<(), String> {
-        let Some(path) = self.conversations_path() else {
-            return Ok(());
-        };
-        let dir = self.dir.as_ref().expect("a path implies a dir");
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let lock = self.lock(dir)?;
-        let mut file: Conversations = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        file.conversations.push(Conversation {
-            time_ms: crate::now_ms(),
-            messages: messages.to_vec(),
-        });
-        let excess = file.conversations.len().saturating_sub(KEPT_CONVERSATIONS);
-        file.conversations.drain(..excess);
-        let result = write_atomic(&path, &serde_json::to_vec(&file).expect("serializes"))
-            .map_err(|e| format!("cannot write {}: {e}", path.display()));
-        drop(lock);
-        result
-    }
-
-    fn lock(&self, dir: &Path) -> Result<File, String> {
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join("state.lock"))
-            .map_err(|e| format!("cannot open the lock file in {}: {e}", dir.display()))?;
-        lock.lock()
-            .map_err(|e| format!("cannot lock the state: {e}"))?;
-        Ok(lock)
-    }
-
-    /// Reads the state once, without a lock (writers rename whole files into place). An
-    /// unreadable file is only read past here; it is set aside under the lock by the next
-    /// `update`, so a reader never moves a file another process just rebuilt.
-    pub fn snapshot(&self, _notes: &mut Vec<String>) -> State {
-        let Some(path) = self.file() else {
-            return fresh();
-        };
-        match std::fs::read(&path)
-            .ok()
-            .map(|b| serde_json::from_slice::<State>(&b))
-        {
-            Some(Ok(s)) if s.version == VERSION => s,
-            _ => fresh(),
-        }
-    }
-
-    /// Read-modify-write under an exclusive lock, written atomically. The lock is held only
-    /// for this call, never across network I/O.
-    pub fn update(
-        &self,
-        f: impl FnOnce(&mut State),
-        log_line: Option<&str>,
-    ) -> Result<Vec<String>, String> {
-        self.update_and_read(f, log_line).map(|(notes, _)| notes)
-    }
-
-    /// `update`, returning the state as written (others' updates included).
-    pub fn update_and_read(
-        &self,
-        f: impl FnOnce(&mut State),
-        log_line: Option<&str>,
-    ) -> Result<(Vec<String>, State), String> {
-        let Some(dir) = &self.dir else {
-            let mut state = fresh();
-            f(&mut state);
-            return Ok((Vec::new(), state));
-        };
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let lock = self.lock(dir)?;
-        let mut notes = Vec::new();
-        let path = dir.join("state.json");
-        let mut state = read_or_set_aside(&path, &mut notes);
-        f(&mut state);
-        let result = write_atomic(
-            &path,
-            &serde_json::to_vec(&state).expect("state serializes"),
-        )
-        .map_err(|e| format!("cannot write {}: {e}", path.display()));
-        if let (Ok(()), Some(line)) = (&result, log_line) {
-            append_log(&dir.join("requests.jsonl"), line)
-                .map_err(|e| format!("cannot write the request log: {e}"))?;
-        }
-        drop(lock);
-        result.map(|()| (notes, state))
-    }
-}
-
-/// How many answered conversations are kept for `--continue`.
-pub const KEPT_CONVERSATIONS: usize = 5;
-
-/// `conversations.json`: kept apart from the state and never written to the request log.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Conversations {
-    #[serde(default)]
-    conversations: Vec<Conversation>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Conversation {
-    time_ms: u64,
-    messages: Vec<Message>,
-}
-
-fn fresh() -> State {
-    State {
-        version: VERSION,
-        ..Default::default()
-    }
-}
-
-fn read_or_set_aside(path: &Path, notes: &mut Vec<String>) -> State {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(_) => return fresh(),
-    };
-    match serde_json::from_slice::<State>(&bytes) {
-        Ok(s) if s.version == VERSION => s,
-        Ok(s) => set_aside(
-            path,
-            &format!("version {} is not {VERSION}", s.version),
-            notes,
-        ),
-        Err(e) => set_aside(path, &e.to_string(), notes),
-    }
-}
-
-fn set_aside(path: &Path, why: &str, notes: &mut Vec<String>) -> State {
-    let aside = path.with_extension(format!("json.bad-{}", std::process::id()));
-    if std::fs::rename(path, &aside).is_ok() {
-        notes.push(format!(
-            "The state file {} was unreadable ({why}); set it aside as {} and started fresh",
-            path.display(),
-            aside.display()
-        ));
-    }
-    fresh()
-}
-
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    // No fsync: the rename alone keeps every reader from seeing half a file when a process
-    // dies; after a power loss an empty file is set aside like any unreadable one. A sync
-    // would cost every run milliseconds on a real disk.
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
-}
-
-/// Appends one line; past the cap, the older half of the log is dropped (atomically).
-fn append_log(path: &Path, line: &str) -> std::io::Result<()> {
-    if std::fs::metadata(path).is_ok_and(|m| m.len() > LOG_CAP_BYTES) {
-        // Bytes, not text: the middle may fall inside a multi-byte character.
-        let bytes = std::fs::read(path).unwrap_or_default();
-        let cut = bytes.len() / 2;
-        let start = bytes[cut..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(bytes.len(), |i| cut + i + 1);
-        write_atomic(path, &bytes[start..])?;
-    }
-    let mut f: File = OpenOptions::new().create(true).append(true).open(path)?;
-    f.write_all(line.as_bytes())?;
-    f.write_all(b"\n")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -657,6 +446,7 @@ mod tests {
             piece: None,
             context_tokens: None,
             own_rate_limit: false,
+            missing: None,
         }
     }
 
@@ -777,7 +567,7 @@ mod tests {
 
     #[test]
     fn provider_wide_failures_block_the_provider() {
-        let mut st = fresh();
+        let mut st = Health::default();
         let mut a = attempt(AttemptOutcome::QuotaExhausted);
         a.provider_wide = true;
         a.retry_at_ms = Some(5_000_000);
@@ -794,7 +584,7 @@ mod tests {
 
     #[test]
     fn counted_requests_fill_the_minute_and_the_day() {
-        let mut st = fresh();
+        let mut st = Health::default();
         let limits = |_: &str| {
             (
                 Limits {
@@ -830,57 +620,32 @@ mod tests {
     fn capability_miss_is_remembered() {
         let mut s = ModelStats::default();
         let mut a = attempt(AttemptOutcome::CapabilityMissing);
-        a.error = Some("No endpoints found that support image input".into());
+        a.missing = Some(Capability::Vision);
         s.record(&a, 0);
-        assert!(s.misses.contains("vision"));
+        assert!(s.misses.contains(&Capability::Vision));
     }
+}
+
+#[cfg(test)]
+mod day_tests {
+    use super::*;
 
     #[test]
-    fn capping_the_log_never_splits_a_character() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("requests.jsonl");
-        let line = "é…".repeat(200);
-        let mut text = String::new();
-        while text.len() <= LOG_CAP_BYTES as usize {
-            text.push_str(&line);
-            text.push('\n');
-        }
-        std::fs::write(&path, &text).unwrap();
-        append_log(&path, "{\"last\":true}").unwrap();
-        let kept = std::fs::read_to_string(&path).unwrap();
-        assert!(kept.len() < text.len() / 2 + line.len() * 2);
-        assert!(kept.ends_with("{\"last\":true}\n"));
-    }
-
-    #[test]
-    fn store_round_trip_and_garbage_set_aside() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::new(Some(dir.path().to_path_buf()));
-        let ok = |s: &mut State| {
-            s.record_attempts(&[attempt(AttemptOutcome::Ok)], 0, &|_| {
-                (Limits::default(), 0)
-            })
+    fn a_provider_day_counts_from_its_own_reset() {
+        // Gemini's quota resets at midnight Pacific (08:00 UTC): at 03:00 UTC it is still
+        // the previous day there, and the requests of that day are today's.
+        let offset = -8 * 3_600_000;
+        let day = 20_000;
+        let three_am = day * DAY_MS + 3 * 3_600_000;
+        let p = ProviderStats {
+            day: provider_day(three_am, offset),
+            day_count: 7,
+            day_offset_ms: offset,
+            ..Default::default()
         };
-        store.update(ok, Some("{\"x\":1}")).unwrap();
-        let mut notes = Vec::new();
-        assert!(store.snapshot(&mut notes).model("or", "m").is_some());
-        std::fs::write(dir.path().join("state.json"), b"{garbage").unwrap();
-        assert!(
-            store.snapshot(&mut notes).models.is_empty(),
-            "garbage reads as fresh"
-        );
-        assert!(
-            dir.path().join("state.json").exists(),
-            "a reader never moves the file"
-        );
-        let notes = store.update(ok, None).unwrap();
-        assert_eq!(notes.len(), 1, "{notes:?}");
-        assert!(notes[0].contains("set it aside"));
-        assert!(
-            store.snapshot(&mut Vec::new()).model("or", "m").is_some(),
-            "rebuilt under the lock"
-        );
-        let log = std::fs::read_to_string(dir.path().join("requests.jsonl")).unwrap();
-        assert_eq!(log, "{\"x\":1}\n");
+        assert_eq!(p.day, day - 1);
+        assert_eq!(p.requests_today(three_am), 7);
+        assert_eq!(p.requests_today(day * DAY_MS + 8 * 3_600_000), 0);
+        assert_eq!(day_end_ms(p.day, offset), day * DAY_MS + 8 * 3_600_000);
     }
 }

@@ -1,0 +1,158 @@
+//! Batch input and output (DESIGN §6): JSONL items or plain text lines in; result lines
+//! out; on resume, the ids already answered in OUT.
+
+use std::collections::HashSet;
+use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::error::{Error, Result};
+use crate::settings::ItemFields;
+
+/// The ids already answered in OUT (skipped on resume). OUT is rewritten without its
+/// failed lines, so each id ends with exactly one line; then it is opened for appending.
+pub fn open_output(path: Option<&Path>) -> Result<(HashSet<String>, Box<dyn Write>)> {
+    let Some(path) = path else {
+        return Ok((HashSet::new(), Box::new(std::io::stdout())));
+    };
+    let mut answered = HashSet::new();
+    if let Ok(text) = std::fs::read_to_string(path) {
+        let mut kept = String::new();
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            if v["ok"] == true && !v["id"].is_null() {
+                answered.insert(v["id"].to_string());
+                kept.push_str(line);
+                kept.push('\n');
+            }
+        }
+        if kept.len() != text.len() {
+            crate::store::write_atomic(path, kept.as_bytes())
+                .map_err(|e| Error::input(format!("Cannot rewrite {}: {e}", path.display())))?;
+        }
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::input(format!("Cannot open {} for writing: {e}", path.display())))?;
+    Ok((answered, Box::new(file)))
+}
+
+pub fn count_lines(path: &str) -> Option<u64> {
+    let f = std::fs::File::open(path).ok()?;
+    Some(
+        BufReader::new(f)
+            .lines()
+            .map_while(|l| l.ok())
+            .filter(|l| !l.trim().is_empty())
+            .count() as u64,
+    )
+}
+
+/// The fields an input line may carry.
+#[derive(Default)]
+pub struct Fields {
+    pub prompt: String,
+    pub images: Vec<String>,
+    pub schema: Option<String>,
+    /// What overrides the batch's settings.
+    pub settings: ItemFields,
+}
+
+/// A JSON object line, or a plain text line (its id is its line number).
+pub fn parse_line(line: &str, line_no: usize) -> std::result::Result<(Value, Fields), String> {
+    let trimmed = line.trim_start();
+    if !trimmed.starts_with('{') {
+        return Ok((
+            json!(line_no),
+            Fields {
+                prompt: line.to_string(),
+                ..Fields::default()
+            },
+        ));
+    }
+    let v: Value = serde_json::from_str(trimmed).map_err(|e| format!("not valid JSON ({e})"))?;
+    let text = |k: &str| -> std::result::Result<Option<String>, String> {
+        match &v[k] {
+            Value::Null => Ok(None),
+            Value::String(s) => Ok(Some(s.clone())),
+            other => Err(format!("`{k}` must be a string, not {other}")),
+        }
+    };
+    let images = match &v["image"] {
+        Value::Null => Vec::new(),
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_string)
+                    .ok_or("`image` entries must be strings")
+            })
+            .collect::<std::result::Result<_, _>>()?,
+        _ => return Err("`image` must be a path or URL, or a list of them".into()),
+    };
+    let schema = match &v["schema"] {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        obj @ Value::Object(_) => Some(obj.to_string()),
+        _ => return Err("`schema` must be a JSON Schema object or a file name".into()),
+    };
+    let to = text("to")?;
+    let fields = Fields {
+        prompt: text("prompt")?.unwrap_or_default(),
+        images,
+        schema,
+        settings: ItemFields {
+            system: text("system")?,
+            translate: v["translate"].as_bool().unwrap_or(false) || to.is_some(),
+            to,
+            max_tokens: v["max_tokens"]
+                .as_u64()
+                .map(|n| n.min(u32::MAX as u64) as u32),
+        },
+    };
+    let id = if v["id"].is_null() {
+        json!(line_no)
+    } else {
+        v["id"].clone()
+    };
+    Ok((id, fields))
+}
+
+pub fn write_line(out: &mut Box<dyn Write>, line: &str) -> Result<()> {
+    out.write_all(line.as_bytes())
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::internal(format!("Cannot write a result: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_json_items_or_plain_prompts() {
+        let (id, f) = parse_line("Translate this", 7).unwrap();
+        assert_eq!(id, json!(7));
+        assert_eq!(f.prompt, "Translate this");
+        let (id, f) = parse_line(
+            r#"{"id": "a1", "prompt": "hi", "to": "de", "image": ["x.png"], "max_tokens": 9}"#,
+            1,
+        )
+        .unwrap();
+        assert_eq!(id, json!("a1"));
+        assert!(f.settings.translate && f.settings.to.as_deref() == Some("de"));
+        assert_eq!(f.images, vec!["x.png"]);
+        assert_eq!(f.settings.max_tokens, Some(9));
+        let (id, _) = parse_line(r#"{"prompt": "no id"}"#, 3).unwrap();
+        assert_eq!(id, json!(3));
+        assert!(parse_line(r#"{"prompt": 5}"#, 1).is_err());
+        assert!(parse_line("{broken", 1).is_err());
+    }
+}

@@ -1,0 +1,519 @@
+//! `freeroute batch` (DESIGN §6): many prompts, JSONL in and out. Each item is a `Request`
+//! asked through the same `Session` as a single run (its plan, ask and record); the session's
+//! one limiter keeps the items within every provider's limits, an item waits for the
+//! earliest reset when every provider it could use is full, and each finished item is
+//! recorded at once. Input is read line by line; output lines are written as items finish
+//! (or in input order with `--ordered`), so a crash keeps what finished and `-o OUT`
+//! resumes. The scheduling is here; the JSONL reading and writing in `jsonl.rs`.
+
+mod jsonl;
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
+use indicatif::ProgressBar;
+use serde_json::Value;
+
+use crate::cli::BatchArgs;
+use crate::config;
+use crate::error::{Error, ErrorKind, Result};
+use crate::input::{self, Input};
+use crate::output::{Failure, Printer};
+use crate::request::{self, AnswerSchema, Request};
+use crate::session::{Job, LogLine, Room, Session, Stop, TokenSink};
+use crate::settings::{self, Ask, Sources};
+use jsonl::{Fields, write_line};
+
+/// Items in flight at once when `--concurrency` is not given.
+pub const DEFAULT_CONCURRENCY: usize = 4;
+
+/// One line of input, understood.
+struct Item {
+    /// Input order, from 0 (for `--ordered`).
+    seq: usize,
+    id: Value,
+    /// The request, or why the item cannot be asked.
+    request: std::result::Result<Request, Error>,
+}
+
+/// What one finished item produced: its output line and what the summary counts.
+struct Done {
+    seq: usize,
+    line: String,
+    ok: bool,
+    provider: Option<String>,
+    attempts: Vec<crate::outcome::AttemptRecord>,
+    /// No request went out because every provider was full when its turn came (another
+    /// item took the last slot first): the item goes back in the queue.
+    starved: bool,
+}
+
+/// Runs a batch; the exit code follows DESIGN §6 (0 all answered, 4 some failed or
+/// undone, else 2 for unreadable input lines).
+pub fn run(args: &BatchArgs, config_flag: Option<&Path>, printer: &Printer) -> Result<()> {
+    let started = Instant::now();
+    let (config, config_path) = config::load(config_flag)?;
+    // `--timeout` bounds the whole batch; each item keeps the per-run default.
+    let batch = settings::Batch::resolve(&args.opts, &config)?;
+    let batch_deadline = batch.deadline.map(|d| started + d);
+    let rt = crate::app::runtime()?;
+    let session = Session::open(
+        &config,
+        config_path.as_deref(),
+        &Sources::resolve(&config),
+        &batch.item.route,
+        batch.item.timeout,
+        settings::rng(),
+        &rt,
+        printer,
+    )?;
+    // Read once for every item: the tools file and the batch's schema (compiled once).
+    let shared = Shared {
+        tools: args
+            .opts
+            .tools
+            .as_deref()
+            .map(input::load_tools)
+            .transpose()?,
+        schema: args
+            .opts
+            .schema
+            .as_deref()
+            .map(input::load_schema)
+            .transpose()?,
+        images: args.opts.images.clone(),
+    };
+
+    let (answered, out) = jsonl::open_output(args.output.as_deref())?;
+    let reader: Box<dyn BufRead + Send> = match args.input.as_deref() {
+        None | Some("-") => Box::new(BufReader::new(std::io::stdin())),
+        Some(path) => {
+            Box::new(BufReader::new(std::fs::File::open(path).map_err(|e| {
+                Error::input(format!("Cannot read batch input {path}: {e}"))
+            })?))
+        }
+    };
+    let total = match args.input.as_deref() {
+        Some(path) if path != "-" => jsonl::count_lines(path),
+        _ => None,
+    };
+    let bar = printer.progress_bar(total);
+    let mut results = Results {
+        out,
+        pending: BTreeMap::new(),
+        next: 0,
+        ordered: args.ordered,
+        counts: Counts::default(),
+        bar: &bar,
+    };
+
+    let concurrency = args.concurrency.map_or(DEFAULT_CONCURRENCY, |c| c as usize);
+    // Lines are read on their own thread: a slow producer on stdin never stops the items
+    // in flight, and a bounded channel keeps memory bounded.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, std::io::Result<String>)>(64);
+    std::thread::spawn(move || {
+        for (index, line) in reader.lines().enumerate() {
+            if tx.blocking_send((index + 1, line)).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seq = 0usize;
+
+    let result: Result<()> = rt.block_on(async {
+        let mut running = FuturesUnordered::new();
+        let mut input_done = false;
+        // Items waiting for a provider to have room, each not to be looked at before then.
+        let mut waiting: VecDeque<(Item, Instant)> = VecDeque::new();
+        loop {
+            // Launch what can go now, one at a time: each launched item is polled at once so
+            // it takes its provider's slot before the next item looks for room.
+            let mut wake: Option<Instant> = None;
+            let mut still_waiting = VecDeque::new();
+            while let Some((item, not_before)) = waiting.pop_front() {
+                let now = Instant::now();
+                if running.len() >= concurrency || not_before > now {
+                    wake = Some(wake.map_or(not_before, |w: Instant| w.min(not_before)).max(now));
+                    still_waiting.push_back((item, not_before));
+                    continue;
+                }
+// The state is borrowed only for planning: finishing an item below writes it.
+                let prepared = prepare(item, &session, batch_deadline, printer);
+                match prepared {
+                    Prepared::Launch(item, jobs, deadline) => {
+                        running.push(run_item(item, jobs, &session, deadline, &bar));
+                        if let Some(Some((item, done))) = running.next().now_or_never() {
+                            finish_item(item, done, &mut waiting, &session, &mut results, printer)?;
+                        }
+                    }
+                    Prepared::Wait(item, until) => {
+                        bar.set_message("waiting for a rate-limit reset".to_string());
+                        wake = Some(wake.map_or(until, |w: Instant| w.min(until)));
+                        still_waiting.push_back((item, until));
+                    }
+                    Prepared::Done(done) => results.put(done)?,
+                }
+            }
+            waiting = still_waiting;
+            if input_done && waiting.is_empty() && running.is_empty() {
+                break;
+            }
+            let want_input = !input_done && running.len() + waiting.len() < concurrency;
+            tokio::select! {
+                line = rx.recv(), if want_input => match line {
+                    None => input_done = true,
+                    Some((line_no, line)) => {
+                        if let Some(item) = item_from_line(line_no, line, &mut seq, &answered, &batch.item, &shared, &mut results.counts, printer) {
+                            waiting.push_back((item, Instant::now()));
+                        }
+                    }
+                },
+                Some((item, done)) = running.next(), if !running.is_empty() => {
+                    finish_item(item, done, &mut waiting, &session, &mut results, printer)?;
+                }
+                _ = crate::clock::sleep_until(wake), if wake.is_some() => {}
+                // Past the batch deadline, lines not read yet are left alone.
+                _ = crate::clock::sleep_until(batch_deadline), if !input_done && batch_deadline.is_some() => {
+                    input_done = true;
+                }
+            }
+        }
+        Ok(())
+    });
+    result?;
+    bar.finish_and_clear();
+    // Anything still buffered for --ordered (after skipped or unreadable lines) goes out.
+    for (_, line) in std::mem::take(&mut results.pending) {
+        write_line(&mut results.out, &line)?;
+    }
+    let counts = results.counts;
+    let summary = counts.summary(started.elapsed());
+    // The summary always goes to stderr; it is the batch's report, not a note.
+    printer.report(&summary);
+    if counts.failed > 0 {
+        return Err(Error::new(
+            ErrorKind::AllFailed,
+            format!(
+                "{} of {} items failed or were left undone",
+                counts.failed,
+                counts.failed + counts.answered
+            ),
+        ));
+    }
+    if counts.unreadable > 0 {
+        return Err(Error::input(format!(
+            "{} input lines could not be read (see above)",
+            counts.unreadable
+        )));
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct Counts {
+    answered: usize,
+    failed: usize,
+    skipped: usize,
+    unreadable: usize,
+    per_provider: BTreeMap<String, usize>,
+}
+
+impl Counts {
+    fn summary(&self, elapsed: Duration) -> String {
+        let per = if self.per_provider.is_empty() {
+            "none".to_string()
+        } else {
+            self.per_provider
+                .iter()
+                .map(|(p, n)| format!("{p} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            "batch: {} answered, {} failed, {} skipped, {} unreadable, {:.1}s; answers per provider: {per}",
+            self.answered,
+            self.failed,
+            self.skipped,
+            self.unreadable,
+            elapsed.as_secs_f64()
+        )
+    }
+}
+
+/// One input line as an item: blank lines are no item, answered ids count as skipped,
+/// unreadable lines are reported on stderr with their number.
+#[allow(clippy::too_many_arguments)]
+fn item_from_line(
+    line_no: usize,
+    line: std::io::Result<String>,
+    seq: &mut usize,
+    answered: &HashSet<String>,
+    ask: &Ask,
+    shared: &Shared,
+    counts: &mut Counts,
+    printer: &Printer,
+) -> Option<Item> {
+    let line = match line {
+        Ok(l) => l,
+        Err(e) => {
+            counts.unreadable += 1;
+            printer.error(&Error::input(format!(
+                "Input line {line_no} cannot be read: {e}"
+            )));
+            return None;
+        }
+    };
+    if line.trim().is_empty() {
+        return None;
+    }
+    let (id, fields) = match jsonl::parse_line(&line, line_no) {
+        Ok(x) => x,
+        Err(why) => {
+            counts.unreadable += 1;
+            printer.error(&Error::input(format!("Input line {line_no}: {why}")));
+            return None;
+        }
+    };
+    if answered.contains(&id.to_string()) {
+        counts.skipped += 1;
+        return None;
+    }
+    let this = *seq;
+    *seq += 1;
+    Some(Item {
+        seq: this,
+        id,
+        request: build(&fields, ask, shared),
+    })
+}
+
+/// What to do with an item whose turn has come.
+enum Prepared {
+    /// Run it now, with these jobs, until this deadline.
+    Launch(Item, Vec<Job>, Instant),
+    /// Every provider it could use is full: look again then.
+    Wait(Item, Instant),
+    /// It is finished already (an input error, no eligible model, the batch deadline).
+    Done(Done),
+}
+
+/// Plans an item and decides: launch now, wait for the earliest reset of a provider it
+/// could use (counting providers dropped only for their quota), or give up.
+fn prepare(
+    item: Item,
+    session: &Session,
+    batch_deadline: Option<Instant>,
+    printer: &Printer,
+) -> Prepared {
+    let now = Instant::now();
+    if batch_deadline.is_some_and(|d| now >= d) {
+        let err = Error::new(
+            ErrorKind::Deadline,
+            "The batch deadline passed before this item started",
+        );
+        return Prepared::Done(failed_item(&item, err));
+    }
+    let req = match &item.request {
+        Ok(r) => r.clone(),
+        Err(e) => {
+            let err = Error::new(e.kind, e.message.clone());
+            return Prepared::Done(failed_item(&item, err));
+        }
+    };
+    let jobs = session.plan(&req, printer);
+    if let Room::At(until) = session.room(&jobs) {
+        if batch_deadline.is_some_and(|d| until >= d) {
+            let err = Error::new(
+                ErrorKind::Deadline,
+                "Every provider is at its limit until after the batch deadline",
+            );
+            return Prepared::Done(failed_item(&item, err));
+        }
+        return Prepared::Wait(item, until);
+    }
+    if let Some(e) = Session::unanswerable(&jobs) {
+        return Prepared::Done(failed_item(&item, e));
+    }
+    let deadline = batch_deadline.map_or(now + req.timeout, |d| d.min(now + req.timeout));
+    Prepared::Launch(item, jobs, deadline)
+}
+
+/// A finished item: back in the queue (after a short pause) when it could not send a
+/// request because another item took the last slot; else recorded and written.
+fn finish_item(
+    item: Item,
+    done: Done,
+    waiting: &mut VecDeque<(Item, Instant)>,
+    session: &Session,
+    results: &mut Results,
+    printer: &Printer,
+) -> Result<()> {
+    if done.starved {
+        waiting.push_back((item, Instant::now() + Duration::from_millis(50)));
+        return Ok(());
+    }
+    if let Ok(req) = &item.request {
+        for n in session.record(&done.attempts, &LogLine::of(req, &done.attempts, true)) {
+            printer.note(&n);
+        }
+    }
+    results.put(done)
+}
+
+/// What every item shares: the batch's tools, schema and images, read once.
+struct Shared {
+    tools: Option<Vec<Value>>,
+    schema: Option<AnswerSchema>,
+    images: Vec<String>,
+}
+
+/// The request of one item: the batch's settings, overridden by the item's fields.
+fn build(f: &Fields, ask: &Ask, shared: &Shared) -> Result<Request> {
+    let mut images = Vec::new();
+    for spec in shared.images.iter().chain(&f.images) {
+        if spec == "-" {
+            return Err(Error::usage(
+                "`-i -` cannot be used in a batch: standard input holds the items",
+            ));
+        }
+        images.push(input::load_image(spec)?);
+    }
+    let schema = match &f.schema {
+        Some(arg) => Some(input::load_schema(arg)?),
+        None => shared.schema.clone(),
+    };
+    let input = Input {
+        prompt: f.prompt.clone(),
+        images,
+        tools: shared.tools.clone(),
+        schema,
+        messages: None,
+    };
+    request::build(&ask.with_item(&f.settings), input, None)
+}
+
+/// The sink of a batch item: no tokens on stdout, the model being tried on the bar.
+struct ItemSink<'a> {
+    bar: &'a ProgressBar,
+}
+
+impl TokenSink for ItemSink<'_> {
+    fn attempt_started(&mut self, provider: &str, model: &str) {
+        self.bar.set_message(format!("{provider}/{model}"));
+    }
+    fn token(&mut self, _text: &str) -> bool {
+        true
+    }
+    fn trace(&mut self, _msg: String) {}
+    fn note(&mut self, _msg: String) {
+        self.bar.set_message("waiting for a cool-down to end");
+    }
+}
+
+async fn run_item(
+    item: Item,
+    jobs: Vec<Job>,
+    session: &Session,
+    deadline: Instant,
+    bar: &ProgressBar,
+) -> (Item, Done) {
+    let done = run_item_inner(&item, &jobs, session, deadline, bar).await;
+    (item, done)
+}
+
+async fn run_item_inner(
+    item: &Item,
+    jobs: &[Job],
+    session: &Session,
+    deadline: Instant,
+    bar: &ProgressBar,
+) -> Done {
+    let started = Instant::now();
+    let mut sink = ItemSink { bar };
+    let run = session
+        .ask(jobs, deadline, &mut sink, std::future::pending())
+        .await;
+    let attempts = run.attempts;
+    match run.result {
+        Some(Ok(successes)) => {
+            let answer = crate::outcome::answer(
+                &successes,
+                attempts.clone(),
+                started.elapsed().as_millis() as u64,
+            );
+            let mut v = serde_json::to_value(&answer).expect("answer serializes");
+            v["id"] = item.id.clone();
+            Done {
+                seq: item.seq,
+                line: v.to_string(),
+                ok: true,
+                provider: Some(answer.provider),
+                attempts,
+                starved: false,
+            }
+        }
+        Some(Err(Stop::OutputClosed)) | None => failed_item(item, Error::internal("Output closed")),
+        Some(Err(Stop::Error(e))) => {
+            let mut done = failed_item(item, e);
+            done.starved = attempts.is_empty() && session.all_full(jobs);
+            done.attempts = attempts;
+            done
+        }
+    }
+}
+
+fn failed_item(item: &Item, err: Error) -> Done {
+    let line = serde_json::to_string(&Failure::of(&err, Some(&item.id))).expect("serializes");
+    Done {
+        seq: item.seq,
+        line,
+        ok: false,
+        provider: None,
+        attempts: err.attempts,
+        starved: false,
+    }
+}
+
+/// Where finished items go: the output (in input order with `--ordered`), the counts of
+/// the summary, and the progress bar.
+struct Results<'a> {
+    out: Box<dyn Write>,
+    /// Lines waiting for an earlier item (`--ordered`), by input position.
+    pending: BTreeMap<usize, String>,
+    next: usize,
+    ordered: bool,
+    counts: Counts,
+    bar: &'a ProgressBar,
+}
+
+impl Results<'_> {
+    /// Writes a finished item now, or (with `--ordered`) once every earlier item is out.
+    fn put(&mut self, done: Done) -> Result<()> {
+        if done.ok {
+            self.counts.answered += 1;
+            if let Some(p) = &done.provider {
+                *self.counts.per_provider.entry(p.clone()).or_default() += 1;
+            }
+        } else {
+            self.counts.failed += 1;
+        }
+        self.bar.inc(1);
+        if self.counts.failed > 0 {
+            self.bar
+                .set_message(format!("{} failed", self.counts.failed));
+        }
+        if !self.ordered {
+            return write_line(&mut self.out, &done.line);
+        }
+        self.pending.insert(done.seq, done.line);
+        while let Some(line) = self.pending.remove(&self.next) {
+            write_line(&mut self.out, &line)?;
+            self.next += 1;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,431 @@
+//! The listings: `--dry-run`'s plan, `models`, `stats` and `config show`. Each is built as
+//! serializable rows, then rendered as a table or as JSON (DESIGN §4); nothing is
+//! decided here.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::Printer;
+use crate::catalog::Capabilities;
+use crate::config::Keyless;
+use crate::health::{Health, ModelStats, ProviderStats};
+use crate::outcome::AttemptOutcome;
+use crate::plan::filter::format_wait;
+use crate::plan::{Dropped, Plan, Score};
+use crate::providers::{self, Provider, Tier};
+use crate::request::{Hedge, Request};
+use crate::session::Providers;
+use crate::store::file::LogCounts;
+
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// A candidate of `--dry-run --json`.
+#[derive(Serialize)]
+struct PlanRow<'a> {
+    provider: &'a str,
+    model: &'a str,
+    score: f64,
+    why: String,
+    /// The score's parts, each to two decimals.
+    parts: Score,
+    /// Worst-case first-token timeout; absent past the attempt limit.
+    first_token_timeout_ms: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct PlanReport<'a> {
+    candidates: Vec<PlanRow<'a>>,
+    dropped: &'a [Dropped],
+}
+
+/// `--dry-run`: the candidates in order, each with its worst-case first-token timeout, and
+/// every dropped model with its reason.
+pub fn plan(plan: &Plan, req: &Request, timeouts: &[Duration], now_ms: u64, printer: &Printer) {
+    let timeout_of = |i: usize| timeouts.get(i).map(|d| d.as_millis() as u64);
+    if req.json {
+        let candidates = plan
+            .candidates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| PlanRow {
+                provider: &c.model.provider,
+                model: &c.model.id,
+                score: round(c.score.total),
+                why: c.score.explain(),
+                parts: c.score.rounded(),
+                first_token_timeout_ms: timeout_of(i),
+            })
+            .collect();
+        printer.json(&PlanReport {
+            candidates,
+            dropped: &plan.dropped,
+        });
+        return;
+    }
+    let mut s = String::new();
+    s.push_str(&format!(
+        "{} candidates, in the order they would be tried (deadline {:.0}s, at most {} attempts, race {}{}):\n",
+        plan.candidates.len(),
+        req.timeout.as_secs_f64(),
+        req.attempts,
+        req.race,
+        match req.hedge {
+            Some(Hedge::After(d)) => format!(", hedge after {} ms", d.as_millis()),
+            Some(Hedge::Auto) => ", hedge auto".into(),
+            None => String::new(),
+        }
+    ));
+    for (i, c) in plan.candidates.iter().enumerate() {
+        let mut t = timeout_of(i).map_or("not reached".to_string(), |ms| {
+            format!("first token within {:.1}s", ms as f64 / 1000.0)
+        });
+        if let Some(until) = c.cooling_until_ms {
+            let wait = format_wait(until, now_ms);
+            t.push_str(&format!(", cooling down for {wait}: tried last"));
+        }
+        s.push_str(&format!(
+            "{:>3}. {}/{}  score {:.2}  {t}  ({})\n",
+            i + 1,
+            c.model.provider,
+            c.model.id,
+            c.score.total,
+            c.score.explain()
+        ));
+    }
+    if !plan.dropped.is_empty() {
+        s.push_str(&format!("{} dropped:\n", plan.dropped.len()));
+        for d in &plan.dropped {
+            s.push_str(&format!("     {}/{}: {}\n", d.provider, d.model, d.why));
+        }
+    }
+    printer.stdout(&s);
+}
+
+/// A row of `models --json`.
+#[derive(Serialize)]
+struct ModelRow<'a> {
+    provider: &'a str,
+    model: &'a str,
+    context: Option<u64>,
+    capabilities: Capabilities,
+    free: bool,
+    score: f64,
+    why: String,
+}
+
+/// `models`: the eligible models in the order they would be tried.
+pub fn models(plan: &Plan, json: bool, printer: &Printer) {
+    let rows: Vec<ModelRow> = plan
+        .candidates
+        .iter()
+        .map(|c| ModelRow {
+            provider: &c.model.provider,
+            model: &c.model.id,
+            context: c.model.context,
+            capabilities: c.model.caps,
+            free: c.model.free,
+            score: round(c.score.total),
+            why: c.score.explain(),
+        })
+        .collect();
+    if json {
+        printer.json(&rows);
+        return;
+    }
+    let mut s = format!(
+        "{:<4}{:<12}{:<56}{:>9}  {:<18}{}\n",
+        "#", "PROVIDER", "MODEL", "CONTEXT", "CAPABILITIES", "SCORE"
+    );
+    for (i, r) in rows.iter().enumerate() {
+        let caps: Vec<&str> = [
+            (r.capabilities.vision, "vision"),
+            (r.capabilities.tools, "tools"),
+            (r.capabilities.schema, "schema"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, n)| *n)
+        .collect();
+        let ctx = r.context.map_or("?".to_string(), |c| c.to_string());
+        let caps = if caps.is_empty() {
+            "text".to_string()
+        } else {
+            caps.join(",")
+        };
+        s.push_str(&format!(
+            "{:<4}{:<12}{:<56}{:>9}  {:<18}{:.2}\n",
+            i + 1,
+            r.provider,
+            r.model,
+            ctx,
+            caps,
+            r.score
+        ));
+    }
+    printer.stdout(&s);
+}
+
+/// A model of `stats --json`.
+#[derive(Serialize)]
+struct StatsModel<'a> {
+    provider: &'a str,
+    model: &'a str,
+    success_ratio: f64,
+    ok: f64,
+    failed: f64,
+    first_token_ms: Option<f64>,
+    first_token_dev_ms: Option<f64>,
+    rest_of_answer_ms: Option<f64>,
+    expected_answer_ms: Option<f64>,
+    recent_requests: f64,
+    busy_at_requests: Option<f64>,
+    tokens_per_sec: Option<f64>,
+    cooldown_until_ms: Option<u64>,
+    last_outcome: Option<AttemptOutcome>,
+    last_error: Option<&'a str>,
+    missing: &'a std::collections::BTreeSet<crate::catalog::Capability>,
+    too_long_at_tokens: Option<u64>,
+    updated_ms: u64,
+}
+
+impl<'a> StatsModel<'a> {
+    fn of(key: &'a str, m: &'a ModelStats, now: u64) -> Self {
+        let (provider, model) = key.split_once('/').unwrap_or((key, ""));
+        StatsModel {
+            provider,
+            model,
+            success_ratio: round(m.health(now)),
+            ok: round(m.ok),
+            failed: round(m.fail),
+            first_token_ms: m.ttft_ms.map(f64::round),
+            first_token_dev_ms: m.ttft_dev_ms.map(f64::round),
+            rest_of_answer_ms: m.gen_ms.map(f64::round),
+            expected_answer_ms: m.expected_answer_ms().map(f64::round),
+            recent_requests: round(m.load(now)),
+            busy_at_requests: m.busy_at.map(round),
+            tokens_per_sec: m.tps.map(round),
+            cooldown_until_ms: (m.cooldown_until_ms > now).then_some(m.cooldown_until_ms),
+            last_outcome: m.last_outcome,
+            last_error: m.last_error.as_deref(),
+            missing: &m.misses,
+            too_long_at_tokens: m.too_long_at,
+            updated_ms: m.updated_ms,
+        }
+    }
+}
+
+/// A provider of `stats --json`.
+#[derive(Serialize)]
+struct StatsProvider<'a> {
+    provider: &'a str,
+    requests_this_minute: u32,
+    requests_today: u32,
+    per_minute_limit: Option<u32>,
+    per_day_limit: Option<u32>,
+    skipped_until_ms: Option<u64>,
+    skipped_because: Option<String>,
+}
+
+impl<'a> StatsProvider<'a> {
+    fn of(name: &'a str, p: &'a ProviderStats, now: u64) -> Self {
+        let block = (p.blocked_until_ms > now)
+            .then(|| {
+                (
+                    p.blocked_until_ms,
+                    p.blocked_outcome
+                        .map_or("blocked", |o| o.as_str())
+                        .to_string(),
+                )
+            })
+            .or_else(|| p.quota_block(now));
+        StatsProvider {
+            provider: name,
+            requests_this_minute: p.requests_this_minute(now),
+            requests_today: p.requests_today(now),
+            per_minute_limit: p.per_minute,
+            per_day_limit: p.day_limit.or(p.per_day),
+            skipped_until_ms: block.as_ref().map(|b| b.0),
+            skipped_because: block.map(|b| b.1),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct StatsReport<'a> {
+    state_dir: Option<&'a str>,
+    models: Vec<StatsModel<'a>>,
+    providers: Vec<StatsProvider<'a>>,
+    runs_logged: usize,
+    runs_answered: usize,
+}
+
+/// `stats`: what the router remembers, as a table or one JSON object.
+pub fn stats(
+    health: &Health,
+    location: Option<&str>,
+    log: LogCounts,
+    now: u64,
+    json: bool,
+    printer: &Printer,
+) {
+    let models: Vec<_> = health
+        .models
+        .iter()
+        .map(|(k, m)| StatsModel::of(k, m, now))
+        .collect();
+    let providers: Vec<_> = health
+        .providers
+        .iter()
+        .map(|(n, p)| StatsProvider::of(n, p, now))
+        .collect();
+    if json {
+        printer.json(&StatsReport {
+            state_dir: location,
+            models,
+            providers,
+            runs_logged: log.runs,
+            runs_answered: log.answered,
+        });
+        return;
+    }
+    let mut s = String::new();
+    if let Some(d) = location {
+        s.push_str(&format!(
+            "# {d}: {} runs logged, {} answered\n",
+            log.runs, log.answered
+        ));
+    }
+    if models.is_empty() && providers.is_empty() {
+        s.push_str("Nothing remembered yet.\n");
+        printer.stdout(&s);
+        return;
+    }
+    s.push_str(&format!(
+        "{:<60} {:>7} {:>9} {:>8} {:>10}  {}\n",
+        "MODEL", "SUCCESS", "1ST TOKEN", "TOK/S", "COOL-DOWN", "LAST"
+    ));
+    for m in &models {
+        let cool = m
+            .cooldown_until_ms
+            .map_or("-".to_string(), |t| format_wait(t, now));
+        let last = match (m.last_outcome, m.last_error) {
+            (Some(o), Some(e)) => format!(
+                "{}: {}",
+                o.as_str(),
+                e.split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .chars()
+                    .take(60)
+                    .collect::<String>()
+            ),
+            (Some(o), None) => o.as_str().to_string(),
+            _ => "-".into(),
+        };
+        s.push_str(&format!(
+            "{:<60} {:>6.0}% {:>9} {:>8} {:>10}  {}\n",
+            format!("{}/{}", m.provider, m.model),
+            m.success_ratio * 100.0,
+            m.first_token_ms
+                .map_or("-".into(), |t| format!("{t:.0} ms")),
+            m.tokens_per_sec.map_or("-".into(), |t| format!("{t:.0}")),
+            cool,
+            last
+        ));
+    }
+    s.push_str(&format!(
+        "\n{:<20} {:>12} {:>12}  {}\n",
+        "PROVIDER", "THIS MINUTE", "TODAY", "SKIPPED"
+    ));
+    for p in &providers {
+        let limit = |v: Option<u32>| v.map_or(String::new(), |n| format!("/{n}"));
+        let skipped = match (p.skipped_until_ms, &p.skipped_because) {
+            (Some(t), Some(why)) => format!("for {} ({why})", format_wait(t, now)),
+            _ => "-".into(),
+        };
+        s.push_str(&format!(
+            "{:<20} {:>12} {:>12}  {}\n",
+            p.provider,
+            format!("{}{}", p.requests_this_minute, limit(p.per_minute_limit)),
+            format!("{}{}", p.requests_today, limit(p.per_day_limit)),
+            skipped
+        ));
+    }
+    printer.stdout(&s);
+}
+
+/// The `[defaults]` that `config show` prints, as resolved.
+pub struct ShownDefaults<'a> {
+    pub timeout: f64,
+    pub attempts: u32,
+    pub catalog_ttl: u64,
+    pub translate_to: &'a str,
+    pub prefer: &'a [String],
+    pub exclude: &'a [String],
+    pub keyless: Keyless,
+    pub discover: bool,
+    pub discover_ports: &'a [u16],
+}
+
+/// `config show`: the merged configuration; keys are never shown, only whether set.
+pub fn config(file: &str, d: &ShownDefaults, found: &Providers, printer: &Printer) {
+    let mut s = format!("# config file: {file}\n[defaults]\n");
+    s.push_str(&format!("timeout = {}\n", d.timeout));
+    s.push_str(&format!("attempts = {}\n", d.attempts));
+    s.push_str(&format!("catalog_ttl = {}\n", d.catalog_ttl));
+    s.push_str(&format!("translate_to = {:?}\n", d.translate_to));
+    s.push_str(&format!(
+        "prefer = {:?}\nexclude = {:?}\n",
+        d.prefer, d.exclude
+    ));
+    let keyless = match d.keyless {
+        Keyless::Auto => "\"auto\"  # only when no other provider has a model",
+        Keyless::Always => "true",
+        Keyless::Never => "false",
+    };
+    s.push_str(&format!("keyless = {keyless}\n"));
+    s.push_str(&format!(
+        "discover = {}\ndiscover_ports = {:?}\n",
+        d.discover, d.discover_ports
+    ));
+    let describe = |p: &Provider, status: &str, s: &mut String| {
+        s.push_str(&format!("\n[providers.{}]  # {status}\n", p.name));
+        s.push_str(&format!("base_url = {:?}\n", p.base_url));
+        match (&p.key_env, &p.key) {
+            (Some(var), Some(_)) => s.push_str(&format!("api_key_env = {var:?}  # set\n")),
+            (Some(var), None) => s.push_str(&format!(
+                "api_key_env = {var:?}  # not set; none needed here\n"
+            )),
+            (None, _) => s.push_str("# no key\n"),
+        }
+        if let Some(preset) = providers::preset(&p.name) {
+            s.push_str(&format!("# free allowance: {}\n", preset.allowance));
+        }
+        if let Some(m) = &p.models {
+            s.push_str(&format!("# {} models listed\n", m.len()));
+        }
+    };
+    for p in &found.list {
+        let status = match p.tier {
+            Tier::Cloud if p.configured => "on: added in the config",
+            Tier::Cloud => "on: its key variable is set",
+            Tier::Local => "on: found on a loopback port",
+            Tier::Keyless => "on: keyless = true",
+        };
+        describe(p, status, &mut s);
+    }
+    for p in &found.keyless_waiting {
+        describe(
+            p,
+            "standby: keyless, used only when no other provider has a model",
+            &mut s,
+        );
+    }
+    for d in &found.disabled {
+        s.push_str(&format!("\n[providers.{}]  # off: {}\n", d.name, d.reason));
+    }
+    printer.stdout(&s);
+}

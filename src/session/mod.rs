@@ -1,0 +1,504 @@
+//! The one ask path (DESIGN §7). A session is opened once (providers, catalogs, the
+//! health snapshot, one limiter, one HTTP client); then every front end, a single run,
+//! each batch item and each server request, builds a `Request` and calls the same three
+//! steps: `plan` (pure: filter and rank), `ask` (the attempts, tokens into a sink) and
+//! `record` (what was learned, into the store under its lock).
+
+mod open;
+
+pub use crate::attempt::{Stop, Success, TokenSink};
+pub use open::{Providers, gather};
+
+use std::cell::{OnceCell, RefCell};
+use std::future::Future;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::attempt::{self, Ledger};
+use crate::catalog::{Capability, Model};
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, Result};
+use crate::health::Health;
+use crate::limiter::Limiter;
+use crate::outcome::{AttemptOutcome, AttemptRecord};
+use crate::output::Printer;
+use crate::plan::{self, DropReason, Plan};
+use crate::providers::Provider;
+use crate::request::{self, Needs, Request, Route};
+use crate::settings::Sources;
+use crate::store::{FileStore, Store};
+use crate::wire::client::Client;
+use crate::wire::openai::Message;
+
+/// One request with its plan: a run asks one job, or the pieces of a split translation.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub request: Request,
+    pub plan: Plan,
+}
+
+/// What `ask` came back with: the answers (or why not), and every attempt made, an
+/// interrupted run's included.
+pub struct RunOutcome {
+    /// `None`: interrupted (Ctrl-C, a client that went away).
+    pub result: Option<std::result::Result<Vec<Success>, Stop>>,
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// When a job could be sent, as far as the providers' windows say.
+pub enum Room {
+    Now,
+    /// Every provider it could use is full until then.
+    At(Instant),
+}
+
+/// Everything the routing stages need, gathered once.
+pub struct Session {
+    pub providers: Vec<Provider>,
+    pub models: Vec<Model>,
+    /// The health the plan reads: the snapshot, refreshed by each `record`.
+    health: RefCell<Health>,
+    store: Box<dyn Store>,
+    /// Conversations stay on this host whatever the store.
+    host: FileStore,
+    limiter: RefCell<Limiter>,
+    client: OnceCell<Client>,
+    rng: RefCell<fastrand::Rng>,
+}
+
+impl Session {
+    /// Providers, catalogs and the remembered health; errors when there is nothing to ask.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open(
+        config: &Config,
+        config_path: Option<&Path>,
+        sources: &Sources,
+        route: &Route,
+        timeout: Duration,
+        rng: fastrand::Rng,
+        rt: &tokio::runtime::Runtime,
+        printer: &Printer,
+    ) -> Result<Session> {
+        let found = gather(config, sources, rt, printer);
+        let (mut enabled, keyless_waiting) =
+            open::select(found, route, config_path, sources.keyless)?;
+        let client = OnceCell::new();
+        let loaded = open::load_catalogs(
+            &mut enabled,
+            keyless_waiting,
+            route,
+            timeout,
+            config_path,
+            sources.keyless,
+            &client,
+            rt,
+            printer,
+        )?;
+        let host = FileStore::new(crate::store::file::state_dir());
+        let store: Box<dyn Store> = Box::new(FileStore::new(crate::store::file::state_dir()));
+        let health = store.snapshot();
+        let limiter = Limiter::new(&enabled, &health, crate::now_ms());
+        Ok(Session {
+            providers: enabled,
+            models: loaded.models,
+            health: RefCell::new(health),
+            store,
+            host,
+            limiter: RefCell::new(limiter),
+            client,
+            rng: RefCell::new(rng),
+        })
+    }
+
+    fn client(&self) -> Result<&Client> {
+        if let Some(c) = self.client.get() {
+            return Ok(c);
+        }
+        let c = Client::new().map_err(Error::internal)?;
+        Ok(self.client.get_or_init(|| c))
+    }
+
+    /// The plan of one request (pure, on the session's health as of now), traced with -v.
+    pub fn plan_of(&self, route: &Route, needs: &Needs, printer: &Printer) -> Plan {
+        let plan = plan::plan(
+            &self.models,
+            route,
+            needs,
+            &self.health.borrow(),
+            crate::now_ms(),
+            &mut self.rng.borrow_mut(),
+        );
+        for c in &plan.candidates {
+            printer.trace(&format!(
+                "candidate {}/{}: {:.2} = {}",
+                c.model.provider,
+                c.model.id,
+                c.score.total,
+                c.score.explain()
+            ));
+        }
+        for d in &plan.dropped {
+            printer.trace(&format!("dropped {}/{}: {}", d.provider, d.model, d.why));
+        }
+        plan
+    }
+
+    /// The jobs of a request: itself with its plan, or, for a translation too long for every
+    /// model, its pieces split at paragraphs, each with its plan (DESIGN §4).
+    pub fn plan(&self, req: &Request, printer: &Printer) -> Vec<Job> {
+        let plan = self.plan_of(&req.route, &req.needs, printer);
+        match self.split_translation(req, &plan) {
+            Some(pieces) => {
+                printer.note(&format!(
+                    "The text is too long for one model: translating it in {} pieces",
+                    pieces.len()
+                ));
+                pieces
+            }
+            None => vec![Job {
+                request: req.clone(),
+                plan,
+            }],
+        }
+    }
+
+    fn split_translation(&self, req: &Request, plan: &Plan) -> Option<Vec<Job>> {
+        let t = req.translation.as_ref()?;
+        if !plan.candidates.is_empty() {
+            return None;
+        }
+        let any_size = Needs {
+            context_tokens: 0,
+            ..req.needs
+        };
+        let health = self.health.borrow();
+        let rng = &mut *self.rng.borrow_mut();
+        let now = crate::now_ms();
+        let open = plan::plan(&self.models, &req.route, &any_size, &health, now, rng);
+        let largest = open
+            .candidates
+            .iter()
+            .filter_map(|c| c.model.context)
+            .max()?;
+        let system = request::estimate_tokens(&[Message::text("system", t.system.clone())]);
+        // Half for the source, half for its translation, with room for framing.
+        let budget = largest.saturating_sub(system + 64) / 2;
+        if budget < 64 {
+            return None;
+        }
+        let pieces = request::split_paragraphs(&t.text, budget);
+        if pieces.len() < 2 {
+            return None;
+        }
+        Some(
+            pieces
+                .iter()
+                .map(|piece| {
+                    let r = req.for_piece(piece);
+                    let p = plan::plan(&self.models, &r.route, &r.needs, &health, now, rng);
+                    Job {
+                        request: r,
+                        plan: p,
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    /// The error for jobs of which one has no candidate, if any.
+    pub fn unanswerable(jobs: &[Job]) -> Option<Error> {
+        jobs.iter()
+            .find(|j| j.plan.candidates.is_empty())
+            .map(|j| no_eligible(&j.plan, &j.request.needs))
+    }
+
+    /// Whether the jobs' candidates have room in their providers' windows now, else when
+    /// the first of them will (counting providers dropped only for their quota).
+    pub fn room(&self, jobs: &[Job]) -> Room {
+        let now_ms = crate::now_ms();
+        let l = self.limiter.borrow();
+        let cands = jobs.iter().flat_map(|j| &j.plan.candidates);
+        if cands.clone().any(|c| l.has_room(&c.model.provider, now_ms)) {
+            return Room::Now;
+        }
+        let waiting = jobs
+            .iter()
+            .flat_map(|j| &j.plan.dropped)
+            .filter(|d| d.reason.for_now())
+            .map(|d| d.provider.as_str());
+        let providers: Vec<&str> = cands
+            .map(|c| c.model.provider.as_str())
+            .chain(waiting)
+            .collect();
+        if providers.is_empty() {
+            return Room::Now;
+        }
+        // `None` from a provider: only requests in flight fill it; look again shortly.
+        let at = providers
+            .iter()
+            .filter_map(|p| l.room_at(p, now_ms))
+            .filter(|&t| t > now_ms)
+            .min();
+        Room::At(Instant::now() + Duration::from_millis(at.map_or(100, |t| t - now_ms).max(20)))
+    }
+
+    /// Tries the jobs in order, sharing the deadline; attempts of a split run carry their
+    /// piece index. `cancel` ends the run at once (its attempts in flight are `cancelled`).
+    pub async fn ask(
+        &self,
+        jobs: &[Job],
+        deadline: Instant,
+        sink: &mut dyn TokenSink,
+        cancel: impl Future<Output = ()>,
+    ) -> RunOutcome {
+        let ledger = Ledger::new(&self.limiter);
+        let result = match self.client() {
+            Err(e) => Some(Err(Stop::Error(e))),
+            Ok(client) => {
+                tokio::select! {
+                    r = self.run_jobs(client, jobs, deadline, sink, &ledger) => Some(r),
+                    () = cancel => None,
+                }
+            }
+        };
+        RunOutcome {
+            result,
+            attempts: ledger.into_attempts(),
+        }
+    }
+
+    async fn run_jobs(
+        &self,
+        client: &Client,
+        jobs: &[Job],
+        deadline: Instant,
+        sink: &mut dyn TokenSink,
+        ledger: &Ledger<'_>,
+    ) -> std::result::Result<Vec<Success>, Stop> {
+        let mut out = Vec::new();
+        for (i, job) in jobs.iter().enumerate() {
+            if i > 0 && job.request.stream {
+                sink.token("\n\n");
+            }
+            let before = ledger.log.borrow().len();
+            let result = attempt::run(
+                client,
+                &self.providers,
+                &job.plan,
+                &job.request,
+                deadline,
+                sink,
+                ledger,
+            )
+            .await;
+            if jobs.len() > 1 {
+                for a in ledger.log.borrow_mut()[before..].iter_mut() {
+                    a.piece = Some(i);
+                }
+            }
+            out.push(result?);
+        }
+        Ok(out)
+    }
+
+    /// Whether every candidate's provider is full now: a run that sent nothing then was
+    /// starved by another run of the same process taking the last slot.
+    pub fn all_full(&self, jobs: &[Job]) -> bool {
+        let now = crate::now_ms();
+        let l = self.limiter.borrow();
+        jobs.iter()
+            .flat_map(|j| &j.plan.candidates)
+            .all(|c| !l.has_room(&c.model.provider, now))
+    }
+
+    /// Folds a run's attempts into the store and the request log, and refreshes this
+    /// session's health and limiter from what was written (other processes' runs included).
+    /// Returns notes for the user; a store that cannot be written costs only the memory.
+    pub fn record(&self, attempts: &[AttemptRecord], line: &LogLine) -> Vec<String> {
+        if attempts.is_empty() {
+            return Vec::new();
+        }
+        let now = crate::now_ms();
+        let limits = |name: &str| {
+            let p = self.providers.iter().find(|p| p.name == name);
+            p.map(|p| (p.limits, p.day_offset_ms)).unwrap_or_default()
+        };
+        let text = serde_json::to_string(line).expect("log line serializes");
+        let written = self.store.update(
+            &mut |h| h.record_attempts(attempts, now, &limits),
+            Some(&text),
+        );
+        let mut limiter = self.limiter.borrow_mut();
+        for p in &self.providers {
+            let n = attempts.iter().filter(|a| a.provider == p.name).count();
+            limiter.recorded(&p.name, n as u32);
+        }
+        match written {
+            Ok((notes, health)) => {
+                limiter.sync(&health, now);
+                *self.health.borrow_mut() = health;
+                notes
+            }
+            Err(e) => {
+                // Without the store, keep counting in memory so limits still hold.
+                let mut h = self.health.borrow_mut();
+                h.record_attempts(attempts, now, &limits);
+                limiter.sync(&h, now);
+                vec![format!("Running without memory: {e}")]
+            }
+        }
+    }
+
+    /// What the user should know about an answer: a paid model, a service that may log
+    /// prompts, a provider that refused its key (and which variable to fix).
+    pub fn answer_notes(&self, successes: &[Success], attempts: &[AttemptRecord]) -> Vec<String> {
+        let provider = |name: &str| self.providers.iter().find(|p| p.name == name);
+        let mut notes = Vec::new();
+        for s in successes.iter().filter(|s| s.paid) {
+            notes.push(format!(
+                "{}/{} is a paid model (--allow-paid)",
+                s.provider, s.model
+            ));
+        }
+        for s in successes {
+            if let Some(note) = provider(&s.provider).and_then(|p| p.data_note) {
+                let name = &s.provider;
+                notes.push(format!("Answered by {name} ({note}); it may log prompts"));
+            }
+        }
+        let mut named: Vec<&str> = Vec::new();
+        for a in attempts
+            .iter()
+            .filter(|a| a.outcome == AttemptOutcome::AuthFailed)
+        {
+            if named.contains(&a.provider.as_str()) {
+                continue;
+            }
+            named.push(&a.provider);
+            let var = provider(&a.provider).and_then(|p| p.key_env.clone());
+            notes.push(format!(
+                "{} refused its key{}; it is skipped for this run",
+                a.provider,
+                var.map(|v| format!(": check {v}")).unwrap_or_default()
+            ));
+        }
+        notes
+    }
+
+    /// Keeps an answered conversation for `--continue` (this host's state dir).
+    pub fn save_conversation(
+        &self,
+        req: &Request,
+        content: &str,
+        tool_calls: &[Value],
+    ) -> std::result::Result<(), crate::store::StoreError> {
+        let mut messages = req.messages.clone();
+        messages.push(Message::assistant(content, tool_calls));
+        self.host.save_conversation(&messages)
+    }
+}
+
+/// The worst-case first-token timeouts of a sequential run: each candidate's if every one
+/// before it used all of its own (DESIGN §3; `attempt::first_token_by`), for `--dry-run`.
+pub fn first_token_timeouts(plan: &Plan, req: &Request) -> Vec<Duration> {
+    let start = Instant::now();
+    let deadline = start + req.timeout;
+    let n = plan.candidates.len().min(req.attempts);
+    let mut now = start;
+    let mut out = Vec::new();
+    for (i, c) in plan.candidates.iter().take(n).enumerate() {
+        let by = attempt::first_token_by(now, deadline, i + 1 < n, c.ttft_tail_ms);
+        out.push(by.duration_since(now));
+        now = by;
+    }
+    out
+}
+
+/// One line of the request log (DESIGN §5): no prompt text unless the config opts in.
+#[derive(Debug, Serialize)]
+pub struct LogLine<'a> {
+    pub time_ms: u64,
+    pub ok: bool,
+    pub attempts: &'a [AttemptRecord],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub batch: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<Option<String>>,
+}
+
+impl<'a> LogLine<'a> {
+    pub fn of(req: &Request, attempts: &'a [AttemptRecord], batch: bool) -> LogLine<'a> {
+        LogLine {
+            time_ms: crate::now_ms(),
+            ok: attempts.iter().any(|a| a.outcome == AttemptOutcome::Ok),
+            attempts,
+            timeout_ms: (!batch).then_some(req.timeout.as_millis() as u64),
+            batch,
+            // Only when the config opts in: the last user message's text.
+            prompt: req.log_prompts.then(|| {
+                req.messages
+                    .iter()
+                    .rev()
+                    .find(|m| m.role == "user")
+                    .map(Message::plain_text)
+            }),
+        }
+    }
+}
+
+/// Why no job could be asked: no model has what the request needs and passes its filters
+/// (exit 3), or the models that would do are out of quota or blocked for now (exit 4).
+pub fn no_eligible(plan: &Plan, needs: &Needs) -> Error {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for d in &plan.dropped {
+        let key = group(&d.reason);
+        match counts.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((key, 1)),
+        }
+    }
+    let detail = if counts.is_empty() {
+        "the providers listed no models".to_string()
+    } else {
+        counts
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let need: Vec<&str> = needs.caps.iter().map(Capability::describe).collect();
+    let what = if need.is_empty() {
+        String::new()
+    } else {
+        format!(" with {}", need.join(" and "))
+    };
+    if plan.dropped.iter().any(|d| d.reason.for_now()) {
+        return Error::new(
+            ErrorKind::AllFailed,
+            format!("No model{what} can be asked now: {detail}"),
+        )
+        .with_hint("See `freeroute stats` for when each provider's quota resets");
+    }
+    Error::new(
+        ErrorKind::NoEligibleModel,
+        format!("No eligible model{what}: {detail}"),
+    )
+    .with_hint("See `freeroute --dry-run -v \"…\"` for each model's reason")
+}
+
+/// The words a drop reason is counted under in the no-eligible message: its description,
+/// less the numbers that differ from model to model.
+fn group(reason: &DropReason) -> String {
+    match reason {
+        DropReason::ContextTooSmall { .. } => "context".into(),
+        DropReason::TooLongBefore { .. } => "a request of about".into(),
+        DropReason::CoolingDown { .. } => "cooling down".into(),
+        DropReason::ProviderBlocked { .. } => "provider skipped".into(),
+        other => other.describe(0),
+    }
+}

@@ -1,0 +1,359 @@
+//! The file store: `state.json` (the health), `requests.jsonl` (the request log) and
+//! `conversations.json` (for `--continue`) under `$XDG_STATE_HOME/freeroute/`. Updates take
+//! an exclusive lock (`state.lock`) only for a read-modify-write and write through a
+//! temporary file and a rename, so concurrent runs lose nothing and a crash never leaves a
+//! torn file. An unreadable state file is set aside and rebuilt, never fatal.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Store, StoreError};
+use crate::health::{Health, VERSION};
+use crate::wire::openai::Message;
+
+const LOG_CAP_BYTES: u64 = 1024 * 1024;
+
+/// What the request log says: runs logged and runs answered.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogCounts {
+    pub runs: usize,
+    pub answered: usize,
+}
+
+/// Where the file store lives; `None` runs without memory.
+pub fn state_dir() -> Option<PathBuf> {
+    dirs::state_dir()
+        .or_else(dirs::data_local_dir)
+        .map(|d| d.join("freeroute"))
+}
+
+/// The file-backed store.
+pub struct FileStore {
+    dir: Option<PathBuf>,
+}
+
+impl FileStore {
+    pub fn new(dir: Option<PathBuf>) -> Self {
+        FileStore { dir }
+    }
+
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    fn file(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join("state.json"))
+    }
+
+    /// Runs logged and runs answered, as the request log tells (a torn line counts as none).
+    pub fn log_counts(&self) -> LogCounts {
+        let Some(text) = self
+            .log_path()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+        else {
+            return LogCounts::default();
+        };
+        let mut c = LogCounts::default();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            c.runs += 1;
+            c.answered += usize::from(line.contains("\"ok\":true"));
+        }
+        c
+    }
+
+    pub fn log_path(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join("requests.jsonl"))
+    }
+
+    /// Forgets everything: a fresh state, an empty request log, no conversations.
+    fn forget(&self) -> Result<(), StoreError> {
+        self.read_modify_write(&mut |s| *s = Health::fresh(), None)?;
+        if let Some(c) = self.conversations_path()
+            && c.exists()
+        {
+            std::fs::remove_file(&c)
+                .map_err(|e| err(format!("cannot remove {}: {e}", c.display())))?;
+        }
+        if let Some(log) = self.log_path()
+            && log.exists()
+        {
+            write_atomic(&log, b"")
+                .map_err(|e| err(format!("cannot clear {}: {e}", log.display())))?;
+        }
+        Ok(())
+    }
+
+    fn conversations_path(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join("conversations.json"))
+    }
+
+    /// The messages of the last answered conversation (`--continue`).
+    pub fn last_conversation(&self) -> Option<Vec<Message>> {
+        let bytes = std::fs::read(self.conversations_path()?).ok()?;
+        let file: Conversations = serde_json::from_slice(&bytes).ok()?;
+        file.conversations.into_iter().last().map(|c| c.messages)
+    }
+
+    /// Keeps a conversation, dropping all but the last `KEPT_CONVERSATIONS`.
+    pub fn save_conversation(&self, messages: &[Message]) -> Result<(), StoreError> {
+        let Some(path) = self.conversations_path() else {
+            return Ok(());
+        };
+        let dir = self.dir.as_ref().expect("a path implies a dir");
+        std::fs::create_dir_all(dir)
+            .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
+        let lock = self.lock(dir)?;
+        let mut file: Conversations = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        file.conversations.push(Conversation {
+            time_ms: crate::now_ms(),
+            messages: messages.to_vec(),
+        });
+        let excess = file.conversations.len().saturating_sub(KEPT_CONVERSATIONS);
+        file.conversations.drain(..excess);
+        let result = write_atomic(&path, &serde_json::to_vec(&file).expect("serializes"))
+            .map_err(|e| err(format!("cannot write {}: {e}", path.display())));
+        drop(lock);
+        result
+    }
+
+    fn lock(&self, dir: &Path) -> Result<File, StoreError> {
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("state.lock"))
+            .map_err(|e| {
+                err(format!(
+                    "cannot open the lock file in {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        lock.lock()
+            .map_err(|e| err(format!("cannot lock the state: {e}")))?;
+        Ok(lock)
+    }
+
+    /// Reads the state once, without a lock (writers rename whole files into place). An
+    /// unreadable file is only read past here; it is set aside under the lock by the next
+    /// `update`, so a reader never moves a file another process just rebuilt.
+    fn read(&self) -> Health {
+        let Some(path) = self.file() else {
+            return Health::fresh();
+        };
+        match std::fs::read(&path)
+            .ok()
+            .map(|b| serde_json::from_slice::<Health>(&b))
+        {
+            Some(Ok(s)) if s.version == VERSION => s,
+            _ => Health::fresh(),
+        }
+    }
+
+    /// Read-modify-write under an exclusive lock, written atomically. The lock is held
+    /// only for this call, never across network I/O.
+    fn read_modify_write(
+        &self,
+        f: &mut dyn FnMut(&mut Health),
+        log_line: Option<&str>,
+    ) -> Result<(Vec<String>, Health), StoreError> {
+        let Some(dir) = &self.dir else {
+            let mut state = Health::fresh();
+            f(&mut state);
+            return Ok((Vec::new(), state));
+        };
+        std::fs::create_dir_all(dir)
+            .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
+        let lock = self.lock(dir)?;
+        let mut notes = Vec::new();
+        let path = dir.join("state.json");
+        let mut state = read_or_set_aside(&path, &mut notes);
+        f(&mut state);
+        let result = write_atomic(
+            &path,
+            &serde_json::to_vec(&state).expect("state serializes"),
+        )
+        .map_err(|e| err(format!("cannot write {}: {e}", path.display())));
+        if let (Ok(()), Some(line)) = (&result, log_line) {
+            append_log(&dir.join("requests.jsonl"), line)
+                .map_err(|e| err(format!("cannot write the request log: {e}")))?;
+        }
+        drop(lock);
+        result.map(|()| (notes, state))
+    }
+}
+
+/// How many answered conversations are kept for `--continue`.
+pub const KEPT_CONVERSATIONS: usize = 5;
+
+/// `conversations.json`: kept apart from the state and never written to the request log.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Conversations {
+    #[serde(default)]
+    conversations: Vec<Conversation>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Conversation {
+    time_ms: u64,
+    messages: Vec<Message>,
+}
+
+fn read_or_set_aside(path: &Path, notes: &mut Vec<String>) -> Health {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(_) => return Health::fresh(),
+    };
+    match serde_json::from_slice::<Health>(&bytes) {
+        Ok(s) if s.version == VERSION => s,
+        Ok(s) => set_aside(
+            path,
+            &format!("version {} is not {VERSION}", s.version),
+            notes,
+        ),
+        Err(e) => set_aside(path, &e.to_string(), notes),
+    }
+}
+
+fn set_aside(path: &Path, why: &str, notes: &mut Vec<String>) -> Health {
+    let aside = path.with_extension(format!("json.bad-{}", std::process::id()));
+    if std::fs::rename(path, &aside).is_ok() {
+        notes.push(format!(
+            "The state file {} was unreadable ({why}); set it aside as {} and started fresh",
+            path.display(),
+            aside.display()
+        ));
+    }
+    Health::fresh()
+}
+
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    // No fsync: the rename alone keeps every reader from seeing half a file when a process
+    // dies; after a power loss an empty file is set aside like any unreadable one. A sync
+    // would cost every run milliseconds on a real disk.
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Appends one line; past the cap, the older half of the log is dropped (atomically).
+fn append_log(path: &Path, line: &str) -> std::io::Result<()> {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() > LOG_CAP_BYTES) {
+        // Bytes, not text: the middle may fall inside a multi-byte character.
+        let bytes = std::fs::read(path).unwrap_or_default();
+        let cut = bytes.len() / 2;
+        let start = bytes[cut..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(bytes.len(), |i| cut + i + 1);
+        write_atomic(path, &bytes[start..])?;
+    }
+    let mut f: File = OpenOptions::new().create(true).append(true).open(path)?;
+    f.write_all(line.as_bytes())?;
+    f.write_all(b"\n")
+}
+
+impl Store for FileStore {
+    fn snapshot(&self) -> Health {
+        self.read()
+    }
+
+    fn update(
+        &self,
+        change: &mut dyn FnMut(&mut Health),
+        log_line: Option<&str>,
+    ) -> Result<(Vec<String>, Health), StoreError> {
+        self.read_modify_write(change, log_line)
+    }
+
+    fn reset(&self) -> Result<(), StoreError> {
+        self.forget()
+    }
+
+    fn location(&self) -> Option<String> {
+        self.dir.as_ref().map(|d| d.display().to_string())
+    }
+}
+
+fn err(message: String) -> StoreError {
+    StoreError(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::{AttemptOutcome, AttemptRecord};
+    use crate::providers::Limits;
+
+    fn attempt(outcome: AttemptOutcome) -> AttemptRecord {
+        AttemptRecord {
+            provider: "or".into(),
+            model: "m".into(),
+            outcome,
+            status: None,
+            error: Some("e".into()),
+            elapsed_ms: 10,
+            first_token_ms: Some(100),
+            tokens_per_sec: Some(50.0),
+            retry_at_ms: None,
+            provider_wide: false,
+            day_limit: None,
+            piece: None,
+            context_tokens: None,
+            own_rate_limit: false,
+            missing: None,
+        }
+    }
+
+    #[test]
+    fn capping_the_log_never_splits_a_character() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("requests.jsonl");
+        let line = "é…".repeat(200);
+        let mut text = String::new();
+        while text.len() <= LOG_CAP_BYTES as usize {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        std::fs::write(&path, &text).unwrap();
+        append_log(&path, "{\"last\":true}").unwrap();
+        let kept = std::fs::read_to_string(&path).unwrap();
+        assert!(kept.len() < text.len() / 2 + line.len() * 2);
+        assert!(kept.ends_with("{\"last\":true}\n"));
+    }
+
+    #[test]
+    fn store_round_trip_and_garbage_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(Some(dir.path().to_path_buf()));
+        let mut ok = |s: &mut Health| {
+            s.record_attempts(&[attempt(AttemptOutcome::Ok)], 0, &|_| {
+                (Limits::default(), 0)
+            })
+        };
+        store.update(&mut ok, Some("{\"x\":1}")).unwrap();
+        assert!(store.snapshot().model("or", "m").is_some());
+        std::fs::write(dir.path().join("state.json"), b"{garbage").unwrap();
+        assert!(store.snapshot().models.is_empty(), "garbage reads as fresh");
+        assert!(
+            dir.path().join("state.json").exists(),
+            "a reader never moves the file"
+        );
+        let (notes, _) = store.update(&mut ok, None).unwrap();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("set it aside"));
+        assert!(
+            store.snapshot().model("or", "m").is_some(),
+            "rebuilt under the lock"
+        );
+        let log = std::fs::read_to_string(dir.path().join("requests.jsonl")).unwrap();
+        assert_eq!(log, "{\"x\":1}\n");
+    }
+}
