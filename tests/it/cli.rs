@@ -47,7 +47,7 @@ fn unknown_config_key_and_missing_explicit_file() {
 
 #[test]
 fn config_file_from_environment_variable() {
-    let s = server(|r| fake::answer(&r.model(), &["via env config"]));
+    let s = server(|r| fake::answer(&r.model(), &["via env config"])).expect_chats(1);
     let env = Env::bare().var("OPENROUTER_API_KEY", "k");
     let alt = env.path("alt.toml");
     std::fs::write(

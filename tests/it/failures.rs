@@ -20,7 +20,8 @@ fn fall_back(
         } else {
             fake::answer(&r.model(), &["second"])
         }
-    });
+    })
+    .expect_chats(2);
     let mut args = vec!["--json", "-m", BIG, "-m", MID];
     args.extend_from_slice(if extra.is_empty() {
         &["--timeout", "20"]
@@ -244,7 +245,8 @@ fn a_pipe_never_sees_half_an_answer() {
         } else {
             fake::answer(&r.model(), &["A complete answer."])
         }
-    });
+    })
+    .expect_chats(2);
     let out = Env::new(&s).run(&["-m", BIG, "-m", MID, "q"]);
     assert_eq!(out.code, 0, "{out}");
     assert_eq!(out.stdout, "A complete answer.\n");
@@ -277,7 +279,8 @@ fn a_hang_after_headers_is_bounded_and_the_next_model_answers() {
         } else {
             fake::answer(&r.model(), &["rescued"])
         }
-    });
+    })
+    .expect_chats(2);
     let out = Env::new(&s).run(&["--json", "-m", BIG, "-m", MID, "--timeout", "4", "q"]);
     assert_eq!(out.code, 0, "{out}");
     let a: JsonAnswer = serde_json::from_str(&out.stdout).unwrap();
@@ -367,6 +370,7 @@ fn two_providers(
 fn quota_429_skips_the_providers_other_free_models_and_moves_on() {
     let reset = 4_102_444_800_000u64; // far future, in epoch ms
     let (s, env) = two_providers(move |_| fake::daily_quota_429(reset));
+    let s = s.expect_chats(2);
     let out = env.run(&["--json", "--prefer", "meta-llama/*", "q"]);
     assert_eq!(out.code, 0, "{out}");
     let a: JsonAnswer = serde_json::from_str(&out.stdout).unwrap();
@@ -424,6 +428,7 @@ fn provider_wide_failures_skip_the_provider() {
         ),
     ] {
         let (s, env) = two_providers(move |_| reply.clone());
+        let s = s.expect_chats(2);
         let out = env.run(&["--json", "--prefer", "meta-llama/*", "q"]);
         assert_eq!(out.code, 0, "{out}");
         let a: JsonAnswer = serde_json::from_str(&out.stdout).unwrap();
@@ -468,6 +473,7 @@ fn data_policy_block_prints_the_remedy() {
 #[test]
 fn each_key_goes_only_to_its_own_provider() {
     let (s, env) = two_providers(|_| fake::upstream_429(BIG));
+    let s = s.expect_chats(2);
     let out = env.run(&["-m", BIG, "-m", "local-model", "q"]);
     assert_eq!(out.code, 0, "{out}");
     for r in s.requests() {
@@ -490,7 +496,8 @@ fn the_key_never_appears_in_output_even_when_echoed() {
         } else {
             fake::answer(&r.model(), &["fine"])
         }
-    });
+    })
+    .expect_chats(3);
     let env = Env::new(&s);
     for args in [
         vec!["-v", "--json", "-m", BIG, "-m", MID, "-m", SMALL, "q"],

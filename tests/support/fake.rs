@@ -7,7 +7,8 @@
 //! connections. Every connection is bounded in time, and the server stops when dropped.
 //!
 //! A fake can fail its test (STYLE §6): dropping it panics when a handler panicked (the
-//! binary only saw a dropped connection).
+//! binary only saw a dropped connection), or when it was built with `expect_chats(n)` and
+//! fewer than `n` chat requests arrived.
 #![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
@@ -122,6 +123,8 @@ pub struct FakeServer {
     aborted: Arc<Mutex<Vec<String>>>,
     /// Messages of handler panics, each answered by dropping its connection.
     panics: Arc<Mutex<Vec<String>>>,
+    /// At least this many chat requests must have arrived when the server is dropped.
+    expected_chats: usize,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -183,9 +186,17 @@ impl FakeServer {
             requests,
             aborted,
             panics,
+            expected_chats: 0,
             shutdown: Some(tx),
             thread: Some(thread),
         })
+    }
+
+    /// The same server, which fails its test when dropped before `n` chat requests
+    /// arrived: for a test whose answer must come from this fake.
+    pub fn expect_chats(mut self, n: usize) -> FakeServer {
+        self.expected_chats = n;
+        self
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -252,6 +263,12 @@ impl Drop for FakeServer {
                 panics.len()
             );
         }
+        let chats = self.chats().len();
+        assert!(
+            chats >= self.expected_chats,
+            "the fake server expected at least {} chat request(s), got {chats}",
+            self.expected_chats
+        );
     }
 }
 
