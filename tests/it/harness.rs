@@ -1,5 +1,6 @@
 //! Runs the binary in a sealed environment and collects stdout, stderr and exit code.
-//! A run that takes longer than `RUN_LIMIT` is killed and fails the test.
+//! A run that takes longer than `RUN_LIMIT` is killed and fails the test. `NO_COLOR=1` is
+//! set unless the test allows colour.
 #![allow(dead_code)]
 
 use std::io::Write;
@@ -17,6 +18,8 @@ pub struct Env {
     pub home: tempfile::TempDir,
     pub vars: Vec<(String, String)>,
     pub config: String,
+    /// Runs get `NO_COLOR=1`.
+    pub no_color: bool,
 }
 
 pub struct Out {
@@ -68,6 +71,7 @@ impl Env {
             home,
             vars,
             config: String::new(),
+            no_color: true,
         }
     }
 
@@ -78,6 +82,12 @@ impl Env {
 
     pub fn config(mut self, extra: &str) -> Env {
         self.config.push_str(extra);
+        self
+    }
+
+    /// Runs without `NO_COLOR`, as a user who never set it.
+    pub fn allow_color(mut self) -> Env {
+        self.no_color = false;
         self
     }
 
@@ -105,8 +115,10 @@ impl Env {
             .env("XDG_CONFIG_HOME", self.path("config"))
             .env("XDG_CACHE_HOME", self.path("cache"))
             .env("XDG_STATE_HOME", self.path("state"))
-            .env("XDG_DATA_HOME", self.path("data"))
-            .env("NO_COLOR", "1");
+            .env("XDG_DATA_HOME", self.path("data"));
+        if self.no_color {
+            c.env("NO_COLOR", "1");
+        }
         for (k, v) in &self.vars {
             c.env(k, v);
         }
