@@ -309,6 +309,30 @@ fn a_stall_mid_stream_is_a_timeout() {
 }
 
 #[test]
+fn a_stall_on_the_only_model_ends_at_the_idle_cap_not_the_deadline() {
+    // One candidate and ten minutes: after the first token only the cap between chunks
+    // (30 s) bounds the wait. The run's limit stays under the fake's own connection limit
+    // (90 s), so a missing cap shows as a run killed at the limit, not as a dropped
+    // connection.
+    let s = server(|r| {
+        Reply::stream(vec![
+            Step::Send(fake::chunk(&r.model(), json!({"content": "start"}), None)),
+            Step::Hang,
+        ])
+    })
+    .expect_chats(1);
+    let env = Env::new(&s).limit(Duration::from_secs(80));
+    let out = env.run(&["--json", "-m", BIG, "--timeout", "600", "q"]);
+    assert!(matches!(out.code, 4 | 5), "{out}");
+    let f: JsonFailure = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(f.attempts[0].outcome, "timeout", "{out}");
+    assert!(
+        f.attempts[0].error.as_deref().unwrap().contains("stalled"),
+        "{out}"
+    );
+}
+
+#[test]
 fn hang_on_the_only_model_ends_at_the_deadline_with_exit_5() {
     let s = server(|_| Reply::Hang);
     let out = Env::new(&s).run(&["--json", "-m", BIG, "--timeout", "2", "q"]);

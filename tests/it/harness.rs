@@ -1,6 +1,6 @@
 //! Runs the binary in a sealed environment and collects stdout, stderr and exit code.
-//! A run that takes longer than `RUN_LIMIT` is killed and fails the test. `NO_COLOR=1` is
-//! set unless the test allows colour.
+//! A run that takes longer than its limit (`RUN_LIMIT` unless the test sets one) is killed
+//! and fails the test. `NO_COLOR=1` is set unless the test allows colour.
 #![allow(dead_code)]
 
 use std::io::Write;
@@ -20,6 +20,8 @@ pub struct Env {
     pub config: String,
     /// Runs get `NO_COLOR=1`.
     pub no_color: bool,
+    /// A run still going after this is killed and fails the test.
+    pub limit: Duration,
 }
 
 pub struct Out {
@@ -72,6 +74,7 @@ impl Env {
             vars,
             config: String::new(),
             no_color: true,
+            limit: RUN_LIMIT,
         }
     }
 
@@ -88,6 +91,12 @@ impl Env {
     /// Runs without `NO_COLOR`, as a user who never set it.
     pub fn allow_color(mut self) -> Env {
         self.no_color = false;
+        self
+    }
+
+    /// Kills a run still going after `limit` (and fails the test) instead of `RUN_LIMIT`.
+    pub fn limit(mut self, limit: Duration) -> Env {
+        self.limit = limit;
         self
     }
 
@@ -169,11 +178,12 @@ impl Env {
         std::thread::spawn(move || {
             let _ = tx.send(child.wait_with_output());
         });
-        let output = match rx.recv_timeout(RUN_LIMIT) {
+        let limit = self.limit;
+        let output = match rx.recv_timeout(limit) {
             Ok(o) => o.unwrap(),
             Err(_) => {
                 let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-                panic!("freeroute {args:?} did not finish within {RUN_LIMIT:?}");
+                panic!("freeroute {args:?} did not finish within {limit:?}");
             }
         };
         Out {
