@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::fake::{self, FakeServer, Reply, Step};
-use crate::harness::Env;
+use crate::harness::{Env, RUN_LIMIT, wait_within};
 
 /// A custom provider (no built-in limits unless given) answering with the prompt echoed.
 fn local(s: &FakeServer, extra: &str) -> Env {
@@ -288,7 +288,7 @@ fn a_slow_producer_on_stdin_does_not_hold_back_items_in_flight() {
     s.wait_for_chats(1);
     stdin.write_all(b"second\n").unwrap();
     drop(stdin);
-    let out = child.wait_with_output().unwrap();
+    let out = wait_within(child, RUN_LIMIT, "freeroute batch");
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
 }

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::ask::{BIG, JsonAnswer, JsonFailure, MID, SMALL, server};
 use crate::fake::{self, FakeServer, Reply, Step};
-use crate::harness::{Env, KEY};
+use crate::harness::{Env, KEY, wait_within};
 
 /// The first model fails with `reply`, the second answers.
 fn fall_back(
@@ -597,20 +597,7 @@ fn ctrl_c_ends_the_run_at_once_with_130() {
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let pid = child.id();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = rx
-        .recv_timeout(Duration::from_secs(20))
-        .unwrap_or_else(|_| {
-            let _ = std::process::Command::new("kill")
-                .args(["-9", &pid.to_string()])
-                .status();
-            panic!("Ctrl-C did not end the run");
-        });
-    let out = out.unwrap();
+    let out = wait_within(child, Duration::from_secs(20), "the run after Ctrl-C");
     assert_eq!(out.status.code(), Some(130));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["error"]["kind"], "interrupted");

@@ -5,14 +5,14 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::fake::FakeServer;
 
 pub const KEY: &str = "sk-or-v1-test-secret-0123456789abcdef";
-const RUN_LIMIT: Duration = Duration::from_secs(60);
+pub const RUN_LIMIT: Duration = Duration::from_secs(60);
 
 pub struct Env {
     pub home: tempfile::TempDir,
@@ -170,26 +170,35 @@ impl Env {
         .stderr(Stdio::piped());
         let mut child = c.spawn().expect("spawn freeroute");
         if let Some(bytes) = stdin {
+            // From a thread: a run that never reads its input must not block the test.
             let mut pipe = child.stdin.take().unwrap();
-            pipe.write_all(bytes).unwrap();
+            let bytes = bytes.to_vec();
+            std::thread::spawn(move || {
+                let _ = pipe.write_all(&bytes);
+            });
         }
-        let pid = child.id();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait_with_output());
-        });
-        let limit = self.limit;
-        let output = match rx.recv_timeout(limit) {
-            Ok(o) => o.unwrap(),
-            Err(_) => {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-                panic!("freeroute {args:?} did not finish within {limit:?}");
-            }
-        };
+        let output = wait_within(child, self.limit, &format!("freeroute {args:?}"));
         Out {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+/// Waits for a started run, killing it when `limit` passes first; then the test fails,
+/// naming `what`. For tests that start the binary themselves (`Env::cmd`).
+pub fn wait_within(child: Child, limit: Duration, what: &str) -> Output {
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(o) => o.expect("wait for freeroute"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("{what} did not finish within {limit:?}");
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::ask::{BIG, JsonAnswer, MID, SMALL, server};
 use crate::fake::{self, Reply, Step};
-use crate::harness::Env;
+use crate::harness::{Env, wait_within};
 
 /// BIG starts its answer only after `delay`; MID answers at once.
 fn slow_and_fast(delay: Duration) -> crate::fake::FakeServer {
@@ -299,7 +299,7 @@ fn ctrl_c_during_a_race_records_the_requests_in_flight() {
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = wait_within(child, Duration::from_secs(20), "the race after Ctrl-C");
     assert_eq!(out.status.code(), Some(130));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let outcomes: Vec<&str> = v["attempts"]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::ask::{BIG, JsonAnswer, MID, server};
 use crate::fake::{self, FakeServer, Reply, Step};
-use crate::harness::Env;
+use crate::harness::{Env, RUN_LIMIT, wait_within};
 
 /// A custom provider with two models of equal prior on the fake server (no per-minute
 /// limit, so many runs can go at once).
@@ -47,7 +47,7 @@ fn thirty_two_concurrent_runs_lose_no_update() {
         })
         .collect();
     for c in children {
-        let out = c.wait_with_output().unwrap();
+        let out = wait_within(c, RUN_LIMIT, "a concurrent run");
         assert_eq!(
             out.status.code(),
             Some(0),
