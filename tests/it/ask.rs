@@ -99,7 +99,7 @@ pub struct JsonError {
 
 #[test]
 fn answers_from_words() {
-    let s = server(|r| fake::answer(&r.model(), &["Hello", ", ", "world"]));
+    let s = server(|r| fake::answer(&r.model(), &["Hello", ", ", "world"])).expect_chats(1);
     let out = Env::new(&s).run(&["-m", BIG, "say", "hello"]);
     assert_eq!(out.code, 0, "{out}");
     assert_eq!(out.stdout, "Hello, world\n");
@@ -121,7 +121,7 @@ fn answers_from_words() {
 
 #[test]
 fn answers_from_stdin_and_from_both() {
-    let s = server(|r| fake::answer(&r.model(), &["ok"]));
+    let s = server(|r| fake::answer(&r.model(), &["ok"])).expect_chats(2);
     let env = Env::new(&s);
     let out = env.run_with_stdin(&["-m", BIG], Some("piped text\n"));
     assert_eq!(out.code, 0, "{out}");
@@ -149,7 +149,7 @@ fn empty_prompt_is_a_usage_error() {
 
 #[test]
 fn double_dash_sends_a_subcommand_name_as_prompt() {
-    let s = server(|r| fake::answer(&r.model(), &["fine"]));
+    let s = server(|r| fake::answer(&r.model(), &["fine"])).expect_chats(1);
     let out = Env::new(&s).run(&["-m", BIG, "--", "models"]);
     assert_eq!(out.code, 0, "{out}");
     assert_eq!(s.chats()[0].json()["messages"][0]["content"], "models");
@@ -157,7 +157,7 @@ fn double_dash_sends_a_subcommand_name_as_prompt() {
 
 #[test]
 fn json_success_has_the_contract_shape() {
-    let s = server(|r| fake::answer(&r.model(), &["forty", "-two"]));
+    let s = server(|r| fake::answer(&r.model(), &["forty", "-two"])).expect_chats(1);
     let out = Env::new(&s).run(&["--json", "-m", BIG, "answer?"]);
     assert_eq!(out.code, 0, "{out}");
     assert!(
@@ -188,7 +188,7 @@ fn json_success_has_the_contract_shape() {
 
 #[test]
 fn stream_flag_prints_tokens_as_they_come() {
-    let s = server(|r| fake::answer(&r.model(), &["a", "b", "c"]));
+    let s = server(|r| fake::answer(&r.model(), &["a", "b", "c"])).expect_chats(1);
     let out = Env::new(&s).run(&["--stream", "-m", BIG, "abc"]);
     assert_eq!(out.code, 0, "{out}");
     assert_eq!(out.stdout, "abc\n");
@@ -199,7 +199,7 @@ fn non_streaming_json_body_is_accepted() {
     // Some servers ignore `stream: true` and answer with one JSON body.
     let s = server(|r| {
         Reply::json(200, json!({"id": "x", "model": r.model(), "choices": [{"index": 0, "message": {"role": "assistant", "content": "whole"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).to_string())
-    });
+    }).expect_chats(1);
     let out = Env::new(&s).run(&["-m", BIG, "x"]);
     assert_eq!(out.code, 0, "{out}");
     assert_eq!(out.stdout, "whole\n");
@@ -228,7 +228,7 @@ fn paid_and_router_models_are_never_requested() {
 
 #[test]
 fn allow_paid_reaches_paid_models_and_says_so() {
-    let s = server(|r| fake::answer(&r.model(), &["paid answer"]));
+    let s = server(|r| fake::answer(&r.model(), &["paid answer"])).expect_chats(1);
     let out = Env::new(&s).run(&["--json", "--allow-paid", "-m", "openai/gpt-4o", "x"]);
     assert_eq!(out.code, 0, "{out}");
     let a: JsonAnswer = serde_json::from_str(&out.stdout).unwrap();

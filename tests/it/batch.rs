@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::fake::{self, FakeServer, Reply, Step};
-use crate::harness::Env;
+use crate::harness::{Env, RUN_LIMIT, wait_within};
 
 /// A custom provider (no built-in limits unless given) answering with the prompt echoed.
 fn local(s: &FakeServer, extra: &str) -> Env {
@@ -51,7 +51,7 @@ fn lines(text: &str) -> Vec<Value> {
 
 #[test]
 fn jsonl_and_plain_lines_in_results_out() {
-    let s = echo();
+    let s = echo().expect_chats(3);
     let env = local(&s, "");
     let input = "{\"id\": \"a\", \"prompt\": \"first\", \"system\": \"be brief\"}\nsecond as plain text\n\n{\"prompt\": \"third\", \"max_tokens\": 5}\n";
     let out = env.run_with_stdin(&["batch", "-"], Some(input));
@@ -103,7 +103,7 @@ fn jsonl_and_plain_lines_in_results_out() {
 
 #[test]
 fn ordered_output_follows_the_input() {
-    let s = echo();
+    let s = echo().expect_chats(8);
     let env = local(&s, "");
     let input = "slow 6\nslow 1\nslow 3\nslow 0\n";
     let out = env.run_with_stdin(&["batch", "--concurrency", "4"], Some(input));
@@ -173,7 +173,7 @@ fn resume_skips_answered_ids_and_retries_failed_ones() {
 
 #[test]
 fn a_malformed_line_is_reported_and_the_rest_done() {
-    let s = echo();
+    let s = echo().expect_chats(2);
     let out = local(&s, "").run_with_stdin(
         &["batch"],
         Some("fine\n{\"prompt\": \n{\"prompt\": 7}\nalso fine\n"),
@@ -235,7 +235,7 @@ fn items_left_at_the_batch_deadline_are_reported_undone() {
 
 #[test]
 fn batch_items_share_the_state_with_single_runs() {
-    let s = echo();
+    let s = echo().expect_chats(2);
     let env = local(&s, "");
     let out = env.run_with_stdin(&["batch"], Some("x\ny\n"));
     assert_eq!(out.code, 0, "{out}");
@@ -246,7 +246,7 @@ fn batch_items_share_the_state_with_single_runs() {
 
 #[test]
 fn an_item_waits_for_its_own_providers_room_while_others_have_some() {
-    let s = echo();
+    let s = echo().expect_chats(3);
     // `lim` takes one request a (scaled) second; `open` has no limit but is excluded by -m.
     let env = Env::bare().var("FREEROUTE_WINDOW_MS", "1000").config(&format!(
         "[providers.lim]\nbase_url = \"{}\"\nmodels = [{{ id = \"a\" }}]\nrequests_per_minute = 1\n[providers.open]\nbase_url = \"{}\"\nmodels = [{{ id = \"b\" }}]\n",
@@ -272,7 +272,7 @@ fn an_item_waits_for_its_own_providers_room_while_others_have_some() {
 #[test]
 fn a_slow_producer_on_stdin_does_not_hold_back_items_in_flight() {
     use std::io::Write;
-    let s = echo();
+    let s = echo().expect_chats(2);
     let env = local(&s, "");
     let mut child = env
         .cmd(&["batch"])
@@ -288,7 +288,7 @@ fn a_slow_producer_on_stdin_does_not_hold_back_items_in_flight() {
     s.wait_for_chats(1);
     stdin.write_all(b"second\n").unwrap();
     drop(stdin);
-    let out = child.wait_with_output().unwrap();
+    let out = wait_within(child, RUN_LIMIT, "freeroute batch");
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
 }

@@ -84,7 +84,7 @@ fn user_parts(r: &fake::Request) -> Vec<Value> {
 
 #[test]
 fn image_file_is_sent_as_a_data_url_after_the_text() {
-    let s = echo_ok();
+    let s = echo_ok().expect_chats(1);
     let png = tests_dir().join("sign.png");
     let out = Env::new(&s).run(&["-i", png.to_str().unwrap(), "what does the sign say?"]);
     assert_eq!(out.code, 0, "{out}");
@@ -108,7 +108,7 @@ fn image_file_is_sent_as_a_data_url_after_the_text() {
 
 #[test]
 fn mime_type_comes_from_the_bytes_and_urls_pass_through() {
-    let s = echo_ok();
+    let s = echo_ok().expect_chats(1);
     let env = Env::new(&s);
     let disguised = env.path("photo.png");
     std::fs::copy(tests_dir().join("hello.jpg"), &disguised).unwrap();
@@ -130,7 +130,7 @@ fn mime_type_comes_from_the_bytes_and_urls_pass_through() {
 
 #[test]
 fn ocr_reads_the_image_from_stdin_with_no_prompt() {
-    let s = server(|r| fake::answer(&r.model(), &["EXIT 4\nPlatform 9 3/4"]));
+    let s = server(|r| fake::answer(&r.model(), &["EXIT 4\nPlatform 9 3/4"])).expect_chats(2);
     let bytes = std::fs::read(tests_dir().join("sign.png")).unwrap();
     let env = Env::new(&s);
     let out = env.run_bytes(&["--ocr", "-i", "-"], &bytes);
@@ -207,7 +207,8 @@ fn capability_miss_falls_back_and_is_remembered() {
         } else {
             fake::answer(&r.model(), &["seen"])
         }
-    });
+    })
+    .expect_chats(2);
     let env = Env::new(&s);
     let png = tests_dir().join("sign.png");
     let out = env.run(&[
@@ -237,7 +238,7 @@ fn capability_miss_falls_back_and_is_remembered() {
 
 #[test]
 fn translation_prints_only_the_translation() {
-    let s = server(|r| fake::answer(&r.model(), &["Hallo Welt"]));
+    let s = server(|r| fake::answer(&r.model(), &["Hallo Welt"])).expect_chats(1);
     let out = Env::new(&s).run_with_stdin(
         &["--translate", "--to", "German", "-m", TEXT_BIG],
         Some("Hello world\n"),
@@ -271,7 +272,8 @@ fn a_long_translation_is_split_at_paragraphs_and_reassembled_in_order() {
             .collect::<Vec<_>>()
             .join(" ");
         fake::answer(&r.model(), &[&format!("<{first}>")])
-    });
+    })
+    .expect_chats(2);
     let paragraphs: Vec<String> = (0..48)
         .map(|i| format!("P{i} {}", "lorem ipsum dolor sit amet ".repeat(12)))
         .collect();
@@ -327,7 +329,7 @@ fn a_long_translation_is_split_at_paragraphs_and_reassembled_in_order() {
 
 #[test]
 fn ocr_and_translation_together() {
-    let s = server(|r| fake::answer(&r.model(), &["AUSGANG 4"]));
+    let s = server(|r| fake::answer(&r.model(), &["AUSGANG 4"])).expect_chats(1);
     let png = tests_dir().join("sign.png");
     let out = Env::new(&s).run(&[
         "--ocr",
@@ -364,7 +366,7 @@ fn tool_stream(model: &str) -> Reply {
 
 #[test]
 fn tool_calls_are_assembled_and_printed_as_json_lines() {
-    let s = server(|r| tool_stream(&r.model()));
+    let s = server(|r| tool_stream(&r.model())).expect_chats(2);
     let env = Env::new(&s);
     let tools = env.path("tools.json");
     std::fs::write(&tools, r#"{"tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]}"#).unwrap();
@@ -460,7 +462,8 @@ fn schema_answers_are_validated_and_printed_alone() {
                 &["```json\n{\"name\": \"Ada\", \"age\": 36}\n```"],
             )
         }
-    });
+    })
+    .expect_chats(3);
     let env = Env::new(&s);
     let out = env.run(&[
         "--json",
@@ -489,7 +492,7 @@ fn schema_answers_are_validated_and_printed_alone() {
 
 #[test]
 fn messages_file_arrives_intact_with_words_appended() {
-    let s = echo_ok();
+    let s = echo_ok().expect_chats(1);
     let env = Env::new(&s);
     let conv = json!([
         {"role": "system", "content": "You are terse."},
@@ -531,7 +534,8 @@ fn continue_sends_the_previous_exchange_first() {
         } else {
             fake::answer(&r.model(), &[&format!("answer {n}")])
         }
-    });
+    })
+    .expect_chats(2);
     let env = Env::new(&s);
     let out = env.run(&["-c", "q"]);
     assert_eq!(out.code, 2, "nothing to continue yet: {out}");

@@ -29,6 +29,7 @@ fn switchable() -> (FakeServer, Arc<AtomicBool>) {
 #[test]
 fn catalog_is_cached_within_its_ttl() {
     let (s, _) = switchable();
+    let s = s.expect_chats(3);
     let env = Env::new(&s);
     assert_eq!(env.run(&["-m", BIG, "q"]).code, 0);
     assert_eq!(env.run(&["-m", BIG, "q"]).code, 0);
@@ -40,6 +41,7 @@ fn catalog_is_cached_within_its_ttl() {
 #[test]
 fn a_failed_refresh_uses_the_stale_copy_with_a_note() {
     let (s, broken) = switchable();
+    let s = s.expect_chats(2);
     let env = Env::new(&s);
     assert_eq!(env.run(&["-m", BIG, "q"]).code, 0);
     broken.store(true, Ordering::SeqCst);
@@ -54,6 +56,7 @@ fn a_failed_refresh_uses_the_stale_copy_with_a_note() {
 #[test]
 fn offline_never_fetches() {
     let (s, _) = switchable();
+    let s = s.expect_chats(2);
     let env = Env::new(&s);
     let out = env.run(&["--offline", "-m", BIG, "q"]);
     assert_eq!(out.code, 4, "no cache yet: {out}");

@@ -1,7 +1,8 @@
-//! Configuration and credentials errors, `config path|show|init`, help.
+//! Configuration and credentials errors, `config path|show|init`, help; no colour on a
+//! stderr that is no terminal.
 
 use crate::ask::server;
-use crate::fake;
+use crate::fake::{self, FakeServer};
 use crate::harness::Env;
 
 #[test]
@@ -47,7 +48,7 @@ fn unknown_config_key_and_missing_explicit_file() {
 
 #[test]
 fn config_file_from_environment_variable() {
-    let s = server(|r| fake::answer(&r.model(), &["via env config"]));
+    let s = server(|r| fake::answer(&r.model(), &["via env config"])).expect_chats(1);
     let env = Env::bare().var("OPENROUTER_API_KEY", "k");
     let alt = env.path("alt.toml");
     std::fs::write(
@@ -135,4 +136,22 @@ fn a_bad_flag_with_json_is_one_usage_object_on_stdout() {
     let out = Env::new(&s).run(&["--bogus", "--", "--json"]);
     assert_eq!((out.code, out.stdout.as_str()), (2, ""), "{out}");
     assert!(s.chats().is_empty());
+}
+
+#[test]
+fn stderr_that_is_no_terminal_gets_no_colour_even_without_no_color() {
+    // Every model list refused: a note, an error and its hint, each painted on a terminal.
+    let s = FakeServer::start(|_| fake::error_json(401, "No auth credentials found"));
+    let env = Env::new(&s).allow_color();
+    let out = env.run(&["-v", "hello"]);
+    assert_eq!(out.code, 6, "{out}");
+    for word in ["[freeroute]", "note:", "error:", "hint:"] {
+        assert!(out.stderr.contains(word), "no {word:?}: {out}");
+    }
+    assert!(!out.stderr.contains('\x1b'), "{:?}", out.stderr);
+    // The command line's own errors too.
+    let out = env.run(&["--no-such-flag", "hello"]);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("error:"), "{out}");
+    assert!(!out.stderr.contains('\x1b'), "{:?}", out.stderr);
 }

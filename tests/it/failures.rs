@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::ask::{BIG, JsonAnswer, JsonFailure, MID, SMALL, server};
 use crate::fake::{self, FakeServer, Reply, Step};
-use crate::harness::{Env, KEY};
+use crate::harness::{Env, KEY, wait_within};
 
 /// The first model fails with `reply`, the second answers.
 fn fall_back(
@@ -20,7 +20,8 @@ fn fall_back(
         } else {
             fake::answer(&r.model(), &["second"])
         }
-    });
+    })
+    .expect_chats(2);
     let mut args = vec!["--json", "-m", BIG, "-m", MID];
     args.extend_from_slice(if extra.is_empty() {
         &["--timeout", "20"]
@@ -244,7 +245,8 @@ fn a_pipe_never_sees_half_an_answer() {
         } else {
             fake::answer(&r.model(), &["A complete answer."])
         }
-    });
+    })
+    .expect_chats(2);
     let out = Env::new(&s).run(&["-m", BIG, "-m", MID, "q"]);
     assert_eq!(out.code, 0, "{out}");
     assert_eq!(out.stdout, "A complete answer.\n");
@@ -277,7 +279,8 @@ fn a_hang_after_headers_is_bounded_and_the_next_model_answers() {
         } else {
             fake::answer(&r.model(), &["rescued"])
         }
-    });
+    })
+    .expect_chats(2);
     let out = Env::new(&s).run(&["--json", "-m", BIG, "-m", MID, "--timeout", "4", "q"]);
     assert_eq!(out.code, 0, "{out}");
     let a: JsonAnswer = serde_json::from_str(&out.stdout).unwrap();
@@ -303,6 +306,30 @@ fn a_stall_mid_stream_is_a_timeout() {
     // The stall may take at most half of the time left (about 2 s of 4), leaving the rest
     // to the next model; generous margin for slow machines.
     assert!(a.attempts[0].elapsed_ms < 3_500, "{:?}", a.attempts[0]);
+}
+
+#[test]
+fn a_stall_on_the_only_model_ends_at_the_idle_cap_not_the_deadline() {
+    // One candidate and ten minutes: after the first token only the cap between chunks
+    // (30 s) bounds the wait. The run's limit stays under the fake's own connection limit
+    // (90 s), so a missing cap shows as a run killed at the limit, not as a dropped
+    // connection.
+    let s = server(|r| {
+        Reply::stream(vec![
+            Step::Send(fake::chunk(&r.model(), json!({"content": "start"}), None)),
+            Step::Hang,
+        ])
+    })
+    .expect_chats(1);
+    let env = Env::new(&s).limit(Duration::from_secs(80));
+    let out = env.run(&["--json", "-m", BIG, "--timeout", "600", "q"]);
+    assert!(matches!(out.code, 4 | 5), "{out}");
+    let f: JsonFailure = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(f.attempts[0].outcome, "timeout", "{out}");
+    assert!(
+        f.attempts[0].error.as_deref().unwrap().contains("stalled"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -367,6 +394,7 @@ fn two_providers(
 fn quota_429_skips_the_providers_other_free_models_and_moves_on() {
     let reset = 4_102_444_800_000u64; // far future, in epoch ms
     let (s, env) = two_providers(move |_| fake::daily_quota_429(reset));
+    let s = s.expect_chats(2);
     let out = env.run(&["--json", "--prefer", "meta-llama/*", "q"]);
     assert_eq!(out.code, 0, "{out}");
     let a: JsonAnswer = serde_json::from_str(&out.stdout).unwrap();
@@ -424,6 +452,7 @@ fn provider_wide_failures_skip_the_provider() {
         ),
     ] {
         let (s, env) = two_providers(move |_| reply.clone());
+        let s = s.expect_chats(2);
         let out = env.run(&["--json", "--prefer", "meta-llama/*", "q"]);
         assert_eq!(out.code, 0, "{out}");
         let a: JsonAnswer = serde_json::from_str(&out.stdout).unwrap();
@@ -468,6 +497,7 @@ fn data_policy_block_prints_the_remedy() {
 #[test]
 fn each_key_goes_only_to_its_own_provider() {
     let (s, env) = two_providers(|_| fake::upstream_429(BIG));
+    let s = s.expect_chats(2);
     let out = env.run(&["-m", BIG, "-m", "local-model", "q"]);
     assert_eq!(out.code, 0, "{out}");
     for r in s.requests() {
@@ -490,7 +520,8 @@ fn the_key_never_appears_in_output_even_when_echoed() {
         } else {
             fake::answer(&r.model(), &["fine"])
         }
-    });
+    })
+    .expect_chats(3);
     let env = Env::new(&s);
     for args in [
         vec!["-v", "--json", "-m", BIG, "-m", MID, "-m", SMALL, "q"],
@@ -566,20 +597,7 @@ fn ctrl_c_ends_the_run_at_once_with_130() {
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let pid = child.id();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = rx
-        .recv_timeout(Duration::from_secs(20))
-        .unwrap_or_else(|_| {
-            let _ = std::process::Command::new("kill")
-                .args(["-9", &pid.to_string()])
-                .status();
-            panic!("Ctrl-C did not end the run");
-        });
-    let out = out.unwrap();
+    let out = wait_within(child, Duration::from_secs(20), "the run after Ctrl-C");
     assert_eq!(out.status.code(), Some(130));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["error"]["kind"], "interrupted");

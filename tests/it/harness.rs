@@ -1,22 +1,27 @@
 //! Runs the binary in a sealed environment and collects stdout, stderr and exit code.
-//! A run that takes longer than `RUN_LIMIT` is killed and fails the test.
+//! A run that takes longer than its limit (`RUN_LIMIT` unless the test sets one) is killed
+//! and fails the test. `NO_COLOR=1` is set unless the test allows colour.
 #![allow(dead_code)]
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::fake::FakeServer;
 
 pub const KEY: &str = "sk-or-v1-test-secret-0123456789abcdef";
-const RUN_LIMIT: Duration = Duration::from_secs(60);
+pub const RUN_LIMIT: Duration = Duration::from_secs(60);
 
 pub struct Env {
     pub home: tempfile::TempDir,
     pub vars: Vec<(String, String)>,
     pub config: String,
+    /// Runs get `NO_COLOR=1`.
+    pub no_color: bool,
+    /// A run still going after this is killed and fails the test.
+    pub limit: Duration,
 }
 
 pub struct Out {
@@ -68,6 +73,8 @@ impl Env {
             home,
             vars,
             config: String::new(),
+            no_color: true,
+            limit: RUN_LIMIT,
         }
     }
 
@@ -78,6 +85,18 @@ impl Env {
 
     pub fn config(mut self, extra: &str) -> Env {
         self.config.push_str(extra);
+        self
+    }
+
+    /// Runs without `NO_COLOR`, as a user who never set it.
+    pub fn allow_color(mut self) -> Env {
+        self.no_color = false;
+        self
+    }
+
+    /// Kills a run still going after `limit` (and fails the test) instead of `RUN_LIMIT`.
+    pub fn limit(mut self, limit: Duration) -> Env {
+        self.limit = limit;
         self
     }
 
@@ -105,8 +124,10 @@ impl Env {
             .env("XDG_CONFIG_HOME", self.path("config"))
             .env("XDG_CACHE_HOME", self.path("cache"))
             .env("XDG_STATE_HOME", self.path("state"))
-            .env("XDG_DATA_HOME", self.path("data"))
-            .env("NO_COLOR", "1");
+            .env("XDG_DATA_HOME", self.path("data"));
+        if self.no_color {
+            c.env("NO_COLOR", "1");
+        }
         for (k, v) in &self.vars {
             c.env(k, v);
         }
@@ -149,25 +170,35 @@ impl Env {
         .stderr(Stdio::piped());
         let mut child = c.spawn().expect("spawn freeroute");
         if let Some(bytes) = stdin {
+            // From a thread: a run that never reads its input must not block the test.
             let mut pipe = child.stdin.take().unwrap();
-            pipe.write_all(bytes).unwrap();
+            let bytes = bytes.to_vec();
+            std::thread::spawn(move || {
+                let _ = pipe.write_all(&bytes);
+            });
         }
-        let pid = child.id();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait_with_output());
-        });
-        let output = match rx.recv_timeout(RUN_LIMIT) {
-            Ok(o) => o.unwrap(),
-            Err(_) => {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-                panic!("freeroute {args:?} did not finish within {RUN_LIMIT:?}");
-            }
-        };
+        let output = wait_within(child, self.limit, &format!("freeroute {args:?}"));
         Out {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+/// Waits for a started run, killing it when `limit` passes first; then the test fails,
+/// naming `what`. For tests that start the binary themselves (`Env::cmd`).
+pub fn wait_within(child: Child, limit: Duration, what: &str) -> Output {
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(o) => o.expect("wait for freeroute"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("{what} did not finish within {limit:?}");
         }
     }
 }

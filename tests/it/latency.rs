@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::ask::{BIG, JsonAnswer, MID, SMALL, server};
 use crate::fake::{self, Reply, Step};
-use crate::harness::Env;
+use crate::harness::{Env, wait_within};
 
 /// BIG starts its answer only after `delay`; MID answers at once.
 fn slow_and_fast(delay: Duration) -> crate::fake::FakeServer {
@@ -56,7 +56,7 @@ fn race_keeps_the_first_token_and_cancels_the_rest() {
 
 #[test]
 fn no_loser_text_reaches_stdout_even_when_streaming() {
-    let s = slow_and_fast(Duration::from_millis(1500));
+    let s = slow_and_fast(Duration::from_millis(1500)).expect_chats(2);
     for mode in ["--stream", "--no-stream"] {
         let out = Env::new(&s).run(&[mode, "--race", "2", "-m", BIG, "-m", MID, "q"]);
         assert_eq!(out.code, 0, "{out}");
@@ -75,7 +75,8 @@ fn hedge_starts_the_next_candidate_beside_a_slow_one() {
         } else {
             fake::answer(&r.model(), &["hedged"])
         }
-    });
+    })
+    .expect_chats(2);
     let out = Env::new(&s).run(&[
         "--json",
         "--hedge-after",
@@ -121,7 +122,8 @@ fn failed_racers_are_replaced_by_the_next_candidates() {
         } else {
             fake::upstream_429(&r.model())
         }
-    });
+    })
+    .expect_chats(3);
     let out = Env::new(&s).run(&[
         "--json", "--race", "2", "-m", BIG, "-m", MID, "-m", SMALL, "q",
     ]);
@@ -209,7 +211,8 @@ fn a_model_measured_fast_is_given_up_on_early_when_it_hangs() {
         } else {
             fake::answer(&r.model(), &["ok"])
         }
-    });
+    })
+    .expect_chats(3);
     let env = Env::new(&s);
     assert_eq!(env.run(&["-m", BIG, "q"]).code, 0, "BIG is measured fast");
     hang.store(true, Ordering::SeqCst);
@@ -233,7 +236,8 @@ fn racers_side_by_side_do_not_halve_each_others_share() {
         let mut steps = vec![Step::Sleep(Duration::from_millis(2500))];
         steps.extend(fake::answer_steps(&r.model(), &["late but fine"]));
         Reply::stream(steps)
-    });
+    })
+    .expect_chats(2);
     let out = Env::new(&s).run(&[
         "--json",
         "--race",
@@ -295,7 +299,7 @@ fn ctrl_c_during_a_race_records_the_requests_in_flight() {
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = wait_within(child, Duration::from_secs(20), "the race after Ctrl-C");
     assert_eq!(out.status.code(), Some(130));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let outcomes: Vec<&str> = v["attempts"]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::ask::{BIG, JsonAnswer, MID, server};
 use crate::fake::{self, FakeServer, Reply, Step};
-use crate::harness::Env;
+use crate::harness::{Env, RUN_LIMIT, wait_within};
 
 /// A custom provider with two models of equal prior on the fake server (no per-minute
 /// limit, so many runs can go at once).
@@ -47,7 +47,7 @@ fn thirty_two_concurrent_runs_lose_no_update() {
         })
         .collect();
     for c in children {
-        let out = c.wait_with_output().unwrap();
+        let out = wait_within(c, RUN_LIMIT, "a concurrent run");
         assert_eq!(
             out.status.code(),
             Some(0),
@@ -88,7 +88,7 @@ fn thirty_two_concurrent_runs_lose_no_update() {
 
 #[test]
 fn damaged_state_is_set_aside_and_never_fatal() {
-    let s = FakeServer::start(|r| fake::answer(&r.model(), &["ok"]));
+    let s = FakeServer::start(|r| fake::answer(&r.model(), &["ok"])).expect_chats(3);
     let env = local(&s);
     std::fs::create_dir_all(env.state_dir()).unwrap();
     for damage in ["{not json", "", "{\"version\": 99, \"models\": {}}"] {
@@ -112,7 +112,7 @@ fn damaged_state_is_set_aside_and_never_fatal() {
 
 #[test]
 fn unwritable_state_dir_degrades_to_no_memory() {
-    let s = FakeServer::start(|r| fake::answer(&r.model(), &["ok"]));
+    let s = FakeServer::start(|r| fake::answer(&r.model(), &["ok"])).expect_chats(1);
     let env = local(&s);
     // A file where the state directory should be: no directory can be made there.
     let blocker = env.path("not-a-dir");
@@ -187,7 +187,8 @@ fn measured_latency_moves_the_faster_model_ahead() {
             steps.insert(0, Step::Sleep(Duration::from_millis(2500)));
         }
         Reply::stream(steps)
-    });
+    })
+    .expect_chats(4);
     let env = local(&s);
     for model in ["slow-7b", "fast-7b", "slow-7b", "fast-7b"] {
         let out = env.run(&["-m", model, "q"]);
@@ -239,7 +240,8 @@ fn a_quick_first_token_then_a_slow_stream_counts_as_slow() {
             steps.insert(0, Step::Sleep(Duration::from_millis(300)));
             Reply::stream(steps)
         }
-    });
+    })
+    .expect_chats(4);
     let env = local_with(&s, &["drip-7b", "steady-7b"]);
     for model in ["drip-7b", "steady-7b", "drip-7b", "steady-7b"] {
         let out = env.run(&["-m", model, "q"]);
@@ -287,7 +289,8 @@ fn stats_shows_failures_and_cooldowns_and_reset_forgets() {
         } else {
             fake::answer(&r.model(), &["ok"])
         }
-    });
+    })
+    .expect_chats(2);
     let env = Env::new(&s);
     let out = env.run(&["--json", "-m", BIG, "-m", MID, "q"]);
     let a: JsonAnswer = serde_json::from_str(&out.stdout).unwrap();
@@ -316,7 +319,7 @@ fn stats_shows_failures_and_cooldowns_and_reset_forgets() {
 
 #[test]
 fn the_request_log_keeps_prompts_only_when_asked() {
-    let s = FakeServer::start(|r| fake::answer(&r.model(), &["ok"]));
+    let s = FakeServer::start(|r| fake::answer(&r.model(), &["ok"])).expect_chats(2);
     let env = local(&s);
     assert_eq!(env.run(&["-m", "fast-7b", "secret question"]).code, 0);
     let log = std::fs::read_to_string(env.state_dir().join("requests.jsonl")).unwrap();

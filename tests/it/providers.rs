@@ -66,6 +66,7 @@ fn groq_quota_429() -> Reply {
 #[test]
 fn groq_day_quota_moves_the_run_to_another_provider_without_waste() {
     let (s, env) = fleet(|_| groq_quota_429());
+    let s = s.expect_chats(2);
     let out = env.run(&[
         "--json",
         "-p",
@@ -164,6 +165,7 @@ fn a_wrong_key_is_skipped_with_a_message_naming_its_variable() {
 #[test]
 fn every_provider_gets_only_its_own_key() {
     let (s, env) = fleet(|r| fake::answer(&r.model(), &["from groq"]));
+    let s = s.expect_chats(3);
     for p in ["groq", "gemini", "openrouter"] {
         let out = env.run(&["-p", p, "q"]);
         assert_eq!(out.code, 0, "{p}: {out}");
@@ -207,7 +209,8 @@ fn a_redirect_never_carries_a_key_elsewhere() {
             };
         }
         fake::answer(&r.model(), &["second"])
-    });
+    })
+    .expect_chats(2);
     let env = Env::new(&s).var("SECOND_KEY", "second-secret").config(&format!(
         "[providers.second]\nbase_url = \"{}\"\napi_key_env = \"SECOND_KEY\"\nmodels = [{{ id = \"m\" }}]\n",
         s.url("/second/v1")
@@ -235,7 +238,7 @@ fn a_refusing_local_endpoint_costs_almost_nothing() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
-    let s = crate::ask::server(|r| fake::answer(&r.model(), &["cloud"]));
+    let s = crate::ask::server(|r| fake::answer(&r.model(), &["cloud"])).expect_chats(1);
     let env = Env::new(&s).config(&format!("[providers.dead]\nbase_url = \"http://127.0.0.1:{port}/v1\"\nmodels = [{{ id = \"local\" }}]\n"));
     let out = env.run(&["--json", "-m", "local", "-m", crate::ask::BIG, "q"]);
     assert_eq!(out.code, 0, "{out}");
@@ -258,7 +261,7 @@ fn keyless_env(s: &FakeServer, mode: &str) -> Env {
 
 #[test]
 fn keyless_service_answers_with_no_authorization_and_says_so() {
-    let s = FakeServer::start(|r| fake::answer(&r.model(), &["keyless answer"]));
+    let s = FakeServer::start(|r| fake::answer(&r.model(), &["keyless answer"])).expect_chats(2);
     for mode in ["1", "auto"] {
         let out = keyless_env(&s, mode).run(&["q"]);
         assert_eq!(out.code, 0, "{mode}: {out}");
@@ -323,7 +326,7 @@ fn a_local_server_on_a_discovery_port_is_found_and_used() {
         } else {
             fake::answer(&r.model(), &["local answer"])
         }
-    });
+    }).expect_chats(1);
     let env = Env::bare()
         .var("FREEROUTE_DISCOVER", "1")
         .config(&format!("[defaults]\ndiscover_ports = [{}]\n", s.port));
@@ -420,7 +423,7 @@ fn a_local_model_idle_for_minutes_may_take_seconds_to_load() {
             steps.extend(fake::answer_steps(&r.model(), &["from ", &r.model()]));
             Reply::stream(steps)
         }
-    });
+    }).expect_chats(5);
     let env = Env::bare()
         .var("FREEROUTE_DISCOVER", "1")
         .config(&format!("[defaults]\ndiscover_ports = [{}]\n", s.port));

@@ -13,7 +13,7 @@ use crate::harness::Env;
 #[test]
 fn keys_to_loopback_never_go_through_an_http_proxy() {
     let proxy = FakeServer::start(|_| Reply::json(502, "{}"));
-    let s = server(|r| fake::answer(&r.model(), &["direct"]));
+    let s = server(|r| fake::answer(&r.model(), &["direct"])).expect_chats(1);
     let proxy_url = proxy.url("");
     let env = Env::new(&s)
         .var("HTTP_PROXY", &proxy_url)
@@ -60,7 +60,8 @@ fn reasoning_does_not_stretch_the_first_token_share() {
         } else {
             fake::answer(&r.model(), &["answer"])
         }
-    });
+    })
+    .expect_chats(2);
     let out = Env::new(&s).run(&["--json", "--timeout", "6", "-m", BIG, "-m", MID, "q"]);
     assert_eq!(out.code, 0, "{out}");
     let a: JsonAnswer = serde_json::from_str(&out.stdout).unwrap();
@@ -84,7 +85,7 @@ fn a_tool_call_answer_without_done_is_still_an_answer() {
             Step::Send(fake::chunk(&r.model(), json!({}), Some("tool_calls"))),
             Step::Hang,
         ])
-    });
+    }).expect_chats(1);
     let env = Env::new(&s);
     let tools = env.path("t.json");
     std::fs::write(&tools, r#"[{"type":"function","function":{"name":"f"}}]"#).unwrap();
@@ -108,7 +109,8 @@ fn crlf_events_split_across_writes_are_read() {
             Step::Send(b2.to_string()),
             Step::Send("data: [DONE]\r\n\r\n".into()),
         ])
-    });
+    })
+    .expect_chats(1);
     let out = Env::new(&s).run(&["-m", BIG, "q"]);
     assert_eq!(out.code, 0, "{out}");
     assert_eq!(out.stdout, "Hello\n");
@@ -194,7 +196,8 @@ fn translating_an_image_reads_its_text_and_sends_no_empty_text_part() {
         } else {
             fake::answer(&r.model(), &["AUSGANG"])
         }
-    });
+    })
+    .expect_chats(1);
     let png = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sign.png");
     let out = Env::new(&s).run(&["--translate", "--to", "German", "-i", png.to_str().unwrap()]);
     assert_eq!(out.code, 0, "{out}");
@@ -223,7 +226,8 @@ fn a_429_that_says_when_is_waited_for_once_nothing_else_is_left() {
         } else {
             fake::answer(&r.model(), &["back"])
         }
-    });
+    })
+    .expect_chats(2);
     let env = Env::new(&s);
     // Nothing else to try: the run waits the second it was told, then asks again.
     let started = std::time::Instant::now();
@@ -286,7 +290,8 @@ fn a_clock_rate_shortens_waits_on_the_memorys_clock() {
         } else {
             fake::answer(&r.model(), &["soon"])
         }
-    });
+    })
+    .expect_chats(2);
     let started = std::time::Instant::now();
     let out = Env::new(&s).run_with_env(
         &["-m", BIG, "q"],

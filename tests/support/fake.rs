@@ -5,6 +5,10 @@
 //! `shared/reference/openrouter.md`: keep-alive comments, the usage chunk after the finish
 //! chunk, error chunks inside HTTP 200 streams, hangs after the headers, dropped
 //! connections. Every connection is bounded in time, and the server stops when dropped.
+//!
+//! A fake can fail its test (STYLE §6): dropping it panics when a handler panicked (the
+//! binary only saw a dropped connection), or when it was built with `expect_chats(n)` and
+//! fewer than `n` chat requests arrived.
 #![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
@@ -117,6 +121,10 @@ pub struct FakeServer {
     requests: Arc<Mutex<Vec<Request>>>,
     /// Models whose streamed reply the client walked away from before its end.
     aborted: Arc<Mutex<Vec<String>>>,
+    /// Messages of handler panics, each answered by dropping its connection.
+    panics: Arc<Mutex<Vec<String>>>,
+    /// At least this many chat requests must have arrived when the server is dropped.
+    expected_chats: usize,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -137,6 +145,8 @@ impl FakeServer {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let aborted = Arc::new(Mutex::new(Vec::new()));
         let gone = aborted.clone();
+        let panics = Arc::new(Mutex::new(Vec::new()));
+        let panicked = panics.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let handler: Handler = Arc::new(handler);
         let recorded = requests.clone();
@@ -155,10 +165,11 @@ impl FakeServer {
                         let handler = handler.clone();
                         let recorded = recorded.clone();
                         let gone = gone.clone();
+                        let panicked = panicked.clone();
                         tokio::spawn(async move {
                             let _ = tokio::time::timeout(
                                 CONNECTION_LIMIT,
-                                serve(sock, handler, recorded, gone),
+                                serve(sock, handler, recorded, gone, panicked),
                             )
                             .await;
                         });
@@ -174,9 +185,18 @@ impl FakeServer {
             port,
             requests,
             aborted,
+            panics,
+            expected_chats: 0,
             shutdown: Some(tx),
             thread: Some(thread),
         })
+    }
+
+    /// The same server, which fails its test when dropped before `n` chat requests
+    /// arrived: for a test whose answer must come from this fake.
+    pub fn expect_chats(mut self, n: usize) -> FakeServer {
+        self.expected_chats = n;
+        self
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -232,6 +252,23 @@ impl Drop for FakeServer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        // A second panic while the test is already failing would abort the whole run.
+        if std::thread::panicking() {
+            return;
+        }
+        let panics = self.panics.lock().unwrap().clone();
+        if let Some(first) = panics.first() {
+            panic!(
+                "the fake server's handler panicked {} time(s), first: {first}",
+                panics.len()
+            );
+        }
+        let chats = self.chats().len();
+        assert!(
+            chats >= self.expected_chats,
+            "the fake server expected at least {} chat request(s), got {chats}",
+            self.expected_chats
+        );
     }
 }
 
@@ -240,6 +277,7 @@ async fn serve(
     handler: Handler,
     recorded: Arc<Mutex<Vec<Request>>>,
     gone: Arc<Mutex<Vec<String>>>,
+    panicked: Arc<Mutex<Vec<String>>>,
 ) {
     let _ = sock.set_nodelay(true);
     let mut reader = BufReader::new(sock);
@@ -248,7 +286,22 @@ async fn serve(
             return;
         };
         recorded.lock().unwrap().push(req.clone());
-        let reply = handler(&req);
+        // A panic would otherwise end only this connection's task, unseen by the test.
+        let reply = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&req))) {
+            Ok(reply) => reply,
+            Err(payload) => {
+                let msg = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "(a panic without a message)".into());
+                panicked
+                    .lock()
+                    .unwrap()
+                    .push(format!("{} {}: {msg}", req.method, req.path));
+                return;
+            }
+        };
         let sock = reader.get_mut();
         let keep = match reply {
             Reply::Full {
