@@ -255,7 +255,7 @@ fn normalize_tool(t: Value) -> std::result::Result<Value, String> {
             "`parameters` of `{name}` must be a JSON Schema object"
         ));
     }
-    Ok(serde_json::json!({"type": "function", "function": function}))
+    Ok(crate::wire::openai::function_tool(function))
 }
 
 /// `--schema FILE|JSON`: inline JSON when it starts with `{`, else a file; must be a valid

@@ -2,10 +2,12 @@
 //! providers. Data flows one way (DESIGN §7):
 //!
 //! ```text
-//! cli + config ─▶ request ─▶ plan (filter, rank) ─▶ attempt (wire: client, sse) ─▶ outcome ─▶ output + state
+//! cli + config ─▶ settings ─▶ request ─▶ session: plan (filter, rank) ─▶ attempt (wire) ─▶ record
+//!                                                                   └─▶ outcome ─▶ output
 //! ```
 //!
-//! `app` calls the stages in that order; policy (filter, rank, classify, decay) is pure.
+//! `settings` resolves every setting once; `session` is the one ask path that a single run
+//! (`app`) and each `batch` item share; policy (filter, rank, classify, `health`) is pure.
 
 pub mod app;
 pub mod attempt;

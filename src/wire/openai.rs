@@ -116,6 +116,11 @@ pub fn estimate_text(text: &str) -> u64 {
     (text.len() as u64).div_ceil(4)
 }
 
+/// A tool definition as the wire wants it, from its `function` object.
+pub fn function_tool(function: Value) -> Value {
+    json!({"type": "function", "function": function})
+}
+
 /// `tool_choice`: a word, or one named function.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ToolChoice {
