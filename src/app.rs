@@ -107,7 +107,14 @@ fn ask(args: &AskArgs, config_flag: Option<&Path>, printer: &mut Printer) -> Res
         &rt,
         printer,
     )?;
-    let jobs = session.plan(&req, printer);
+    let jobs = session.plan(&req);
+    report::trace_plan(&jobs[0].plan, printer);
+    if jobs.len() > 1 {
+        printer.note(&format!(
+            "The text is too long for one model: translating it in {} pieces",
+            jobs.len()
+        ));
+    }
     if req.dry_run {
         let first = &jobs[0];
         let timeouts = session::first_token_timeouts(&first.plan, &first.request);
@@ -210,7 +217,8 @@ fn models(args: &ModelsArgs, config_flag: Option<&Path>, printer: &Printer) -> R
         &rt,
         printer,
     )?;
-    let plan = session.plan_of(&route, &Needs::default(), printer);
+    let plan = session.plan_of(&route, &Needs::default());
+    report::trace_plan(&plan, printer);
     report::models(&plan, args.json, printer);
     match plan.candidates.is_empty() {
         true => Err(session::no_eligible(&plan, &Needs::default())),

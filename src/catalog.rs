@@ -466,8 +466,10 @@ pub async fn load(
         match (mode, usable) {
             (CatalogMode::Offline, Some(c)) => out.models.extend(with_tier(c.models, p)),
             (CatalogMode::Offline, None) => {
-                out.failed
-                    .push((p.name.clone(), "no cached model list (--offline)".into()));
+                out.failed.push((
+                    p.name.clone(),
+                    FetchError::other("no cached model list (--offline)"),
+                ));
             }
             (CatalogMode::Normal, Some(c)) if is_fresh(&c, &p.base_url, now_ms, ttl_secs) => {
                 out.models.extend(with_tier(c.models, p))
@@ -482,13 +484,8 @@ pub async fn load(
         Ok(c) => c,
         Err(e) => {
             for (p, _) in to_fetch {
-                out.failed.push((
-                    p.name.clone(),
-                    FetchError {
-                        status: None,
-                        message: e.clone(),
-                    },
-                ));
+                out.failed
+                    .push((p.name.clone(), FetchError::other(e.clone())));
             }
             return out;
         }
@@ -498,12 +495,7 @@ pub async fn load(
         .map(|(p, _)| client.models(p, fetch_timeout));
     let results = futures_util::future::join_all(fetches).await;
     for ((p, stale), result) in to_fetch.into_iter().zip(results) {
-        let parsed = result.and_then(|body| {
-            parse_models(&body, p).map_err(|message| FetchError {
-                status: None,
-                message,
-            })
-        });
+        let parsed = result.and_then(|body| parse_models(&body, p).map_err(FetchError::other));
         match (parsed, stale) {
             (Ok(models), _) => {
                 if let Some(d) = &dir {

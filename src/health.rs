@@ -293,18 +293,33 @@ impl ProviderStats {
         provider_day(now_ms, self.day_offset_ms)
     }
 
+    /// When the current minute window ends.
+    fn minute_end_ms(&self) -> u64 {
+        self.minute_start_ms.saturating_add(crate::minute_ms())
+    }
+
+    /// The counted minute window is still open at `now_ms`.
+    fn in_minute(&self, now_ms: u64) -> bool {
+        now_ms < self.minute_end_ms()
+    }
+
+    /// The counted day is the provider's current day (its quota's day, not always UTC's).
+    fn is_today(&self, now_ms: u64) -> bool {
+        self.day == self.day_of(now_ms)
+    }
+
     /// Requests counted in the current minute window.
     pub fn requests_this_minute(&self, now_ms: u64) -> u32 {
-        if now_ms < self.minute_start_ms.saturating_add(crate::minute_ms()) {
+        if self.in_minute(now_ms) {
             self.minute_count
         } else {
             0
         }
     }
 
-    /// Requests counted on the provider's current day (its quota's day, not always UTC's).
+    /// Requests counted on the provider's current day.
     pub fn requests_today(&self, now_ms: u64) -> u32 {
-        if self.day == self.day_of(now_ms) {
+        if self.is_today(now_ms) {
             self.day_count
         } else {
             0
@@ -313,33 +328,24 @@ impl ProviderStats {
 
     /// How full the fullest known window is, 0..1 (for spreading load).
     pub fn used_fraction(&self, now_ms: u64) -> f64 {
-        let minute = match self.per_minute {
-            Some(n) if n > 0 && now_ms < self.minute_start_ms + crate::minute_ms() => {
-                self.minute_count as f64 / n as f64
-            }
+        let share = |used: u32, limit: Option<u32>| match limit {
+            Some(n) if n > 0 => used as f64 / n as f64,
             _ => 0.0,
         };
-        let day = match self.day_limit.or(self.per_day) {
-            Some(n) if n > 0 && self.day == self.day_of(now_ms) => self.day_count as f64 / n as f64,
-            _ => 0.0,
-        };
+        let minute = share(self.requests_this_minute(now_ms), self.per_minute);
+        let day = share(self.requests_today(now_ms), self.day_limit.or(self.per_day));
         minute.max(day).min(1.0)
     }
 
     /// Requests left in the fullest known window, when a window is known.
     pub fn remaining(&self, now_ms: u64) -> Option<u32> {
-        let minute = match self.per_minute {
-            Some(n) if now_ms < self.minute_start_ms + crate::minute_ms() => {
-                Some(n.saturating_sub(self.minute_count))
-            }
-            Some(n) => Some(n),
-            None => None,
-        };
-        let day = match self.day_limit.or(self.per_day) {
-            Some(n) if self.day == self.day_of(now_ms) => Some(n.saturating_sub(self.day_count)),
-            Some(n) => Some(n),
-            None => None,
-        };
+        let minute = self
+            .per_minute
+            .map(|n| n.saturating_sub(self.requests_this_minute(now_ms)));
+        let day = self
+            .day_limit
+            .or(self.per_day)
+            .map(|n| n.saturating_sub(self.requests_today(now_ms)));
         match (minute, day) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -350,15 +356,12 @@ impl ProviderStats {
     pub fn quota_block(&self, now_ms: u64) -> Option<(u64, String)> {
         if let Some(n) = self.per_minute
             && self.minute_count >= n
-            && now_ms < self.minute_start_ms + crate::minute_ms()
+            && self.in_minute(now_ms)
         {
-            return Some((
-                self.minute_start_ms + crate::minute_ms(),
-                format!("{n} requests this minute"),
-            ));
+            return Some((self.minute_end_ms(), format!("{n} requests this minute")));
         }
         if let Some(n) = self.day_limit.or(self.per_day)
-            && self.day == self.day_of(now_ms)
+            && self.is_today(now_ms)
             && self.day_count >= n
         {
             return Some((
@@ -427,26 +430,16 @@ impl Health {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn attempt(outcome: AttemptOutcome) -> AttemptRecord {
+    /// An attempt at `or/m` that took 10 ms, its first token at 100 ms.
+    pub(crate) fn attempt(outcome: AttemptOutcome) -> AttemptRecord {
         AttemptRecord {
-            provider: "or".into(),
-            model: "m".into(),
-            outcome,
-            status: None,
             error: Some("e".into()),
-            elapsed_ms: 10,
             first_token_ms: Some(100),
             tokens_per_sec: Some(50.0),
-            retry_at_ms: None,
-            provider_wide: false,
-            day_limit: None,
-            piece: None,
-            context_tokens: None,
-            own_rate_limit: false,
-            missing: None,
+            ..AttemptRecord::new("or", "m", outcome, 10)
         }
     }
 

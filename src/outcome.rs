@@ -92,15 +92,15 @@ pub struct AttemptRecord {
 }
 
 impl AttemptRecord {
-    /// A race or hedge loser, dropped when another candidate produced a token first.
-    pub fn cancelled(provider: &str, model: &str, elapsed: std::time::Duration) -> Self {
+    /// An attempt with its outcome and nothing else known yet.
+    pub fn new(provider: &str, model: &str, outcome: AttemptOutcome, elapsed_ms: u64) -> Self {
         AttemptRecord {
             provider: provider.to_string(),
             model: model.to_string(),
-            outcome: AttemptOutcome::Cancelled,
+            outcome,
             status: None,
             error: None,
-            elapsed_ms: elapsed.as_millis() as u64,
+            elapsed_ms,
             first_token_ms: None,
             tokens_per_sec: None,
             retry_at_ms: None,
@@ -111,6 +111,16 @@ impl AttemptRecord {
             own_rate_limit: false,
             missing: None,
         }
+    }
+
+    /// A race or hedge loser, dropped when another candidate produced a token first.
+    pub fn cancelled(provider: &str, model: &str, elapsed: std::time::Duration) -> Self {
+        Self::new(
+            provider,
+            model,
+            AttemptOutcome::Cancelled,
+            elapsed.as_millis() as u64,
+        )
     }
 }
 

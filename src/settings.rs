@@ -254,16 +254,15 @@ pub struct Batch {
 
 impl Batch {
     pub fn resolve(args: &AskOptions, config: &Config) -> Result<Batch> {
-        let deadline = args.timeout.map(timeout).transpose()?;
-        let mut item_args = args.clone();
-        item_args.timeout = None;
-        // Items are answered whole and written as JSON lines.
-        item_args.json = true;
-        item_args.stream = false;
-        item_args.no_stream = true;
+        let mut item = Ask::resolve(args, config, false)?;
+        // Items are answered whole and written as JSON lines, each within the per-run
+        // deadline; `--timeout` is the batch's.
+        item.json = true;
+        item.stream = false;
+        item.timeout = timeout(config.defaults.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS))?;
         Ok(Batch {
-            item: Ask::resolve(&item_args, config, false)?,
-            deadline,
+            item,
+            deadline: args.timeout.map(timeout).transpose()?,
         })
     }
 }

@@ -453,21 +453,17 @@ pub async fn run(
                         success.paid = !cand.model.free;
                         let elapsed = launched_at.elapsed();
                         log.borrow_mut().push(AttemptRecord {
-                            provider: provider.name.clone(),
-                            model: cand.model.id.clone(),
-                            outcome: AttemptOutcome::Ok,
                             status: Some(200),
-                            error: None,
-                            elapsed_ms: elapsed.as_millis() as u64,
                             first_token_ms,
                             tokens_per_sec: tps,
                             retry_at_ms: success.quota_until_ms,
                             provider_wide: success.quota_until_ms.is_some(),
-                            day_limit: None,
-                            piece: None,
-                            context_tokens: None,
-                            own_rate_limit: false,
-                            missing: None,
+                            ..AttemptRecord::new(
+                                &provider.name,
+                                &cand.model.id,
+                                AttemptOutcome::Ok,
+                                elapsed.as_millis() as u64,
+                            )
                         });
                         sink.trace(format!(
                             "answered by {}/{} in {} ms",

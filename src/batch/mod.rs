@@ -142,7 +142,7 @@ pub fn run(args: &BatchArgs, config_flag: Option<&Path>, printer: &Printer) -> R
                     continue;
                 }
 // The state is borrowed only for planning: finishing an item below writes it.
-                let prepared = prepare(item, &session, batch_deadline, printer);
+                let prepared = prepare(item, &session, batch_deadline);
                 match prepared {
                     Prepared::Launch(item, jobs, deadline) => {
                         running.push(run_item(item, jobs, &session, deadline, &bar));
@@ -303,12 +303,7 @@ enum Prepared {
 
 /// Plans an item and decides: launch now, wait for the earliest reset of a provider it
 /// could use (counting providers dropped only for their quota), or give up.
-fn prepare(
-    item: Item,
-    session: &Session,
-    batch_deadline: Option<Instant>,
-    printer: &Printer,
-) -> Prepared {
+fn prepare(item: Item, session: &Session, batch_deadline: Option<Instant>) -> Prepared {
     let now = Instant::now();
     if batch_deadline.is_some_and(|d| now >= d) {
         let err = Error::new(
@@ -324,7 +319,7 @@ fn prepare(
             return Prepared::Done(failed_item(&item, err));
         }
     };
-    let jobs = session.plan(&req, printer);
+    let jobs = session.plan(&req);
     if let Room::At(until) = session.room(&jobs) {
         if batch_deadline.is_some_and(|d| until >= d) {
             let err = Error::new(
@@ -459,7 +454,7 @@ async fn run_item_inner(
         Some(Err(Stop::OutputClosed)) | None => failed_item(item, Error::internal("Output closed")),
         Some(Err(Stop::Error(e))) => {
             let mut done = failed_item(item, e);
-            done.starved = attempts.is_empty() && session.all_full(jobs);
+            done.starved = attempts.is_empty() && !session.any_room(jobs);
             done.attempts = attempts;
             done
         }

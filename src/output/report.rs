@@ -104,6 +104,22 @@ pub fn plan(plan: &Plan, req: &Request, timeouts: &[Duration], now_ms: u64, prin
     printer.stdout(&s);
 }
 
+/// The `-v` trace of a plan: each candidate's score parts, each drop's reason.
+pub fn trace_plan(plan: &Plan, printer: &Printer) {
+    for c in &plan.candidates {
+        printer.trace(&format!(
+            "candidate {}/{}: {:.2} = {}",
+            c.model.provider,
+            c.model.id,
+            c.score.total,
+            c.score.explain()
+        ));
+    }
+    for d in &plan.dropped {
+        printer.trace(&format!("dropped {}/{}: {}", d.provider, d.model, d.why));
+    }
+}
+
 /// A row of `models --json`.
 #[derive(Serialize)]
 struct ModelRow<'a> {

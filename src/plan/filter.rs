@@ -1,7 +1,5 @@
 //! Keep or drop one model, with the reason (DESIGN §3 step 2). Pure.
 
-use std::fmt;
-
 use crate::catalog::{Capability, Model};
 use crate::health::Health;
 use crate::request::{Needs, Route};
@@ -37,46 +35,35 @@ pub enum DropReason {
 impl DropReason {
     /// The reason in words, its waits counted from `now_ms`.
     pub fn describe(&self, now_ms: u64) -> String {
-        Described(self, now_ms).to_string()
+        let in_secs = |until_ms: u64| format_wait(until_ms, now_ms);
+        match self {
+            DropReason::NotFree => "not free (use --allow-paid to permit)".into(),
+            DropReason::Router => "a router model, not a model".into(),
+            DropReason::NoTextOutput => "does not output text".into(),
+            DropReason::ProviderNotSelected => "provider not selected (-p)".into(),
+            DropReason::NotRequested => "not named by -m/--model".into(),
+            DropReason::Excluded(g) => format!("excluded by `{g}`"),
+            DropReason::Lacks(c) => format!("lacks {c}"),
+            DropReason::KnownMiss(c) => format!("the provider said it lacks {c} (remembered)"),
+            DropReason::ContextTooSmall { need, have } => {
+                format!("context {have} tokens < about {need} needed")
+            }
+            DropReason::TooLongBefore { at } => {
+                format!("a request of about {at} tokens was too long for it before (remembered)")
+            }
+            DropReason::CoolingDown { until_ms, why } => {
+                format!("cooling down for {} after {why}", in_secs(*until_ms))
+            }
+            DropReason::ProviderBlocked { until_ms, why } => {
+                format!("provider skipped for {} after {why}", in_secs(*until_ms))
+            }
+        }
     }
 
     /// A model dropped for this reason may be eligible later (its provider's quota or a
     /// block), as opposed to never for this request (capabilities, filters, context).
     pub fn for_now(&self) -> bool {
         matches!(self, DropReason::ProviderBlocked { .. })
-    }
-}
-
-struct Described<'a>(&'a DropReason, u64);
-
-impl fmt::Display for Described<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let in_secs = |until_ms: u64| format_wait(until_ms, self.1);
-        match self.0 {
-            DropReason::NotFree => write!(f, "not free (use --allow-paid to permit)"),
-            DropReason::Router => write!(f, "a router model, not a model"),
-            DropReason::NoTextOutput => write!(f, "does not output text"),
-            DropReason::ProviderNotSelected => write!(f, "provider not selected (-p)"),
-            DropReason::NotRequested => write!(f, "not named by -m/--model"),
-            DropReason::Excluded(g) => write!(f, "excluded by `{g}`"),
-            DropReason::Lacks(c) => write!(f, "lacks {c}"),
-            DropReason::KnownMiss(c) => write!(f, "the provider said it lacks {c} (remembered)"),
-            DropReason::ContextTooSmall { need, have } => {
-                write!(f, "context {have} tokens < about {need} needed")
-            }
-            DropReason::TooLongBefore { at } => {
-                write!(
-                    f,
-                    "a request of about {at} tokens was too long for it before (remembered)"
-                )
-            }
-            DropReason::CoolingDown { until_ms, why } => {
-                write!(f, "cooling down for {} after {why}", in_secs(*until_ms))
-            }
-            DropReason::ProviderBlocked { until_ms, why } => {
-                write!(f, "provider skipped for {} after {why}", in_secs(*until_ms))
-            }
-        }
     }
 }
 

@@ -97,8 +97,9 @@ impl Session {
             rt,
             printer,
         )?;
-        let host = FileStore::new(crate::store::file::state_dir());
-        let store: Box<dyn Store> = Box::new(FileStore::new(crate::store::file::state_dir()));
+        let dir = crate::store::file::state_dir();
+        let host = FileStore::new(dir.clone());
+        let store: Box<dyn Store> = Box::new(FileStore::new(dir));
         let health = store.snapshot();
         let limiter = Limiter::new(&enabled, &health, crate::now_ms());
         Ok(Session {
@@ -121,48 +122,28 @@ impl Session {
         Ok(self.client.get_or_init(|| c))
     }
 
-    /// The plan of one request (pure, on the session's health as of now), traced with -v.
-    pub fn plan_of(&self, route: &Route, needs: &Needs, printer: &Printer) -> Plan {
-        let plan = plan::plan(
+    /// The plan of one request: pure, on the session's health as of now.
+    pub fn plan_of(&self, route: &Route, needs: &Needs) -> Plan {
+        plan::plan(
             &self.models,
             route,
             needs,
             &self.health.borrow(),
             crate::now_ms(),
             &mut self.rng.borrow_mut(),
-        );
-        for c in &plan.candidates {
-            printer.trace(&format!(
-                "candidate {}/{}: {:.2} = {}",
-                c.model.provider,
-                c.model.id,
-                c.score.total,
-                c.score.explain()
-            ));
-        }
-        for d in &plan.dropped {
-            printer.trace(&format!("dropped {}/{}: {}", d.provider, d.model, d.why));
-        }
-        plan
+        )
     }
 
     /// The jobs of a request: itself with its plan, or, for a translation too long for every
     /// model, its pieces split at paragraphs, each with its plan (DESIGN §4).
-    pub fn plan(&self, req: &Request, printer: &Printer) -> Vec<Job> {
-        let plan = self.plan_of(&req.route, &req.needs, printer);
-        match self.split_translation(req, &plan) {
-            Some(pieces) => {
-                printer.note(&format!(
-                    "The text is too long for one model: translating it in {} pieces",
-                    pieces.len()
-                ));
-                pieces
-            }
-            None => vec![Job {
+    pub fn plan(&self, req: &Request) -> Vec<Job> {
+        let plan = self.plan_of(&req.route, &req.needs);
+        self.split_translation(req, &plan).unwrap_or_else(|| {
+            vec![Job {
                 request: req.clone(),
                 plan,
-            }],
-        }
+            }]
+        })
     }
 
     fn split_translation(&self, req: &Request, plan: &Plan) -> Option<Vec<Job>> {
@@ -218,12 +199,12 @@ impl Session {
     /// Whether the jobs' candidates have room in their providers' windows now, else when
     /// the first of them will (counting providers dropped only for their quota).
     pub fn room(&self, jobs: &[Job]) -> Room {
+        if self.any_room(jobs) {
+            return Room::Now;
+        }
         let now_ms = crate::now_ms();
         let l = self.limiter.borrow();
         let cands = jobs.iter().flat_map(|j| &j.plan.candidates);
-        if cands.clone().any(|c| l.has_room(&c.model.provider, now_ms)) {
-            return Room::Now;
-        }
         let waiting = jobs
             .iter()
             .flat_map(|j| &j.plan.dropped)
@@ -304,14 +285,14 @@ impl Session {
         Ok(out)
     }
 
-    /// Whether every candidate's provider is full now: a run that sent nothing then was
-    /// starved by another run of the same process taking the last slot.
-    pub fn all_full(&self, jobs: &[Job]) -> bool {
+    /// Whether some candidate's provider has room now. A run that sent nothing while none
+    /// had was starved by another run of the same process taking the last slot.
+    pub fn any_room(&self, jobs: &[Job]) -> bool {
         let now = crate::now_ms();
         let l = self.limiter.borrow();
         jobs.iter()
             .flat_map(|j| &j.plan.candidates)
-            .all(|c| !l.has_room(&c.model.provider, now))
+            .any(|c| l.has_room(&c.model.provider, now))
     }
 
     /// Folds a run's attempts into the store and the request log, and refreshes this
@@ -439,8 +420,9 @@ impl<'a> LogLine<'a> {
             attempts,
             timeout_ms: (!batch).then_some(req.timeout.as_millis() as u64),
             batch,
-            // Only when the config opts in: the last user message's text.
-            prompt: req.log_prompts.then(|| {
+            // Only when the config opts in, and (as before the one ask path) not for a
+            // batch item: the last user message's text.
+            prompt: (req.log_prompts && !batch).then(|| {
                 req.messages
                     .iter()
                     .rev()

@@ -289,28 +289,9 @@ fn err(message: String) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outcome::{AttemptOutcome, AttemptRecord};
+    use crate::health::tests::attempt;
+    use crate::outcome::AttemptOutcome;
     use crate::providers::Limits;
-
-    fn attempt(outcome: AttemptOutcome) -> AttemptRecord {
-        AttemptRecord {
-            provider: "or".into(),
-            model: "m".into(),
-            outcome,
-            status: None,
-            error: Some("e".into()),
-            elapsed_ms: 10,
-            first_token_ms: Some(100),
-            tokens_per_sec: Some(50.0),
-            retry_at_ms: None,
-            provider_wide: false,
-            day_limit: None,
-            piece: None,
-            context_tokens: None,
-            own_rate_limit: false,
-            missing: None,
-        }
-    }
 
     #[test]
     fn capping_the_log_never_splits_a_character() {

@@ -96,12 +96,12 @@ impl Client {
         let fut = async {
             let resp = self
                 .for_provider(provider)
-                .map_err(FetchError::transport)?
+                .map_err(FetchError::other)?
                 .get(format!("{}/models", provider.base_url))
                 .headers(Self::headers(provider))
                 .send()
                 .await
-                .map_err(|e| FetchError::transport(describe_reqwest(&e)))?;
+                .map_err(|e| FetchError::other(describe_reqwest(&e)))?;
             let status = resp.status();
             if !status.is_success() {
                 return Err(FetchError {
@@ -112,11 +112,11 @@ impl Client {
             resp.bytes()
                 .await
                 .map(|b| b.to_vec())
-                .map_err(|e| FetchError::transport(describe_reqwest(&e)))
+                .map_err(|e| FetchError::other(describe_reqwest(&e)))
         };
-        tokio::time::timeout(timeout, fut).await.map_err(|_| {
-            FetchError::transport(format!("no answer within {}s", timeout.as_secs()))
-        })?
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| FetchError::other(format!("no answer within {}s", timeout.as_secs())))?
     }
 }
 
@@ -129,22 +129,17 @@ pub struct FetchError {
 }
 
 impl FetchError {
-    fn transport(message: String) -> Self {
+    /// A failure with no HTTP status: transport, timeout, a body that did not parse.
+    pub fn other(message: impl Into<String>) -> Self {
         FetchError {
             status: None,
-            message,
+            message: message.into(),
         }
     }
 
     /// The server refused the key (401, or 403 while listing models).
     pub fn refused_key(&self) -> bool {
         matches!(self.status, Some(401 | 403))
-    }
-}
-
-impl From<&str> for FetchError {
-    fn from(message: &str) -> Self {
-        FetchError::transport(message.to_string())
     }
 }
 

@@ -589,12 +589,7 @@ fn an_unnamed_parameters_miss_is_remembered_for_the_capability_asked() {
     assert_eq!(v["attempts"][0]["outcome"], "capability_missing", "{out}");
     // Remembered as the typed capability, not by the words of the error.
     let stats = env.run(&["stats", "--json"]).json();
-    let model = stats["models"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["model"] == TOOLS)
-        .unwrap();
+    let model = crate::harness::stats_row(&stats, "models", "model", TOOLS);
     assert_eq!(model["missing"], serde_json::json!(["tools"]), "{stats}");
     // The next run with tools leaves it out without a request ...
     let out = env.run(&["--tools", tools.to_str().unwrap(), "q"]);

@@ -202,3 +202,17 @@ pub fn wait_within(child: Child, limit: Duration, what: &str) -> Output {
         }
     }
 }
+
+/// The entry of a `stats --json` list (`models` or `providers`) whose `field` is `value`.
+pub fn stats_row(
+    stats: &serde_json::Value,
+    list: &str,
+    field: &str,
+    value: &str,
+) -> serde_json::Value {
+    stats[list]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r[field] == value))
+        .cloned()
+        .unwrap_or_else(|| panic!("no {list} entry with {field} = {value} in {stats}"))
+}

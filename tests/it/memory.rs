@@ -58,13 +58,7 @@ fn thirty_two_concurrent_runs_lose_no_update() {
     }
     assert_eq!(s.chats().len(), 32);
     let v = stats(&env);
-    let model = v["models"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["model"] == "fast-7b")
-        .unwrap()
-        .clone();
+    let model = crate::harness::stats_row(&v, "models", "model", "fast-7b");
     assert!(
         (model["ok"].as_f64().unwrap() - 32.0).abs() < 0.01,
         "{model}"
@@ -362,13 +356,7 @@ fn a_context_limit_learned_from_a_400_is_remembered() {
     assert_eq!(out.code, 0, "{out}");
     assert_eq!(s.chat_models().last().unwrap(), MID);
     let stats = env.run(&["stats", "--json"]).json();
-    let mid = stats["models"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["model"] == MID)
-        .unwrap()
-        .clone();
+    let mid = crate::harness::stats_row(&stats, "models", "model", MID);
     assert!(
         mid["success_ratio"].as_f64().unwrap() > 0.5,
         "a too-long prompt is not the model's failure: {mid}"

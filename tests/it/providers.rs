@@ -122,13 +122,7 @@ fn groq_day_quota_moves_the_run_to_another_provider_without_waste() {
         1
     );
     let stats = env.run(&["stats", "--json"]).json();
-    let groq = stats["providers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["provider"] == "groq")
-        .unwrap()
-        .clone();
+    let groq = crate::harness::stats_row(&stats, "providers", "provider", "groq");
     assert!(groq["skipped_until_ms"].as_u64().is_some(), "{groq}");
 }
 

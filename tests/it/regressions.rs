@@ -353,10 +353,8 @@ fn batch_timeout_inf_is_the_single_runs_usage_error() {
 /// (whose quota day starts at 08:00 UTC) showed 0 between 00:00 and 08:00 UTC.
 #[test]
 fn stats_counts_geminis_requests_by_its_own_day_at_three_utc() {
-    let s = FakeServer::start(|r| match r.path.ends_with("/models") {
-        true => Reply::json(200, r#"{"data":[{"id":"gemini-2.5-flash"}]}"#),
-        false => fake::answer(&r.model(), &["hi"]),
-    });
+    // Gemini's models are the preset's list: the fake is asked only to chat.
+    let s = FakeServer::start(|r| fake::answer(&r.model(), &["hi"])).expect_chats(2);
     let env = Env::bare()
         .var("GEMINI_API_KEY", "AIza-test-gemini-key-654321")
         .config(&format!(
@@ -371,12 +369,6 @@ fn stats_counts_geminis_requests_by_its_own_day_at_three_utc() {
         assert_eq!(out.code, 0, "{out}");
     }
     let v = env.run_with_env(&["stats", "--json"], &at).json();
-    let gemini = v["providers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["provider"] == "gemini")
-        .cloned()
-        .unwrap_or_default();
+    let gemini = crate::harness::stats_row(&v, "providers", "provider", "gemini");
     assert_eq!(gemini["requests_today"], 2, "{v}");
 }
