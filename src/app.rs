@@ -71,7 +71,7 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::internal(format!("Cannot start the async runtime: {e}")))
+        .map_err(|e| Error::internal("Cannot start the async runtime").with_source(e))
 }
 
 fn ask(args: &AskArgs, config_flag: Option<&Path>, printer: &mut Printer) -> Result<()> {
@@ -127,10 +127,10 @@ fn ask(args: &AskArgs, config_flag: Option<&Path>, printer: &mut Printer) -> Res
         );
         // DESIGN §1: a dry run exits 3 whenever no candidate exists.
         return match Session::unanswerable(&jobs) {
-            Some(e) => Err(Error {
-                kind: ErrorKind::NoEligibleModel,
-                ..e
-            }),
+            Some(mut e) => {
+                e.kind = ErrorKind::NoEligibleModel;
+                Err(e)
+            }
             None => Ok(()),
         };
     }
@@ -239,11 +239,13 @@ fn config_cmd(args: &ConfigArgs, config_flag: Option<&Path>, printer: &Printer) 
                     .with_hint("Pass --force to overwrite it"));
             }
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| Error::config(format!("Cannot create {}: {e}", dir.display())))?;
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    Error::config(format!("Cannot create {}", dir.display())).with_source(e)
+                })?;
             }
-            crate::store::write_atomic(&path, config::STARTER.as_bytes())
-                .map_err(|e| Error::config(format!("Cannot write {}: {e}", path.display())))?;
+            crate::store::write_atomic(&path, config::STARTER.as_bytes()).map_err(|e| {
+                Error::config(format!("Cannot write {}", path.display())).with_source(e)
+            })?;
             printer.stdout(&format!("{}\n", path.display()));
         }
         ConfigAction::Show => {
@@ -281,7 +283,7 @@ fn stats(args: &StatsArgs, printer: &Printer) -> Result<()> {
     if args.reset {
         store
             .reset()
-            .map_err(|e| Error::internal(format!("Cannot reset the state: {e}")))?;
+            .map_err(|e| Error::internal("Cannot reset the state").with_source(e))?;
         printer
             .note("Forgot all remembered health, latency, cool-downs, quotas and the request log");
         return Ok(());

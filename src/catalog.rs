@@ -446,7 +446,7 @@ pub async fn load(
     providers: &[Provider],
     mode: crate::request::CatalogMode,
     ttl_secs: u64,
-    client: &dyn Fn() -> Result<crate::wire::client::Client, String>,
+    client: &dyn Fn() -> Result<crate::wire::client::Client, crate::wire::client::ClientError>,
     now_ms: u64,
     fetch_timeout: std::time::Duration,
 ) -> Loaded {
@@ -485,7 +485,7 @@ pub async fn load(
         Err(e) => {
             for (p, _) in to_fetch {
                 out.failed
-                    .push((p.name.clone(), FetchError::other(e.clone())));
+                    .push((p.name.clone(), FetchError::other(e.to_string())));
             }
             return out;
         }

@@ -178,7 +178,8 @@ pub fn load(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>)> {
         }
         Err(e) => {
             return Err(
-                Error::config(format!("Cannot read config file {}: {e}", path.display()))
+                Error::config(format!("Cannot read config file {}", path.display()))
+                    .with_source(e)
                     .with_hint("Pass an existing file with --config, or unset FREEROUTE_CONFIG"),
             );
         }
@@ -235,12 +236,13 @@ fn locate(text: &str, offset: usize) -> (Option<usize>, Option<String>) {
 }
 
 fn validate(config: &Config, path: &Path) -> Result<()> {
-    let bad = |key: String, why: String| {
+    let at = |key: String| {
         Error::config(format!(
-            "Invalid config file {}, key `{key}`: {why}",
+            "Invalid config file {}, key `{key}`",
             path.display()
         ))
     };
+    let bad = |key: String, why: String| at(key).with_source(why);
     if let Some(t) = config.defaults.timeout
         && !(t.is_finite() && t > 0.0)
     {
@@ -255,7 +257,7 @@ fn validate(config: &Config, path: &Path) -> Result<()> {
     for (name, p) in &config.providers {
         if let Some(url) = &p.base_url {
             crate::providers::check_base_url(url, p.allow_insecure)
-                .map_err(|why| bad(format!("providers.{name}.base_url"), why))?;
+                .map_err(|why| at(format!("providers.{name}.base_url")).with_source(why))?;
         }
         if let Some(var) = &p.api_key_env
             && !is_env_var_name(var)

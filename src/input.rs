@@ -47,7 +47,7 @@ fn read_stdin_bytes() -> Result<Vec<u8>> {
     std::io::stdin()
         .lock()
         .read_to_end(&mut buf)
-        .map_err(|e| Error::input(format!("Cannot read standard input: {e}")))?;
+        .map_err(|e| Error::input("Cannot read standard input").with_source(e))?;
     Ok(buf)
 }
 
@@ -130,7 +130,7 @@ pub fn sniff_image(bytes: &[u8]) -> Option<&'static str> {
 pub fn load_image(spec: &str) -> Result<Image> {
     if spec.starts_with("https://") || spec.starts_with("http://") {
         reqwest::Url::parse(spec)
-            .map_err(|e| Error::input(format!("Image URL {spec} is not valid: {e}")))?;
+            .map_err(|e| Error::input(format!("Image URL {spec} is not valid")).with_source(e))?;
         return Ok(Image {
             url: spec.to_string(),
             source: spec.to_string(),
@@ -140,7 +140,7 @@ pub fn load_image(spec: &str) -> Result<Image> {
         ("standard input".to_string(), read_stdin_bytes()?)
     } else {
         let bytes = std::fs::read(spec)
-            .map_err(|e| Error::input(format!("Cannot read image {spec}: {e}")))?;
+            .map_err(|e| Error::input(format!("Cannot read image {spec}")).with_source(e))?;
         (spec.to_string(), bytes)
     };
     image_from_bytes(&name, &bytes)
@@ -170,8 +170,9 @@ pub fn image_from_bytes(name: &str, bytes: &[u8]) -> Result<Image> {
 }
 
 fn read_json_file(path: &Path, what: &str) -> Result<Value> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::input(format!("Cannot read {what} file {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::input(format!("Cannot read {what} file {}", path.display())).with_source(e)
+    })?;
     serde_json::from_str(&text).map_err(|e| {
         Error::input(format!(
             "{what} file {} is not valid JSON: {e}",
@@ -263,7 +264,7 @@ fn normalize_tool(t: Value) -> std::result::Result<Value, String> {
 pub fn load_schema(arg: &str) -> Result<AnswerSchema> {
     let (v, name) = if arg.trim_start().starts_with('{') {
         let v = serde_json::from_str(arg)
-            .map_err(|e| Error::input(format!("--schema is not valid JSON: {e}")))?;
+            .map_err(|e| Error::input("--schema is not valid JSON").with_source(e))?;
         (v, "--schema".to_string())
     } else {
         (
@@ -277,7 +278,7 @@ pub fn load_schema(arg: &str) -> Result<AnswerSchema> {
         )));
     }
     AnswerSchema::compile(v)
-        .map_err(|e| Error::input(format!("{name} is not a valid JSON Schema: {e}")))
+        .map_err(|e| Error::input(format!("{name} is not a valid JSON Schema")).with_source(e))
 }
 
 const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool"];
@@ -291,11 +292,11 @@ pub fn load_messages(arg: &str) -> Result<Vec<Message>> {
         (text, "standard input".to_string())
     } else {
         let text = std::fs::read_to_string(arg)
-            .map_err(|e| Error::input(format!("Cannot read messages file {arg}: {e}")))?;
+            .map_err(|e| Error::input(format!("Cannot read messages file {arg}")).with_source(e))?;
         (text, format!("messages file {arg}"))
     };
     let v: Value = serde_json::from_str(&text)
-        .map_err(|e| Error::input(format!("The {name} is not valid JSON: {e}")))?;
+        .map_err(|e| Error::input(format!("The {name} is not valid JSON")).with_source(e))?;
     let Value::Array(items) = v else {
         return Err(Error::input(format!(
             "The {name} must hold a JSON array of messages"

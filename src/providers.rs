@@ -226,18 +226,38 @@ fn trim_base(url: &str) -> String {
     url.trim_end_matches('/').to_string()
 }
 
+/// Why a `base_url` was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum BaseUrlError {
+    #[error("`{url}` is not a valid URL ({source})")]
+    Invalid {
+        url: String,
+        source: url::ParseError,
+    },
+    #[error(
+        "plain http:// is only allowed for loopback hosts; use https:// or set allow_insecure = true ({url})"
+    )]
+    PlainHttp { url: String },
+    #[error("scheme `{scheme}` is not supported; use https:// ({url})")]
+    Scheme { scheme: String, url: String },
+}
+
 /// A base URL must be http(s); plain http only to loopback unless the provider allows it.
-pub fn check_base_url(url: &str, allow_insecure: bool) -> Result<(), String> {
-    let parsed = Url::parse(url).map_err(|e| format!("`{url}` is not a valid URL ({e})"))?;
+pub fn check_base_url(url: &str, allow_insecure: bool) -> Result<(), BaseUrlError> {
+    let parsed = Url::parse(url).map_err(|source| BaseUrlError::Invalid {
+        url: url.to_string(),
+        source,
+    })?;
     match parsed.scheme() {
         "https" => Ok(()),
         "http" if allow_insecure || is_loopback_url(url) => Ok(()),
-        "http" => Err(format!(
-            "plain http:// is only allowed for loopback hosts; use https:// or set allow_insecure = true ({url})"
-        )),
-        other => Err(format!(
-            "scheme `{other}` is not supported; use https:// ({url})"
-        )),
+        "http" => Err(BaseUrlError::PlainHttp {
+            url: url.to_string(),
+        }),
+        other => Err(BaseUrlError::Scheme {
+            scheme: other.to_string(),
+            url: url.to_string(),
+        }),
     }
 }
 

@@ -78,14 +78,29 @@ impl std::fmt::Debug for AnswerSchema {
     }
 }
 
+/// A schema that does not compile, or an answer that does not meet it.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    /// The `--schema` document is not a JSON Schema (a usage error, exit 2).
+    #[error("{0}")]
+    Invalid(String),
+    /// The answer is not JSON at all (the attempt's `invalid_answer`).
+    #[error("the answer is not JSON ({0})")]
+    NotJson(#[source] serde_json::Error),
+    /// The answer is JSON that the schema refuses (the attempt's `invalid_answer`).
+    #[error("the answer does not match the schema: {why} at `{at}`")]
+    Mismatch { why: String, at: String },
+}
+
 thread_local! {
     /// Schemas compiled on this thread (a test checks that checking answers compiles none).
     static COMPILED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 impl AnswerSchema {
-    pub fn compile(doc: Value) -> std::result::Result<AnswerSchema, String> {
-        let validator = jsonschema::validator_for(&doc).map_err(|e| e.to_string())?;
+    pub fn compile(doc: Value) -> std::result::Result<AnswerSchema, SchemaError> {
+        let validator =
+            jsonschema::validator_for(&doc).map_err(|e| SchemaError::Invalid(e.to_string()))?;
         COMPILED.with(|n| n.set(n.get() + 1));
         Ok(AnswerSchema {
             doc,
@@ -100,19 +115,18 @@ impl AnswerSchema {
 
     /// The answer as the JSON document the schema asks for: surrounding code fences are
     /// tolerated, anything else that is not valid JSON matching the schema is refused.
-    pub fn check(&self, content: &str) -> std::result::Result<String, String> {
+    pub fn check(&self, content: &str) -> std::result::Result<String, SchemaError> {
         let mut text = content.trim();
         if let Some(rest) = text.strip_prefix("```") {
             let rest = rest.trim_start_matches(|c: char| c.is_ascii_alphanumeric());
             text = rest.strip_suffix("```").unwrap_or(rest).trim();
         }
-        let doc: Value =
-            serde_json::from_str(text).map_err(|e| format!("the answer is not JSON ({e})"))?;
+        let doc: Value = serde_json::from_str(text).map_err(SchemaError::NotJson)?;
         if let Some(err) = self.validator.iter_errors(&doc).next() {
-            return Err(format!(
-                "the answer does not match the schema: {err} at `{}`",
-                err.instance_path()
-            ));
+            return Err(SchemaError::Mismatch {
+                why: err.to_string(),
+                at: err.instance_path().to_string(),
+            });
         }
         Ok(text.to_string())
     }
@@ -607,17 +621,14 @@ mod schema_tests {
         let before = AnswerSchema::compiled();
         assert!(s.check("{\"a\": 1}").is_ok());
         assert!(s.check("```json\n{\"a\": 2}\n```").is_ok());
-        assert!(
-            s.check("{\"b\": 1}")
-                .unwrap_err()
-                .contains("does not match")
-        );
-        assert!(
-            s.clone()
-                .check("not json")
-                .unwrap_err()
-                .contains("not JSON")
-        );
+        assert!(matches!(
+            s.check("{\"b\": 1}"),
+            Err(SchemaError::Mismatch { .. })
+        ));
+        assert!(matches!(
+            s.clone().check("not json"),
+            Err(crate::request::SchemaError::NotJson(_))
+        ));
         assert_eq!(
             AnswerSchema::compiled(),
             before,

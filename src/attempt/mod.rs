@@ -640,19 +640,21 @@ fn give_up(
         .iter()
         .find(|a| a.outcome == AttemptOutcome::PolicyBlocked)
     {
-        err.hint = Some(format!(
+        let hint = format!(
             "{} blocks free models by data policy: allow them at https://openrouter.ai/settings/privacy",
             p.provider
-        ));
+        );
+        err = err.with_hint(hint);
     } else if let Some(p) = err
         .attempts
         .iter()
         .find(|a| a.outcome == AttemptOutcome::PaymentRequired)
     {
-        err.hint = Some(format!(
+        let hint = format!(
             "{} reports a negative balance: free models are refused until it is settled",
             p.provider
-        ));
+        );
+        err = err.with_hint(hint);
     }
     err
 }

@@ -31,15 +31,18 @@ pub fn open_output(path: Option<&Path>) -> Result<(HashSet<String>, Box<dyn Writ
             }
         }
         if kept.len() != text.len() {
-            crate::store::write_atomic(path, kept.as_bytes())
-                .map_err(|e| Error::input(format!("Cannot rewrite {}: {e}", path.display())))?;
+            crate::store::write_atomic(path, kept.as_bytes()).map_err(|e| {
+                Error::input(format!("Cannot rewrite {}", path.display())).with_source(e)
+            })?;
         }
     }
     let file = OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
-        .map_err(|e| Error::input(format!("Cannot open {} for writing: {e}", path.display())))?;
+        .map_err(|e| {
+            Error::input(format!("Cannot open {} for writing", path.display())).with_source(e)
+        })?;
     Ok((answered, Box::new(file)))
 }
 
@@ -64,8 +67,29 @@ pub struct Fields {
     pub settings: ItemFields,
 }
 
+/// An input line that cannot be an item: that item's input error (the batch goes on).
+#[derive(Debug, thiserror::Error)]
+#[error("Input line {line}: {problem}")]
+pub struct LineError {
+    pub line: usize,
+    pub problem: String,
+}
+
+impl From<LineError> for Error {
+    fn from(e: LineError) -> Self {
+        Error::input(e.to_string())
+    }
+}
+
 /// A JSON object line, or a plain text line (its id is its line number).
-pub fn parse_line(line: &str, line_no: usize) -> std::result::Result<(Value, Fields), String> {
+pub fn parse_line(line: &str, line_no: usize) -> std::result::Result<(Value, Fields), LineError> {
+    fields_of(line, line_no).map_err(|problem| LineError {
+        line: line_no,
+        problem,
+    })
+}
+
+fn fields_of(line: &str, line_no: usize) -> std::result::Result<(Value, Fields), String> {
     let trimmed = line.trim_start();
     if !trimmed.starts_with('{') {
         return Ok((
@@ -129,7 +153,7 @@ pub fn write_line(out: &mut Box<dyn Write>, line: &str) -> Result<()> {
     out.write_all(line.as_bytes())
         .and_then(|()| out.write_all(b"\n"))
         .and_then(|()| out.flush())
-        .map_err(|e| Error::internal(format!("Cannot write a result: {e}")))
+        .map_err(|e| Error::internal("Cannot write a result").with_source(e))
 }
 
 #[cfg(test)]

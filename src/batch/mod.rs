@@ -91,11 +91,9 @@ pub fn run(args: &BatchArgs, config_flag: Option<&Path>, printer: &Printer) -> R
     let (answered, out) = jsonl::open_output(args.output.as_deref())?;
     let reader: Box<dyn BufRead + Send> = match args.input.as_deref() {
         None | Some("-") => Box::new(BufReader::new(std::io::stdin())),
-        Some(path) => {
-            Box::new(BufReader::new(std::fs::File::open(path).map_err(|e| {
-                Error::input(format!("Cannot read batch input {path}: {e}"))
-            })?))
-        }
+        Some(path) => Box::new(BufReader::new(std::fs::File::open(path).map_err(|e| {
+            Error::input(format!("Cannot read batch input {path}")).with_source(e)
+        })?)),
     };
     let total = match args.input.as_deref() {
         Some(path) if path != "-" => jsonl::count_lines(path),
@@ -274,7 +272,7 @@ fn item_from_line(
         Ok(x) => x,
         Err(why) => {
             counts.unreadable += 1;
-            printer.error(&Error::input(format!("Input line {line_no}: {why}")));
+            printer.error(&why.into());
             return None;
         }
     };

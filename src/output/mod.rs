@@ -70,11 +70,11 @@ impl Printer {
         }
     }
 
-    /// The run's error, with its hint on a line of its own.
+    /// The run's error with its causes, then each hint on a line of its own.
     pub fn error(&self, err: &Error) {
         self.clear_spinner();
-        eprintln!("{} {}", self.paint("31", "error:"), err.message);
-        if let Some(h) = &err.hint {
+        eprintln!("{} {}", self.paint("31", "error:"), err.full_message());
+        for h in &err.hints {
             eprintln!("{} {h}", self.paint("36", "hint:"));
         }
     }
@@ -151,16 +151,16 @@ impl Printer {
 #[derive(Serialize)]
 pub struct Failure<'a> {
     pub ok: bool,
-    pub error: FailureError<'a>,
+    pub error: FailureError,
     pub attempts: &'a [crate::outcome::AttemptRecord],
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<&'a serde_json::Value>,
 }
 
 #[derive(Serialize)]
-pub struct FailureError<'a> {
+pub struct FailureError {
     pub kind: crate::error::ErrorKind,
-    pub message: &'a str,
+    pub message: String,
 }
 
 impl<'a> Failure<'a> {
@@ -169,7 +169,7 @@ impl<'a> Failure<'a> {
             ok: false,
             error: FailureError {
                 kind: err.kind,
-                message: &err.message,
+                message: err.full_message(),
             },
             attempts: &err.attempts,
             id,

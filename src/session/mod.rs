@@ -118,7 +118,7 @@ impl Session {
         if let Some(c) = self.client.get() {
             return Ok(c);
         }
-        let c = Client::new().map_err(Error::internal)?;
+        let c = Client::new()?;
         Ok(self.client.get_or_init(|| c))
     }
 

@@ -13,7 +13,7 @@ use crate::output::Printer;
 use crate::providers::{self, Disabled, Provider, Tier};
 use crate::request::Route;
 use crate::settings::{self, Sources};
-use crate::wire::client::Client;
+use crate::wire::client::{Client, ClientError};
 
 /// Every provider this run may use, with those that are off and why, and the keyless
 /// services that wait for `keyless = "auto"` to let them in.
@@ -143,7 +143,7 @@ pub fn load_catalogs(
     rt: &tokio::runtime::Runtime,
     printer: &Printer,
 ) -> Result<Loaded> {
-    let make_client = || -> std::result::Result<Client, String> {
+    let make_client = || -> std::result::Result<Client, ClientError> {
         if let Some(c) = client.get() {
             return Ok(c.clone());
         }

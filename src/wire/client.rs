@@ -16,7 +16,18 @@ pub struct Client {
     http: reqwest::Client,
     /// For plain-http providers (loopback, `allow_insecure`): never through a proxy, which
     /// would see the key in the clear.
-    direct: Arc<OnceLock<Result<reqwest::Client, String>>>,
+    direct: Arc<OnceLock<Result<reqwest::Client, ClientError>>>,
+}
+
+/// The HTTP client could not be built (its TLS set-up failed).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot build the HTTP client: {0}")]
+pub struct ClientError(#[source] Arc<reqwest::Error>);
+
+impl From<reqwest::Error> for ClientError {
+    fn from(e: reqwest::Error) -> Self {
+        ClientError(Arc::new(e))
+    }
 }
 
 fn builder() -> reqwest::ClientBuilder {
@@ -28,10 +39,8 @@ fn builder() -> reqwest::ClientBuilder {
 }
 
 impl Client {
-    pub fn new() -> Result<Self, String> {
-        let http = builder()
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    pub fn new() -> Result<Self, ClientError> {
+        let http = builder().build()?;
         Ok(Client {
             http,
             direct: Arc::new(OnceLock::new()),
@@ -39,17 +48,12 @@ impl Client {
     }
 
     /// The client for this provider's base URL.
-    fn for_provider(&self, provider: &Provider) -> Result<&reqwest::Client, String> {
+    fn for_provider(&self, provider: &Provider) -> Result<&reqwest::Client, ClientError> {
         if provider.base_url.starts_with("https://") {
             return Ok(&self.http);
         }
         self.direct
-            .get_or_init(|| {
-                builder()
-                    .no_proxy()
-                    .build()
-                    .map_err(|e| format!("cannot build the HTTP client: {e}"))
-            })
+            .get_or_init(|| Ok(builder().no_proxy().build()?))
             .as_ref()
             .map_err(Clone::clone)
     }
@@ -96,7 +100,7 @@ impl Client {
         let fut = async {
             let resp = self
                 .for_provider(provider)
-                .map_err(FetchError::other)?
+                .map_err(|e| FetchError::other(e.to_string()))?
                 .get(format!("{}/models", provider.base_url))
                 .headers(Self::headers(provider))
                 .send()
