@@ -234,18 +234,7 @@ fn config_cmd(args: &ConfigArgs, config_flag: Option<&Path>, printer: &Printer) 
             printer.stdout(&format!("{}\n", path.display()));
         }
         ConfigAction::Init => {
-            if path.exists() && !args.force {
-                return Err(Error::usage(format!("{} already exists", path.display()))
-                    .with_hint("Pass --force to overwrite it"));
-            }
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    Error::config(format!("Cannot create {}", dir.display())).with_source(e)
-                })?;
-            }
-            crate::store::write_atomic(&path, config::STARTER.as_bytes()).map_err(|e| {
-                Error::config(format!("Cannot write {}", path.display())).with_source(e)
-            })?;
+            config::write_starter(&path, args.force)?;
             printer.stdout(&format!("{}\n", path.display()));
         }
         ConfigAction::Show => {

@@ -330,6 +330,22 @@ pub const STARTER: &str = r#"# freeroute configuration. Every key is optional; d
 # api_key_env = "OPENROUTER_API_KEY_2"
 "#;
 
+/// `config init`: the commented starter config at `path`, never over an existing file
+/// unless `force`.
+pub fn write_starter(path: &Path, force: bool) -> Result<()> {
+    if path.exists() && !force {
+        return Err(Error::usage(format!("{} already exists", path.display()))
+            .with_hint("Pass --force to overwrite it"));
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::config(format!("Cannot create {}", dir.display())).with_source(e)
+        })?;
+    }
+    crate::store::write_atomic(path, STARTER.as_bytes())
+        .map_err(|e| Error::config(format!("Cannot write {}", path.display())).with_source(e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
