@@ -280,7 +280,7 @@ fn stats(args: &StatsArgs, printer: &Printer) -> Result<()> {
     let location = store.location();
     let log = store.log_counts();
     report::stats(
-        &store.snapshot(),
+        &store.snapshot().bounded(crate::now_ms()),
         location.as_deref(),
         log,
         crate::now_ms(),

@@ -62,6 +62,26 @@ impl Clock {
     }
 }
 
+/// The longest span an `Instant` is moved by: beyond any deadline (`--timeout` is at most
+/// a day), so far enough to mean "never" and near enough never to overflow.
+const NEVER: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// `t + d` that cannot panic: a span from a server or from memory may be absurd.
+pub fn later(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d.min(NEVER))
+        .or_else(|| t.checked_add(Duration::from_secs(86_400)))
+        .unwrap_or(t)
+}
+
+/// A span of `ms` milliseconds that cannot panic: negative or NaN is zero, too large is
+/// `Duration::MAX`.
+pub fn from_ms_f64(ms: f64) -> Duration {
+    if ms.is_nan() || ms <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::try_from_secs_f64(ms / 1000.0).unwrap_or(Duration::MAX)
+}
+
 /// The process's clock, read from the environment on first use.
 pub fn clock() -> &'static Clock {
     static CLOCK: OnceLock<Clock> = OnceLock::new();

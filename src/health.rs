@@ -27,6 +27,13 @@ pub const LOAD_TAU_MS: f64 = 60_000.0;
 pub const MAX_BACKOFF_MS: u64 = 3_600_000;
 /// The longest for a model that keeps answering 429 with a Retry-After.
 pub const HINTED_429_MAX_MS: u64 = 120_000;
+/// The longest any server-given wait is believed, beyond a provider's next daily reset: a
+/// `Retry-After` of 31 years is a broken or hostile server, not a plan.
+pub const SERVER_WAIT_MAX_MS: u64 = 3 * 3_600_000;
+/// The largest latency taken from memory (a day): anything beyond is damage.
+const LATENCY_MAX_MS: f64 = 86_400_000.0;
+/// The largest count, rate or load taken from memory.
+const COUNT_MAX: f64 = 1e9;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Health {
@@ -250,6 +257,9 @@ pub fn backoff(
             .saturating_mul(1u64 << failures.saturating_sub(1).min(16))
             .min(cap)
     };
+    // A server's hint is believed for a few hours at most (a provider-wide block, which
+    // may last until a daily reset, is the provider's record, not this).
+    let hint_ms = hint_ms.map(|h| h.min(now_ms.saturating_add(SERVER_WAIT_MAX_MS)));
     match outcome {
         RateLimited if hint_ms.is_some() => {
             Some(hint_ms.unwrap_or(0).max(now_ms + exp(HINTED_429_MAX_MS)))
@@ -387,7 +397,75 @@ impl ProviderStats {
     }
 }
 
+/// A number from memory, kept when it is finite and within `lo..=hi`.
+fn within(x: f64, lo: f64, hi: f64) -> Option<f64> {
+    (x.is_finite() && (lo..=hi).contains(&x)).then_some(x)
+}
+
+impl ModelStats {
+    /// Every number bounded (see `Health::bounded`).
+    fn bound(&mut self, now_ms: u64) {
+        let count = |x: f64| within(x, 0.0, COUNT_MAX).unwrap_or(0.0);
+        let latency = |x: Option<f64>| x.and_then(|x| within(x, 0.0, LATENCY_MAX_MS));
+        self.ok = count(self.ok);
+        self.fail = count(self.fail);
+        self.load = count(self.load);
+        self.ttft_ms = latency(self.ttft_ms);
+        self.ttft_dev_ms = latency(self.ttft_dev_ms);
+        self.gen_ms = latency(self.gen_ms);
+        self.tps = self
+            .tps
+            .and_then(|x| within(x, f64::MIN_POSITIVE, COUNT_MAX));
+        self.busy_at = self.busy_at.and_then(|x| within(x, 0.0, COUNT_MAX));
+        // A time in the future was written by a clock that ran ahead, or by hand.
+        for t in [&mut self.updated_ms, &mut self.load_ms, &mut self.busy_ms] {
+            *t = (*t).min(now_ms);
+        }
+        self.cooldown_until_ms = self
+            .cooldown_until_ms
+            .min(now_ms.saturating_add(MAX_BACKOFF_MS.max(SERVER_WAIT_MAX_MS)));
+        self.consecutive_failures = self.consecutive_failures.min(64);
+    }
+}
+
+impl ProviderStats {
+    /// The latest a server may block this provider from `now_ms`: its next daily reset,
+    /// or `SERVER_WAIT_MAX_MS`, whichever is later (DESIGN §5: a day's quota lasts until
+    /// the reset, anything else a few hours at most).
+    pub fn block_limit_ms(&self, now_ms: u64) -> u64 {
+        let reset = day_end_ms(self.day_of(now_ms), self.day_offset_ms);
+        reset.max(now_ms.saturating_add(SERVER_WAIT_MAX_MS))
+    }
+
+    /// Every number bounded (see `Health::bounded`).
+    fn bound(&mut self, now_ms: u64) {
+        self.day_offset_ms = self.day_offset_ms.clamp(-(DAY_MS as i64), DAY_MS as i64);
+        self.blocked_until_ms = self.blocked_until_ms.min(self.block_limit_ms(now_ms));
+        if self.minute_start_ms > now_ms {
+            (self.minute_start_ms, self.minute_count) = (0, 0);
+        }
+        if self.day > self.day_of(now_ms) {
+            (self.day, self.day_count) = (0, 0);
+        }
+    }
+}
+
 impl Health {
+    /// The health with every number bounded, as read from a store: a file that was
+    /// edited, damaged or written by a clock that ran ahead must not make a run panic or
+    /// shut a provider out for centuries. Latencies, counts and rates that are not finite,
+    /// negative or absurd are forgotten; times in the future are brought back to now;
+    /// cool-downs and blocks are cut to what a server could have asked for.
+    pub fn bounded(mut self, now_ms: u64) -> Health {
+        for m in self.models.values_mut() {
+            m.bound(now_ms);
+        }
+        for p in self.providers.values_mut() {
+            p.bound(now_ms);
+        }
+        self
+    }
+
     /// Nothing known yet, in this version's layout.
     pub fn fresh() -> Health {
         Health {
@@ -417,7 +495,8 @@ impl Health {
                 p.day_limit = a.day_limit;
             }
             if a.provider_wide {
-                p.blocked_until_ms = p.blocked_until_ms.max(a.retry_at_ms.unwrap_or(0));
+                let until = a.retry_at_ms.unwrap_or(0).min(p.block_limit_ms(now_ms));
+                p.blocked_until_ms = p.blocked_until_ms.max(until);
                 p.blocked_outcome = Some(a.outcome);
                 p.blocked_reason = a.error.clone();
             }

@@ -33,4 +33,4 @@ pub mod settings;
 pub mod store;
 pub mod wire;
 
-pub use clock::{minute_ms, now_ms, wall_time};
+pub use clock::{from_ms_f64, later, minute_ms, now_ms, wall_time};

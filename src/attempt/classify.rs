@@ -178,7 +178,7 @@ pub fn quota_from_headers(
         get(name)
             .and_then(|v| duration_ms(&v))
             .unwrap_or(fallback_ms)
-            .max(1000)
+            .clamp(1000, LONGEST_WAIT_MS)
     };
     let (remaining, reset_name, window, fallback) = match dialect {
         Dialect::OpenRouter => return None,
@@ -215,7 +215,7 @@ pub fn quota_from_headers(
     };
     zero(remaining).then(|| {
         (
-            now_ms + reset(reset_name, fallback),
+            now_ms.saturating_add(reset(reset_name, fallback)),
             format!("no {window} left (rate-limit headers)"),
         )
     })
@@ -372,14 +372,25 @@ fn header_value(direct: Option<&str>, meta: Option<&Value>, name: &str) -> Optio
     })
 }
 
+/// The longest wait a server is believed at classification: a day (a daily quota's reset)
+/// and a little. The memory cuts it further (`health::SERVER_WAIT_MAX_MS`, a provider's
+/// next reset).
+pub const LONGEST_WAIT_MS: u64 = 25 * 3_600_000;
+
+/// When to try again (see `hinted_at`), never later than `LONGEST_WAIT_MS` from now.
+fn retry_at(h: &RetryHeaders, meta: Option<&Value>, now_ms: u64) -> Option<u64> {
+    hinted_at(h, meta, now_ms).map(|t| t.min(now_ms.saturating_add(LONGEST_WAIT_MS)))
+}
+
 /// When to try again: `X-RateLimit-Reset` (epoch **ms**, in headers or `metadata.headers`),
 /// `retry-after-ms`, or `Retry-After` (seconds or an HTTP date).
-fn retry_at(h: &RetryHeaders, meta: Option<&Value>, now_ms: u64) -> Option<u64> {
+fn hinted_at(h: &RetryHeaders, meta: Option<&Value>, now_ms: u64) -> Option<u64> {
     if let Some(reset) = header_value(h.ratelimit_reset.as_deref(), meta, "X-RateLimit-Reset")
         && let Ok(n) = reset.trim().parse::<u64>()
     {
         // Epoch milliseconds (reference §1.6); tolerate seconds from other dialects.
         let ms = if n < 100_000_000_000 { n * 1000 } else { n };
+
         if ms > now_ms {
             return Some(ms);
         }
@@ -389,11 +400,11 @@ fn retry_at(h: &RetryHeaders, meta: Option<&Value>, now_ms: u64) -> Option<u64> 
         .as_deref()
         .and_then(|v| v.trim().parse::<f64>().ok())
     {
-        return Some(now_ms + ms.max(0.0) as u64);
+        return Some(now_ms.saturating_add(ms.max(0.0) as u64));
     }
     let ra = h.retry_after.as_deref()?.trim();
     if let Ok(secs) = ra.parse::<f64>() {
-        return Some(now_ms + (secs.max(0.0) * 1000.0) as u64);
+        return Some(now_ms.saturating_add((secs.max(0.0) * 1000.0) as u64));
     }
     let when = httpdate::parse_http_date(ra).ok()?;
     let ms = when.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as u64;

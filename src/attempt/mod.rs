@@ -96,9 +96,8 @@ pub fn first_token_by(
     let by = share(now, deadline, has_next);
     match ttft_tail_ms {
         Some(ms) if has_next => {
-            let cap =
-                Duration::from_secs_f64(ms * FIRST_TOKEN_MULT / 1000.0).max(FIRST_TOKEN_FLOOR);
-            by.min(now + cap)
+            let cap = crate::from_ms_f64(ms * FIRST_TOKEN_MULT).max(FIRST_TOKEN_FLOOR);
+            by.min(crate::later(now, cap))
         }
         _ => by,
     }
@@ -109,7 +108,7 @@ pub fn hedge_delay(hedge: Hedge, ttft_tail_ms: Option<f64>) -> Duration {
     match hedge {
         Hedge::After(d) => d,
         Hedge::Auto => ttft_tail_ms
-            .map(|ms| Duration::from_secs_f64(ms / 1000.0).clamp(HEDGE_MIN, HEDGE_MAX))
+            .map(|ms| crate::from_ms_f64(ms).clamp(HEDGE_MIN, HEDGE_MAX))
             .unwrap_or(HEDGE_UNMEASURED),
     }
 }
@@ -214,7 +213,7 @@ impl Progress<'_> {
             .filter(|(_, (i, at))| self.usable_at(*i, *at))
             .min_by_key(|(_, (_, at))| *at)?;
         let wait = crate::wall_time(at.saturating_sub(now_ms));
-        if now + wait + FIRST_TOKEN_FLOOR > deadline {
+        if crate::later(now, wait.saturating_add(FIRST_TOKEN_FLOOR)) > deadline {
             return None;
         }
         self.comeback.remove(pos);

@@ -100,7 +100,8 @@ impl Session {
         let dir = crate::store::file::state_dir();
         let host = FileStore::new(dir.clone());
         let store: Box<dyn Store> = Box::new(FileStore::new(dir));
-        let health = store.snapshot();
+        // Every number from the store is bounded where it enters (`Health::bounded`).
+        let health = store.snapshot().bounded(crate::now_ms());
         let limiter = Limiter::new(&enabled, &health, crate::now_ms());
         Ok(Session {
             providers: enabled,
@@ -309,7 +310,10 @@ impl Session {
         };
         let text = serde_json::to_string(line).expect("log line serializes");
         let written = self.store.update(
-            &mut |h| h.record_attempts(attempts, now, &limits),
+            &mut |h| {
+                *h = std::mem::take(h).bounded(now);
+                h.record_attempts(attempts, now, &limits)
+            },
             Some(&text),
         );
         let mut limiter = self.limiter.borrow_mut();
@@ -319,6 +323,7 @@ impl Session {
         }
         match written {
             Ok((notes, health)) => {
+                let health = health.bounded(now);
                 limiter.sync(&health, now);
                 *self.health.borrow_mut() = health;
                 notes

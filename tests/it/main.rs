@@ -13,6 +13,7 @@ mod catalog;
 mod cli;
 mod failures;
 mod generated;
+mod hardening;
 mod harness_checks;
 mod latency;
 mod memory;

@@ -122,7 +122,10 @@ fn unwritable_state_dir_degrades_to_no_memory() {
 
 #[test]
 fn quota_block_lasts_until_the_reset_then_lifts() {
+    // A daily reset at midnight UTC, five hours after the runs (a reset further away than
+    // the provider's next one is cut to it: tests/it/hardening.rs).
     let reset = 4_102_444_800_000u64;
+    let now = (reset - 5 * 3_600_000).to_string();
     let s = server(move |r| {
         if r.model() == BIG {
             fake::daily_quota_429(reset)
@@ -131,9 +134,12 @@ fn quota_block_lasts_until_the_reset_then_lifts() {
         }
     });
     let env = Env::new(&s);
-    let out = env.run(&["-m", BIG, "q"]);
+    let at_now = [("FREEROUTE_NOW_MS", now.as_str())];
+    let out = env.run_with_env(&["-m", BIG, "q"], &at_now);
     assert_eq!(out.code, 4, "{out}");
-    let v = stats(&env);
+    let out = env.run_with_env(&["stats", "--json"], &at_now);
+    assert_eq!(out.code, 0, "{out}");
+    let v = out.json();
     let p = &v["providers"][0];
     assert_eq!(p["skipped_until_ms"], reset);
     assert_eq!(
@@ -142,7 +148,7 @@ fn quota_block_lasts_until_the_reset_then_lifts() {
     );
     // While blocked: no request at all; exit 4 (no model can answer now), not 3 (which
     // is for capabilities and filters).
-    let out = env.run(&["-m", MID, "q"]);
+    let out = env.run_with_env(&["-m", MID, "q"], &at_now);
     assert_eq!(out.code, 4, "{out}");
     assert!(out.stderr.contains("can be asked now"), "{out}");
     assert_eq!(s.chats().len(), 1);
