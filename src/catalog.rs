@@ -306,7 +306,8 @@ pub fn write_cache(path: &Path, cache: &CacheFile) -> std::io::Result<()> {
 
 /// Whether a cached copy can be used without a refresh.
 pub fn is_fresh(cache: &CacheFile, base_url: &str, now_ms: u64, ttl_secs: u64) -> bool {
-    cache.base_url == base_url && now_ms.saturating_sub(cache.fetched_ms) < ttl_secs * 1000
+    cache.base_url == crate::secret::public_url(base_url)
+        && now_ms.saturating_sub(cache.fetched_ms) < ttl_secs * 1000
 }
 
 #[cfg(test)]
@@ -462,7 +463,8 @@ pub async fn load(
         let cached = dir
             .as_ref()
             .and_then(|d| read_cache(&cache_path(d, &p.name)));
-        let usable = cached.filter(|c| c.base_url == p.base_url);
+        // The cache keeps the URL without its password (`public_url`).
+        let usable = cached.filter(|c| c.base_url == crate::secret::public_url(&p.base_url));
         match (mode, usable) {
             (CatalogMode::Offline, Some(c)) => out.models.extend(with_tier(c.models, p)),
             (CatalogMode::Offline, None) => {
@@ -501,7 +503,7 @@ pub async fn load(
                 if let Some(d) = &dir {
                     let cache = CacheFile {
                         fetched_ms: now_ms,
-                        base_url: p.base_url.clone(),
+                        base_url: crate::secret::public_url(&p.base_url),
                         models: models.clone(),
                     };
                     if let Err(e) = write_cache(&cache_path(d, &p.name), &cache) {

@@ -245,9 +245,10 @@ pub enum BaseUrlError {
 /// A base URL must be http(s); plain http only to loopback unless the provider allows it.
 pub fn check_base_url(url: &str, allow_insecure: bool) -> Result<(), BaseUrlError> {
     let parsed = Url::parse(url).map_err(|source| BaseUrlError::Invalid {
-        url: url.to_string(),
+        url: crate::secret::public_url(url),
         source,
     })?;
+    let url = &crate::secret::public_url(url);
     match parsed.scheme() {
         "https" => Ok(()),
         "http" if allow_insecure || is_loopback_url(url) => Ok(()),

@@ -269,8 +269,7 @@ pub fn classify_embedded(err: &WireError, now_ms: u64) -> Failure {
     if !code.is_empty() {
         message = format!("{message} (code {code})");
     }
-    Failure::new(AttemptOutcome::ServerError, truncate(&message))
-        .until(Some(now_ms + MIN_COOLDOWN_MS))
+    Failure::new(AttemptOutcome::ServerError, message).until(Some(now_ms + MIN_COOLDOWN_MS))
 }
 
 /// OpenRouter relays an upstream provider's 429 (reference §3.3): a pool shared with every
@@ -335,16 +334,14 @@ fn describe(status: u16, err: Option<&WireError>, body: &[u8]) -> String {
             }
             m
         }
-        None => String::from_utf8_lossy(&body[..body.len().min(300)])
-            .trim()
-            .to_string(),
+        // The whole (bounded) body: it is redacted, then shortened, where it is shown.
+        None => String::from_utf8_lossy(body).trim().to_string(),
     };
-    let text = if text.is_empty() {
+    if text.is_empty() {
         format!("HTTP {status}")
     } else {
         text
-    };
-    truncate(&text)
+    }
 }
 
 /// The message and the metadata fields that carry a classification, lower-cased.
@@ -409,18 +406,6 @@ fn hinted_at(h: &RetryHeaders, meta: Option<&Value>, now_ms: u64) -> Option<u64>
     let when = httpdate::parse_http_date(ra).ok()?;
     let ms = when.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as u64;
     Some(ms.max(now_ms))
-}
-
-fn truncate(s: &str) -> String {
-    const MAX: usize = 400;
-    if s.len() <= MAX {
-        return s.to_string();
-    }
-    let mut end = MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 #[cfg(test)]

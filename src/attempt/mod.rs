@@ -535,7 +535,8 @@ fn failure(
     else {
         return Some(Stop::OutputClosed);
     };
-    let message = redact(provider, &failure.message);
+    // Redacted whole, then shortened: a cut never leaves a piece of a key behind.
+    let message = crate::secret::shorten(&redact(provider, &failure.message), MESSAGE_MAX);
     let outcome = if shown {
         AttemptOutcome::StreamInterrupted
     } else {
@@ -676,6 +677,9 @@ fn summarize(attempts: &[AttemptRecord]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// The longest server message kept in an attempt's record (bytes).
+const MESSAGE_MAX: usize = 400;
 
 fn redact(provider: &Provider, text: &str) -> String {
     match &provider.key {

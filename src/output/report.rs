@@ -409,7 +409,10 @@ pub fn config(file: &str, d: &ShownDefaults, found: &Providers, printer: &Printe
     ));
     let describe = |p: &Provider, status: &str, s: &mut String| {
         s.push_str(&format!("\n[providers.{}]  # {status}\n", p.name));
-        s.push_str(&format!("base_url = {:?}\n", p.base_url));
+        s.push_str(&format!(
+            "base_url = {:?}\n",
+            crate::secret::public_url(&p.base_url)
+        ));
         match (&p.key_env, &p.key) {
             (Some(var), Some(_)) => s.push_str(&format!("api_key_env = {var:?}  # set\n")),
             (Some(var), None) => s.push_str(&format!(

@@ -381,9 +381,23 @@ impl Session {
         content: &str,
         tool_calls: &[Value],
     ) -> std::result::Result<(), crate::store::StoreError> {
+        // A model's answer may carry a key (a hostile server echoing the request): none is
+        // kept in the file.
+        let calls: Vec<Value> = tool_calls
+            .iter()
+            .map(|c| serde_json::from_str(&self.redact(&c.to_string())).unwrap_or(Value::Null))
+            .collect();
         let mut messages = req.messages.clone();
-        messages.push(Message::assistant(content, tool_calls));
+        messages.push(Message::assistant(&self.redact(content), &calls));
         self.host.save_conversation(&messages)
+    }
+
+    /// `text` with every provider's key (and any piece of one) scrubbed out.
+    fn redact(&self, text: &str) -> String {
+        self.providers
+            .iter()
+            .filter_map(|p| p.key.as_ref())
+            .fold(text.to_string(), |t, k| k.redact(&t))
     }
 }
 

@@ -134,3 +134,114 @@ fn a_retry_after_of_decades_cools_a_model_for_hours_at_most() {
     assert_eq!(out.code, 0, "{out}");
     assert!(!out.stdout.contains("cooling"), "{out}");
 }
+
+/// Every piece of `KEY` of 12 characters or more, wherever it starts.
+fn key_pieces() -> Vec<&'static str> {
+    let k = crate::harness::KEY;
+    (0..=k.len() - 12).map(|i| &k[i..i + 12]).collect()
+}
+
+/// No piece of the key in these outputs, nor in any file under the run's HOME.
+fn assert_no_key_anywhere(env: &Env, outs: &[&crate::harness::Out]) {
+    let pieces = key_pieces();
+    let check = |what: &str, text: &str| {
+        if let Some(p) = pieces.iter().find(|p| text.contains(**p)) {
+            panic!("a piece of the key ({p}) is in {what}:\n{text}");
+        }
+    };
+    for o in outs {
+        check("stdout", &o.stdout);
+        check("stderr", &o.stderr);
+    }
+    let mut dirs = vec![env.home.path().to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.file_name().is_some_and(|n| n != "config.toml") {
+                let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+                check(&path.display().to_string(), &text);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_key_echoed_after_a_long_error_never_leaks_whole_or_in_part() {
+    let key = crate::harness::KEY;
+    let plain = format!("{}Authorization: Bearer {key}", "x".repeat(259));
+    let json =
+        serde_json::json!({"error": {"message": format!("{}{key}", "y".repeat(359)), "code": 500}});
+    let s = server(move |r| match r.model().as_str() {
+        BIG => fake::Reply::json(500, plain.clone()),
+        MID => fake::Reply::json(500, json.to_string()),
+        _ => fake::answer(&r.model(), &["ok"]),
+    });
+    let env = Env::new(&s);
+    let args = ["-m", BIG, "-m", MID, "-m", crate::ask::SMALL, "q"];
+    let verbose = env.run(&[&["-v"][..], &args].concat());
+    assert_eq!(verbose.code, 0, "{verbose}");
+    let json_out = env.run(&[&["--json"][..], &args].concat());
+    assert_eq!(json_out.code, 0, "{json_out}");
+    let stats = env.run(&["stats"]);
+    let stats_json = env.run(&["stats", "--json"]);
+    assert!(verbose.stderr.contains("[redacted]"), "{verbose}");
+    assert_no_key_anywhere(&env, &[&verbose, &json_out, &stats, &stats_json]);
+}
+
+#[test]
+fn an_answer_that_carries_the_key_is_not_kept_in_the_conversation() {
+    let key = crate::harness::KEY;
+    let s = server(move |r| fake::answer(&r.model(), &["your key is ", key, "."]));
+    let env = Env::new(&s);
+    let out = env.run(&["-m", MID, "q"]);
+    assert_eq!(out.code, 0, "{out}");
+    let saved = std::fs::read_to_string(env.state_dir().join("conversations.json")).unwrap();
+    assert!(saved.contains("your key is [redacted]."), "{saved}");
+    // Only the answer on stdout, which is the user's own, carries it.
+    let out = Env::run(&env, &["stats", "--json"]);
+    assert_no_key_anywhere(&env, &[&out]);
+}
+
+#[test]
+fn a_password_in_a_base_url_is_never_shown_or_stored() {
+    let s = FakeServer::start(|r| {
+        if r.path.ends_with("/models") {
+            fake::catalog(vec![fake::model_entry(
+                "m-7b",
+                "0",
+                Some(8192),
+                &["text"],
+                &[],
+            )])
+        } else {
+            fake::answer(&r.model(), &["ok"])
+        }
+    });
+    let url = s.url("/v1").replace("http://", "http://me:hunter2pw@");
+    let env = Env::bare().config(&format!("[providers.local]\nbase_url = \"{url}\"\n"));
+    let run = env.run(&["-m", "m-7b", "q"]);
+    assert_eq!(run.code, 0, "{run}");
+    let show = env.run(&["config", "show"]);
+    assert_eq!(show.code, 0, "{show}");
+    assert!(show.stdout.contains("me:***@"), "{show}");
+    for o in [&run, &show] {
+        assert!(
+            !o.stdout.contains("hunter2pw") && !o.stderr.contains("hunter2pw"),
+            "{o}"
+        );
+    }
+    let mut dirs = vec![env.home.path().to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.file_name().is_some_and(|n| n != "config.toml") {
+                let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+                assert!(!text.contains("hunter2pw"), "{}: {text}", path.display());
+            }
+        }
+    }
+}
