@@ -4,7 +4,7 @@
 //! (`AttemptError::Failed`), classified per DESIGN §3; this module prints nothing and hands
 //! text to the sink only in `finish`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use reqwest::header::HeaderMap;
 use serde_json::Value;
@@ -20,7 +20,7 @@ use crate::wire::client::{Client, describe_reqwest};
 use crate::wire::openai::{
     ChatRequest, Chunk, ProviderPreferences, ResponseFormat, StreamOptions, ToolCallDelta, Usage,
 };
-use crate::wire::sse::{Decoder, Event};
+use crate::wire::sse::{DecodeError, Decoder, Event};
 
 pub(super) enum AttemptError {
     OutputClosed,
@@ -90,6 +90,12 @@ struct Progress {
     emitted: usize,
     /// Tool calls being assembled from fragments, by `index`.
     calls: Vec<PartialCall>,
+    /// When text or a tool call last arrived (what the idle timer counts from).
+    progress_at: Option<Instant>,
+    /// When the finish reason arrived.
+    finished_at: Option<Instant>,
+    /// Bytes of text and tool-call fragments received (bounded by `MAX_BODY`).
+    received: usize,
 }
 
 #[derive(Default)]
@@ -317,13 +323,21 @@ async fn pump(
         let p = &live.p;
         let now = Instant::now();
         // Reasoning is not a first token: the first-token share holds until text or a tool
-        // call arrives, so a long-thinking model cannot eat the deadline (DESIGN §3).
-        let wait_until = if p.first_token.is_none() {
-            live.first_by
-        } else {
-            share(now, deadline, has_next)
-                .min(now + IDLE_CAP)
-                .min(deadline)
+        // call arrives, so a long-thinking model cannot eat the deadline (DESIGN §3). After
+        // it, only content moves the idle timer: keep-alive comments prove the connection
+        // is alive, not that the model is getting on (a token, then comments every few ms,
+        // must not hold the attempt for the whole deadline).
+        let wait_until = match (p.first_token, p.progress_at) {
+            (None, _) | (_, None) => live.first_by,
+            (Some(_), Some(at)) => share(at, deadline, has_next)
+                .min(crate::later(at, IDLE_CAP))
+                .min(deadline),
+        };
+        // The answer is complete once its finish reason has come: the usage chunk that
+        // follows is waited for briefly, never for the idle cap.
+        let wait_until = match p.finished_at {
+            Some(at) => wait_until.min(crate::later(at, FINISH_GRACE)),
+            None => wait_until,
         };
         let next = timeout_at(wait_until.into(), live.resp.chunk()).await;
         let events = match next {
@@ -335,9 +349,10 @@ async fn pump(
                 let msg = if p.first_token.is_none() {
                     format!("no first token within {wait:.1}s")
                 } else {
+                    let since = p.progress_at.unwrap_or(now);
                     format!(
-                        "stalled: no data for {:.1}s",
-                        wait_until.duration_since(now).as_secs_f64()
+                        "stalled: no new text for {:.1}s",
+                        wait_until.saturating_duration_since(since).as_secs_f64()
                     )
                 };
                 return Err(with_progress(
@@ -360,26 +375,27 @@ async fn pump(
             }
             Ok(Ok(None)) => {
                 live.eof = true;
-                if live.is_sse {
+                let events = if live.is_sse {
                     live.decoder.finish()
                 } else {
-                    vec![Event::Data(
-                        String::from_utf8_lossy(&live.whole).into_owned(),
-                    )]
+                    std::str::from_utf8(&live.whole)
+                        .map(|text| vec![Event::Data(text.to_owned())])
+                        .map_err(|_| DecodeError::InvalidUtf8)
+                };
+                match events {
+                    Ok(ev) => ev,
+                    Err(e) => return Err(unreadable(e.to_string(), &live.p, started)),
                 }
             }
             Ok(Ok(Some(bytes))) if live.is_sse => match live.decoder.feed(&bytes) {
                 Ok(ev) => ev,
-                Err(_) => {
-                    let f = failed(
-                        AttemptOutcome::ServerError,
-                        "the stream sent an endless line",
-                        Some(200),
-                    );
-                    return Err(with_progress(f, &live.p, started));
-                }
+                Err(e) => return Err(unreadable(e.to_string(), &live.p, started)),
             },
             Ok(Ok(Some(bytes))) => {
+                if live.whole.len() + bytes.len() > MAX_BODY {
+                    let msg = format!("the answer's body is larger than {} MiB", MAX_BODY >> 20);
+                    return Err(unreadable(msg, &live.p, started));
+                }
                 live.whole.extend_from_slice(&bytes);
                 continue;
             }
@@ -395,6 +411,22 @@ async fn pump(
             }
         }
     }
+}
+
+/// How long the usage chunk is waited for after the finish reason.
+const FINISH_GRACE: Duration = Duration::from_secs(1);
+/// The largest non-streamed body read, and the largest answer kept (bytes of text and
+/// tool-call arguments): far beyond any model's output limit.
+const MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// A reply that cannot be read on (too large, not UTF-8, not JSON): a server error of
+/// this model; after output began the caller makes it `stream_interrupted`.
+fn unreadable(why: String, p: &Progress, started: Instant) -> AttemptError {
+    with_progress(
+        failed(AttemptOutcome::ServerError, why, Some(200)),
+        p,
+        started,
+    )
 }
 
 /// Hands text not yet shown to the sink.
@@ -529,13 +561,29 @@ fn handle_data(data: &str, p: &mut Progress) -> Result<(), AttemptError> {
         p.done = true;
         return Ok(());
     }
+    if data.trim().is_empty() {
+        return Ok(());
+    }
+    // Fields freeroute does not need are read leniently (`wire::openai`): a wrong type
+    // there loses nothing. A chunk that cannot be read at all fails the attempt rather
+    // than leave a hole in the answer.
     let chunks: Vec<Chunk> = match serde_json::from_str::<Chunk>(data) {
         Ok(c) => vec![c],
-        // Some servers put one JSON object per `data:` line without blank lines between.
-        Err(_) => data
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect(),
+        Err(whole) => {
+            // Some servers put one JSON object per `data:` line without blank lines between.
+            let lines: Result<Vec<Chunk>, _> = data
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(serde_json::from_str)
+                .collect();
+            match lines {
+                Ok(c) if c.len() > 1 => c,
+                _ => {
+                    let why = format!("a chunk of the answer cannot be read ({whole})");
+                    return Err(failed(AttemptOutcome::ServerError, why, Some(200)));
+                }
+            }
+        }
     };
     for chunk in chunks {
         if let Some(err) = &chunk.error {
@@ -552,6 +600,7 @@ fn handle_data(data: &str, p: &mut Progress) -> Result<(), AttemptError> {
         if chunk.usage.is_some() {
             p.usage = chunk.usage;
         }
+        let now = Instant::now();
         for choice in chunk.choices {
             let delta = choice.delta.or(choice.message);
             if let Some(d) = &delta {
@@ -563,12 +612,20 @@ fn handle_data(data: &str, p: &mut Progress) -> Result<(), AttemptError> {
                     p.active = true;
                 }
                 for fragment in d.tool_calls.iter().flatten() {
-                    p.first_token.get_or_insert_with(Instant::now);
+                    p.first_token.get_or_insert(now);
+                    p.progress_at = Some(now);
+                    p.received += fragment.text_len();
                     add_fragment(&mut p.calls, fragment);
                 }
                 if let Some(text) = d.content.as_deref().filter(|t| !t.is_empty()) {
-                    p.first_token.get_or_insert_with(Instant::now);
+                    p.first_token.get_or_insert(now);
+                    p.progress_at = Some(now);
+                    p.received += text.len();
                     p.content.push_str(text);
+                }
+                if p.received > MAX_BODY {
+                    let why = format!("the answer is larger than {} MiB", MAX_BODY >> 20);
+                    return Err(failed(AttemptOutcome::ServerError, why, Some(200)));
                 }
             }
             match choice.finish_reason.as_deref() {
@@ -586,9 +643,17 @@ fn handle_data(data: &str, p: &mut Progress) -> Result<(), AttemptError> {
                         first_token_ms: None,
                     });
                 }
-                Some(r) => p.finish_reason = Some(r.to_string()),
+                Some(r) => {
+                    p.finish_reason = Some(r.to_string());
+                    p.finished_at.get_or_insert(now);
+                }
                 None => {}
             }
+        }
+        // The usage that follows the finish chunk is the last thing a stream sends
+        // (reference §1.4): the answer is complete, whether or not `[DONE]` follows.
+        if p.finish_reason.is_some() && p.usage.is_some() {
+            p.done = true;
         }
     }
     Ok(())

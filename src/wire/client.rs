@@ -113,16 +113,31 @@ impl Client {
                     message: format!("HTTP {}", status.as_u16()),
                 });
             }
-            resp.bytes()
+            let mut resp = resp;
+            let mut body = Vec::new();
+            while let Some(piece) = resp
+                .chunk()
                 .await
-                .map(|b| b.to_vec())
-                .map_err(|e| FetchError::other(describe_reqwest(&e)))
+                .map_err(|e| FetchError::other(describe_reqwest(&e)))?
+            {
+                if body.len() + piece.len() > MAX_MODELS_BODY {
+                    return Err(FetchError::other(format!(
+                        "the model list is larger than {} MiB",
+                        MAX_MODELS_BODY >> 20
+                    )));
+                }
+                body.extend_from_slice(&piece);
+            }
+            Ok(body)
         };
         tokio::time::timeout(timeout, fut)
             .await
             .map_err(|_| FetchError::other(format!("no answer within {}s", timeout.as_secs())))?
     }
 }
+
+/// The largest model list read (OpenRouter's, with every model, is about 1 MiB).
+pub const MAX_MODELS_BODY: usize = 32 * 1024 * 1024;
 
 /// Why a model list could not be had: the HTTP status when the server answered, and a
 /// key-free description.

@@ -204,16 +204,41 @@ pub struct ProviderPreferences {
     pub require_parameters: bool,
 }
 
+/// Reads a field freeroute can do without: a value of the wrong type (`"model": 12345`,
+/// `"prompt_tokens": -1`) reads as absent instead of failing the whole chunk and losing
+/// its text.
+fn lenient<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned + Default,
+{
+    let v = Value::deserialize(d)?;
+    Ok(T::deserialize(v).unwrap_or_default())
+}
+
 /// One fragment of a streamed tool call, keyed by `index` (reference §1.4); a
 /// non-streaming answer carries whole calls in the same shape.
 #[derive(Debug, Default, Deserialize)]
 pub struct ToolCallDelta {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub index: Option<usize>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub id: Option<String>,
     #[serde(default)]
     pub function: Option<FunctionDelta>,
+}
+
+impl ToolCallDelta {
+    /// Bytes of name and arguments it carries (what bounds an answer's size).
+    pub fn text_len(&self) -> usize {
+        self.function.as_ref().map_or(0, |f| {
+            f.name.as_ref().map_or(0, String::len)
+                + f.arguments.as_ref().map_or(0, |a| match a {
+                    Value::String(s) => s.len(),
+                    other => other.to_string().len(),
+                })
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -231,7 +256,7 @@ pub struct FunctionDelta {
 pub struct WireError {
     #[serde(default)]
     pub code: Option<Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub message: Option<String>,
     #[serde(default)]
     pub metadata: Option<Value>,
@@ -239,11 +264,11 @@ pub struct WireError {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub prompt_tokens: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub completion_tokens: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub total_tokens: u64,
 }
 
@@ -251,9 +276,9 @@ pub struct Usage {
 pub struct Delta {
     #[serde(default)]
     pub content: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub reasoning: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub reasoning_content: Option<String>,
     #[serde(default)]
     pub tool_calls: Option<Vec<ToolCallDelta>>,
@@ -266,7 +291,7 @@ pub struct Choice {
     /// Non-streaming answers carry `message` instead of `delta`.
     #[serde(default)]
     pub message: Option<Delta>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub finish_reason: Option<String>,
     #[serde(default)]
     pub error: Option<WireError>,
@@ -275,11 +300,11 @@ pub struct Choice {
 /// One SSE chunk, or a whole non-streaming answer (same fields, `message` for `delta`).
 #[derive(Debug, Default, Deserialize)]
 pub struct Chunk {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub model: Option<String>,
     #[serde(default)]
     pub choices: Vec<Choice>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub usage: Option<Usage>,
     #[serde(default)]
     pub error: Option<WireError>,

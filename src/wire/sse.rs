@@ -14,16 +14,35 @@ pub enum Event {
 /// The longest line the decoder keeps in memory; a server that sends more without a line
 /// end is broken, and bounding it keeps memory bounded while streaming.
 pub const MAX_LINE: usize = 8 * 1024 * 1024;
+/// The largest event (its `data:` lines joined): one chunk of an answer is small.
+pub const MAX_EVENT: usize = 8 * 1024 * 1024;
+
+/// Why a stream cannot be read on; the attempt fails, and says which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("the stream sent a line longer than {} MiB", MAX_LINE >> 20)]
+    LineTooLong,
+    #[error("the stream sent an event larger than {} MiB", MAX_EVENT >> 20)]
+    EventTooLarge,
+    /// Text that is not UTF-8 would reach the user as U+FFFD: refused instead.
+    #[error("the stream sent bytes that are not UTF-8")]
+    InvalidUtf8,
+}
 
 #[derive(Debug, Default)]
 pub struct Decoder {
     buf: Vec<u8>,
+    /// How much of `buf` is known to hold no line end: each byte is looked at once, so
+    /// decoding is linear in the stream's length however long its lines are.
+    scanned: usize,
     data: String,
     has_data: bool,
+    /// The first bytes were seen (a UTF-8 BOM there is dropped, as the SSE spec says).
+    started: bool,
+    /// Bytes examined for line ends, for the test that decoding is linear.
+    #[cfg(test)]
+    looked: usize,
 }
-
-#[derive(Debug, PartialEq, Eq)]
-pub struct LineTooLong;
 
 impl Decoder {
     pub fn new() -> Self {
@@ -31,66 +50,93 @@ impl Decoder {
     }
 
     /// Feeds bytes; returns the events they complete.
-    pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<Event>, LineTooLong> {
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<Event>, DecodeError> {
         self.buf.extend_from_slice(bytes);
+        if !self.started {
+            const BOM: &[u8] = b"\xEF\xBB\xBF";
+            if self.buf.len() < BOM.len() && BOM.starts_with(&self.buf) {
+                return Ok(Vec::new());
+            }
+            if self.buf.starts_with(BOM) {
+                self.buf.drain(..BOM.len());
+            }
+            self.started = true;
+        }
         let mut events = Vec::new();
         let mut start = 0;
-        let mut i = 0;
-        while i < self.buf.len() {
-            let b = self.buf[i];
-            if b == b'\n' || b == b'\r' {
-                // A CR at the very end may be the first half of a CRLF: wait for more.
-                if b == b'\r' && i + 1 == self.buf.len() {
-                    break;
+        let mut i = self.scanned;
+        loop {
+            let Some(off) = self.buf[i..].iter().position(|&b| b == b'\n' || b == b'\r') else {
+                #[cfg(test)]
+                {
+                    self.looked += self.buf.len() - i;
                 }
-                let line = String::from_utf8_lossy(&self.buf[start..i]).into_owned();
-                self.line(&line, &mut events);
-                i += if b == b'\r' && self.buf[i + 1] == b'\n' {
+                i = self.buf.len();
+                break;
+            };
+            let end = i + off;
+            #[cfg(test)]
+            {
+                self.looked += off + 1;
+            }
+            // A CR at the very end may be the first half of a CRLF: wait for more.
+            if self.buf[end] == b'\r' && end + 1 == self.buf.len() {
+                i = end;
+                break;
+            }
+            let line = std::str::from_utf8(&self.buf[start..end])
+                .map_err(|_| DecodeError::InvalidUtf8)?
+                .to_owned();
+            self.line(&line, &mut events)?;
+            i = end
+                + if self.buf[end] == b'\r' && self.buf[end + 1] == b'\n' {
                     2
                 } else {
                     1
                 };
-                start = i;
-            } else {
-                i += 1;
-            }
+            start = i;
         }
         self.buf.drain(..start);
+        self.scanned = i - start;
         if self.buf.len() > MAX_LINE {
-            return Err(LineTooLong);
+            return Err(DecodeError::LineTooLong);
         }
         Ok(events)
     }
 
     /// End of stream: a last event without its blank line is still delivered (some servers
     /// close right after the final `data:` line).
-    pub fn finish(&mut self) -> Vec<Event> {
+    pub fn finish(&mut self) -> Result<Vec<Event>, DecodeError> {
         let mut events = Vec::new();
         if !self.buf.is_empty() {
             let rest = std::mem::take(&mut self.buf);
-            let line = String::from_utf8_lossy(&rest)
+            let line = std::str::from_utf8(&rest)
+                .map_err(|_| DecodeError::InvalidUtf8)?
                 .trim_end_matches('\r')
                 .to_string();
-            self.line(&line, &mut events);
+            self.line(&line, &mut events)?;
         }
         self.dispatch(&mut events);
-        events
+        Ok(events)
     }
 
-    fn line(&mut self, line: &str, events: &mut Vec<Event>) {
+    fn line(&mut self, line: &str, events: &mut Vec<Event>) -> Result<(), DecodeError> {
         if line.is_empty() {
             self.dispatch(events);
-            return;
+            return Ok(());
         }
         if line.starts_with(':') {
             events.push(Event::Comment);
-            return;
+            return Ok(());
         }
         let (field, value) = match line.split_once(':') {
             Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
             None => (line, ""),
         };
         if field == "data" {
+            if self.data.len() + value.len() + 1 > MAX_EVENT {
+                return Err(DecodeError::EventTooLarge);
+            }
             if self.has_data {
                 self.data.push('\n');
             }
@@ -98,6 +144,7 @@ impl Decoder {
             self.has_data = true;
         }
         // `event:`, `id:`, `retry:` and unknown fields carry nothing we use.
+        Ok(())
     }
 
     fn dispatch(&mut self, events: &mut Vec<Event>) {
@@ -118,7 +165,7 @@ mod tests {
         for chunk in input.chunks(piece) {
             out.extend(d.feed(chunk).unwrap());
         }
-        out.extend(d.finish());
+        out.extend(d.finish().unwrap());
         out
     }
 
@@ -167,6 +214,69 @@ data: {\"a\":1}\n\ndata: {\"b\":\r\ndata: 2}\r\n\r\nevent: message\nid: 7\ndata:
     fn endless_line_is_refused() {
         let mut d = Decoder::new();
         let big = vec![b'a'; MAX_LINE + 1];
-        assert_eq!(d.feed(&big), Err(LineTooLong));
+        assert_eq!(d.feed(&big), Err(DecodeError::LineTooLong));
+    }
+
+    #[test]
+    fn endless_event_is_refused() {
+        let mut d = Decoder::new();
+        let line = format!("data: {}\n", "a".repeat(1024 * 1024));
+        let mut refused = None;
+        for _ in 0..16 {
+            if let Err(e) = d.feed(line.as_bytes()) {
+                refused = Some(e);
+                break;
+            }
+        }
+        assert_eq!(refused, Some(DecodeError::EventTooLarge));
+    }
+
+    #[test]
+    fn a_bom_at_the_start_is_dropped_in_any_split() {
+        let input = b"\xEF\xBB\xBFdata: {\"a\":1}\n\ndata: [DONE]\n\n";
+        for piece in 1..input.len() {
+            assert_eq!(
+                decode_in_pieces(input, piece),
+                vec![
+                    Event::Data("{\"a\":1}".into()),
+                    Event::Data("[DONE]".into())
+                ],
+                "piece size {piece}"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_is_refused_not_replaced() {
+        let mut d = Decoder::new();
+        assert_eq!(
+            d.feed(b"data: {\"t\":\"a\xFFb\"}\n\n"),
+            Err(DecodeError::InvalidUtf8)
+        );
+        let mut d = Decoder::new();
+        d.feed(b"data: \xC3").unwrap();
+        assert_eq!(d.finish(), Err(DecodeError::InvalidUtf8));
+    }
+
+    #[test]
+    fn a_long_line_in_small_pieces_is_decoded_in_linear_time() {
+        // 1 MiB in 64-byte pieces: rescanning the line at each piece would look at about
+        // 8e9 bytes; each byte is looked at once (a CR at a piece's end, twice).
+        let mut d = Decoder::new();
+        let piece = [b'a'; 64];
+        d.feed(b"data: ").unwrap();
+        let mut fed = 6;
+        for _ in 0..(1024 * 1024 / 64) {
+            assert!(d.feed(&piece).unwrap().is_empty());
+            fed += piece.len();
+        }
+        let events = d.feed(b"\n\n").unwrap();
+        fed += 2;
+        assert_eq!(events.len(), 1);
+        assert!(
+            d.looked <= 2 * fed,
+            "{} bytes looked at for {fed}",
+            d.looked
+        );
     }
 }

@@ -245,3 +245,226 @@ fn a_password_in_a_base_url_is_never_shown_or_stored() {
         }
     }
 }
+
+use crate::fake::{Reply, Step};
+use std::time::Duration;
+
+/// The attempt records of a `--json` run, as (model, outcome, error) triples.
+fn attempts(out: &crate::harness::Out) -> Vec<(String, String, String)> {
+    let v = out.json();
+    v["attempts"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no attempts: {out}"))
+        .iter()
+        .map(|a| {
+            let s = |k: &str| a[k].as_str().unwrap_or_default().to_string();
+            (s("model"), s("outcome"), s("error"))
+        })
+        .collect()
+}
+
+/// BIG replies with `bad`, MID answers "ok": the run must fall back and answer whole.
+fn falls_back_from(bad: Reply, error_says: &str) {
+    let s = server(move |r| {
+        if r.model() == BIG {
+            bad.clone()
+        } else {
+            fake::answer(&r.model(), &["o", "k"])
+        }
+    });
+    let env = Env::new(&s).limit(Duration::from_secs(45));
+    let out = env.run(&["--json", "-m", BIG, "-m", MID, "q"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(out.json()["content"], "ok", "{out}");
+    let a = attempts(&out);
+    assert_eq!(a[0].0, BIG, "{out}");
+    assert!(a[0].2.contains(error_says), "{a:?}");
+    assert_eq!(a[1], (MID.into(), "ok".into(), String::new()), "{out}");
+}
+
+#[test]
+fn a_json_body_that_never_ends_is_cut_at_its_cap() {
+    let bad = Reply::Stream {
+        headers: vec![("content-type".into(), "application/json".into())],
+        steps: vec![Step::Flood(format!(
+            "{{\"pad\": \"{}\",",
+            "x".repeat(60_000)
+        ))],
+    };
+    falls_back_from(bad, "larger than 16 MiB");
+}
+
+#[test]
+fn an_sse_line_that_never_ends_is_cut_at_its_cap() {
+    let bad = Reply::stream(vec![
+        Step::Send("data: {\"choices\":[{\"delta\":{\"content\":\"".into()),
+        Step::Flood("y".repeat(60_000)),
+    ]);
+    falls_back_from(bad, "line longer than 8 MiB");
+}
+
+#[test]
+fn an_sse_event_that_never_ends_is_cut_at_its_cap() {
+    let bad = Reply::stream(vec![Step::Flood(format!("data: {}\n", "z".repeat(60_000)))]);
+    falls_back_from(bad, "event larger than 8 MiB");
+}
+
+#[test]
+fn a_model_list_that_never_ends_is_cut_at_its_cap() {
+    let s = FakeServer::start(|r| {
+        if r.path.ends_with("/models") {
+            Reply::Stream {
+                headers: vec![("content-type".into(), "application/json".into())],
+                steps: vec![
+                    Step::Send("{\"data\": [".into()),
+                    Step::Flood(format!("{{\"id\": \"{}\"}},", "m".repeat(60_000))),
+                ],
+            }
+        } else {
+            fake::answer(&r.model(), &["ok"])
+        }
+    });
+    let env = Env::new(&s).limit(Duration::from_secs(45));
+    let out = env.run(&["models"]);
+    assert!(out.stderr.contains("larger than 32 MiB"), "{out}");
+}
+
+/// A stream whose second piece is `bad`: before the fix the piece was dropped and the
+/// answer went out with a hole in it, exit 0.
+fn with_bad_piece(bad: &str) -> Reply {
+    Reply::stream(vec![
+        Step::Send(fake::chunk(
+            BIG,
+            serde_json::json!({"content": "The "}),
+            None,
+        )),
+        Step::Send(bad.into()),
+        Step::Send(fake::chunk(
+            BIG,
+            serde_json::json!({"content": " end."}),
+            Some("stop"),
+        )),
+        Step::Send("data: [DONE]\n\n".into()),
+    ])
+}
+
+#[test]
+fn a_chunk_that_cannot_be_read_fails_the_attempt_instead_of_leaving_a_hole() {
+    falls_back_from(
+        with_bad_piece("data: {\"choices\":[{\"delta\":{\"content\":\"middle\"}}]\n\n"),
+        "a chunk of the answer cannot be read",
+    );
+    falls_back_from(
+        with_bad_piece("data: {\"choices\":[{\"delta\":{\"content\":42}}]}\n\n"),
+        "a chunk of the answer cannot be read",
+    );
+}
+
+#[test]
+fn a_wrong_type_in_a_field_freeroute_does_not_need_loses_no_text() {
+    for bad in [
+        "data: {\"model\": 12345, \"choices\":[{\"delta\":{\"content\":\"middle\"}}]}\n\n",
+        "data: {\"choices\":[{\"delta\":{\"content\":\"middle\", \"reasoning\": 7}, \"finish_reason\": 3}], \"usage\": {\"prompt_tokens\": -1}}\n\n",
+    ] {
+        let reply = with_bad_piece(bad);
+        let s = server(move |_| reply.clone());
+        let env = Env::new(&s);
+        let out = env.run(&["-m", BIG, "q"]);
+        assert_eq!(out.code, 0, "{out}");
+        assert_eq!(out.stdout, "The middle end.\n", "{bad}");
+    }
+}
+
+#[test]
+fn a_stream_that_starts_with_a_bom_loses_no_event() {
+    let s = server(|_| {
+        let mut steps = vec![Step::Bytes(
+            [
+                &b"\xEF\xBB\xBF"[..],
+                fake::chunk(BIG, serde_json::json!({"content": "first "}), None).as_bytes(),
+            ]
+            .concat(),
+        )];
+        steps.extend(fake::answer_steps(BIG, &["second"]));
+        Reply::stream(steps)
+    });
+    let out = Env::new(&s).run(&["-m", BIG, "q"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(out.stdout, "first second\n");
+}
+
+#[test]
+fn invalid_utf8_in_an_answer_fails_the_attempt_instead_of_printing_replacement_characters() {
+    let bad = Reply::stream(vec![
+        Step::Bytes(b"data: {\"choices\":[{\"delta\":{\"content\":\"caf\xE9\"}}]}\n\n".to_vec()),
+        Step::Send(fake::chunk(
+            BIG,
+            serde_json::json!({"content": "!"}),
+            Some("stop"),
+        )),
+        Step::Send("data: [DONE]\n\n".into()),
+    ]);
+    falls_back_from(bad, "not UTF-8");
+}
+
+#[test]
+fn a_broken_chunk_after_output_began_is_an_interrupted_stream_not_exit_0() {
+    let reply = with_bad_piece("data: {\"choices\":[{\"delta\":{\"content\":\"middle\"}}]\n\n");
+    let s = server(move |_| reply.clone());
+    let out = Env::new(&s).run(&["--stream", "-m", BIG, "-m", MID, "q"]);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(out.stderr.contains("broke off after output began"), "{out}");
+}
+
+#[test]
+fn keep_alive_comments_after_the_first_token_do_not_defeat_stall_detection() {
+    // One token, then a keep-alive every 5 ms for far longer than the run's deadline.
+    let mut steps = vec![Step::Send(fake::chunk(
+        BIG,
+        serde_json::json!({"content": "Hel"}),
+        None,
+    ))];
+    for _ in 0..4_000 {
+        steps.push(Step::Sleep(Duration::from_millis(5)));
+        steps.push(Step::Send(": OPENROUTER PROCESSING\n\n".into()));
+    }
+    let stalls = Reply::stream(steps);
+    let s = server(move |r| {
+        if r.model() == BIG {
+            stalls.clone()
+        } else {
+            fake::answer(&r.model(), &["ok"])
+        }
+    });
+    let env = Env::new(&s);
+    let out = env.run(&["--json", "--timeout", "8", "-m", BIG, "-m", MID, "q"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(out.json()["content"], "ok");
+    let a = attempts(&out);
+    assert_eq!(a[0].1, "timeout", "{a:?}");
+    assert!(a[0].2.contains("stalled: no new text"), "{a:?}");
+}
+
+#[test]
+fn a_finish_then_silence_delivers_the_answer_without_waiting_for_the_idle_cap() {
+    let s = server(|_| {
+        Reply::stream(vec![
+            Step::Send(fake::chunk(
+                BIG,
+                serde_json::json!({"content": "done"}),
+                None,
+            )),
+            Step::Send(fake::chunk(
+                BIG,
+                serde_json::json!({"content": ""}),
+                Some("stop"),
+            )),
+            Step::Hang,
+        ])
+    });
+    // Before the fix the answer was held for the 30 s idle cap; the margin is generous.
+    let env = Env::new(&s).limit(Duration::from_secs(20));
+    let out = env.run(&["--timeout", "120", "-m", BIG, "q"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(out.stdout, "done\n");
+}

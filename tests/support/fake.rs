@@ -60,6 +60,11 @@ pub enum Step {
     Hang,
     /// Drop the connection without finishing the body.
     Drop,
+    /// Raw bytes, which need not be UTF-8.
+    Bytes(Vec<u8>),
+    /// The same piece again and again until the client leaves (or 4 GiB were sent): a
+    /// body, a line or an event that never ends.
+    Flood(String),
 }
 
 #[derive(Debug, Clone)]
@@ -329,8 +334,14 @@ async fn serve(
             }
             Reply::Stream { headers, steps } => {
                 let mut head = String::from(
-                    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\ncache-control: no-cache\r\n",
+                    "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncache-control: no-cache\r\n",
                 );
+                if !headers
+                    .iter()
+                    .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+                {
+                    head.push_str("content-type: text/event-stream\r\n");
+                }
                 for (k, v) in headers {
                     head.push_str(&format!("{k}: {v}\r\n"));
                 }
@@ -371,6 +382,27 @@ async fn serve(
                         Step::Drop => {
                             finished = false;
                             break;
+                        }
+                        Step::Bytes(data) => {
+                            let mut chunk = format!("{:x}\r\n", data.len()).into_bytes();
+                            chunk.extend_from_slice(&data);
+                            chunk.extend_from_slice(b"\r\n");
+                            if reader.get_mut().write_all(&chunk).await.is_err() {
+                                gone.lock().unwrap().push(req.model());
+                                return;
+                            }
+                        }
+                        Step::Flood(piece) => {
+                            let chunk = format!("{:x}\r\n{piece}\r\n", piece.len());
+                            let mut sent = 0usize;
+                            while sent < 4 << 30 {
+                                if reader.get_mut().write_all(chunk.as_bytes()).await.is_err() {
+                                    break;
+                                }
+                                sent += chunk.len();
+                            }
+                            gone.lock().unwrap().push(req.model());
+                            return;
                         }
                     }
                 }
