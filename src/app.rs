@@ -29,6 +29,11 @@ pub fn run(cli: Cli) -> i32 {
         Some(Command::Stats(args)) => stats(&args, &printer),
         Some(Command::Batch(args)) => crate::batch::run(&args, config, &printer),
     };
+    // Stdout that could not be written (a full disk) fails the run, whatever it was.
+    let result = match (result, printer.output_failure()) {
+        (Ok(()), Some(e)) => Err(e),
+        (result, _) => result,
+    };
     match result {
         Ok(()) => 0,
         Err(err) => {
@@ -84,6 +89,7 @@ fn ask(args: &AskArgs, config_flag: Option<&Path>, printer: &mut Printer) -> Res
         tools: args.tools.as_deref(),
         schema: args.schema.as_deref(),
         messages: args.messages.as_deref(),
+        within: settings.timeout,
     })?;
     let previous = if args.cont {
         let host = FileStore::new(crate::store::file::state_dir());

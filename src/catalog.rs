@@ -294,20 +294,17 @@ pub fn read_cache(path: &Path) -> Option<CacheFile> {
     serde_json::from_slice(&bytes).ok()
 }
 
-/// Writes the cache atomically (temporary file, then rename) so readers never see half.
+/// Writes the cache atomically (temporary file, then rename) so readers never see half;
+/// serialized in memory first, so the file takes one write, not one per token.
 pub fn write_cache(path: &Path, cache: &CacheFile) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    serde_json::to_writer(&mut tmp, cache)?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
+    crate::store::write_atomic(path, &serde_json::to_vec(cache)?)
 }
 
 /// Whether a cached copy can be used without a refresh.
 pub fn is_fresh(cache: &CacheFile, base_url: &str, now_ms: u64, ttl_secs: u64) -> bool {
     cache.base_url == crate::secret::public_url(base_url)
-        && now_ms.saturating_sub(cache.fetched_ms) < ttl_secs * 1000
+        && now_ms.saturating_sub(cache.fetched_ms) < ttl_secs.saturating_mul(1000)
 }
 
 #[cfg(test)]

@@ -165,13 +165,31 @@ pub fn path(explicit: Option<&Path>) -> Option<PathBuf> {
     }
 }
 
+/// The largest config file read (a config is a few KiB).
+const MAX_CONFIG_BYTES: usize = 1024 * 1024;
+
 /// Loads the config. A missing default file is an empty config; a missing explicit file is
 /// an error (the user named it).
 pub fn load(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>)> {
     let Some(path) = path(explicit) else {
         return Ok((Config::default(), None));
     };
-    let text = match std::fs::read_to_string(&path) {
+    let read = |path: &Path| -> std::io::Result<String> {
+        use std::io::Read;
+        let mut text = String::new();
+        std::fs::File::open(path)?
+            .take(MAX_CONFIG_BYTES as u64 + 1)
+            .read_to_string(&mut text)?;
+        Ok(text)
+    };
+    let text = match read(&path) {
+        Ok(t) if t.len() > MAX_CONFIG_BYTES => {
+            return Err(Error::config(format!(
+                "Config file {} is larger than {} MiB",
+                path.display(),
+                MAX_CONFIG_BYTES >> 20
+            )));
+        }
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => {
             return Ok((Config::default(), None));

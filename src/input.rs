@@ -4,7 +4,8 @@
 //! naming the file and what is wrong, found before any request is sent.
 
 use std::io::{IsTerminal, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use base64::Engine;
 use serde_json::Value;
@@ -42,13 +43,77 @@ pub fn stdin_is_terminal() -> bool {
     std::io::stdin().is_terminal()
 }
 
-fn read_stdin_bytes() -> Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    std::io::stdin()
-        .lock()
-        .read_to_end(&mut buf)
-        .map_err(|e| Error::input("Cannot read standard input").with_source(e))?;
-    Ok(buf)
+/// The largest prompt read from standard input (far beyond any model's context).
+pub const MAX_PROMPT_BYTES: usize = 32 * 1024 * 1024;
+/// The largest tools file, `--messages` conversation and JSON Schema read.
+pub const MAX_TOOLS_BYTES: usize = 4 * 1024 * 1024;
+pub const MAX_MESSAGES_BYTES: usize = 64 * 1024 * 1024;
+pub const MAX_SCHEMA_BYTES: usize = 1024 * 1024;
+
+/// Where an input comes from.
+#[derive(Clone)]
+enum From {
+    Stdin,
+    File(PathBuf),
+}
+
+/// Reads one input whole: at most `limit` bytes (one more is an error saying the limit),
+/// and within `within` (a FIFO with no writer, or a pipe whose writer never finishes, is
+/// an input error at the deadline, never a run that hangs). The read runs on a thread of
+/// its own so that the wait is bounded; a thread left blocked ends with the process.
+fn read_input(from: From, what: &str, limit: usize, within: Duration) -> Result<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let source = from.clone();
+    std::thread::spawn(move || {
+        let read = || -> std::io::Result<Vec<u8>> {
+            let reader: Box<dyn Read> = match source {
+                From::Stdin => Box::new(std::io::stdin()),
+                From::File(path) => Box::new(std::fs::File::open(path)?),
+            };
+            let mut buf = Vec::new();
+            reader.take(limit as u64 + 1).read_to_end(&mut buf)?;
+            Ok(buf)
+        };
+        let _ = tx.send(read());
+    });
+    let bytes = match rx.recv_timeout(within) {
+        Ok(read) => read.map_err(|e| Error::input(format!("Cannot read {what}")).with_source(e))?,
+        Err(_) => {
+            return Err(Error::input(format!(
+                "{what} gave nothing to read within {:.0} s",
+                within.as_secs_f64()
+            ))
+            .with_hint(match from {
+                From::Stdin => "Close standard input, or pass the text as words",
+                From::File(_) => "Is it a FIFO with no writer? Pass a regular file",
+            }));
+        }
+    };
+    if bytes.len() > limit {
+        let err = Error::input(format!("{what} is larger than {}", human_size(limit)));
+        let is_image = limit == MAX_IMAGE_BYTES;
+        return Err(if is_image {
+            err.with_hint(SCALE_DOWN)
+        } else {
+            err
+        });
+    }
+    Ok(bytes)
+}
+
+const SCALE_DOWN: &str = "Scale it down or compress it (e.g. convert in.png -resize 50% out.jpg)";
+
+/// `20 MiB`, `512 KiB`.
+fn human_size(bytes: usize) -> String {
+    if bytes >= 1 << 20 {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{} KiB", bytes >> 10)
+    }
+}
+
+fn read_stdin_bytes(limit: usize, within: Duration) -> Result<Vec<u8>> {
+    read_input(From::Stdin, "standard input", limit, within)
 }
 
 /// What the user named on the command line that this module reads.
@@ -58,6 +123,8 @@ pub struct Sources<'a> {
     pub tools: Option<&'a Path>,
     pub schema: Option<&'a str>,
     pub messages: Option<&'a str>,
+    /// How long any one of them may take to read (the run's timeout).
+    pub within: Duration,
 }
 
 /// Reads every input. Standard input goes to exactly one use: image bytes (`-i -`), a
@@ -73,7 +140,7 @@ pub fn gather(src: &Sources) -> Result<Input> {
     let mut input = Input::default();
     let stdin_free = image_stdin == 0 && !messages_stdin;
     let piped = if stdin_free && !stdin_is_terminal() {
-        let bytes = read_stdin_bytes()?;
+        let bytes = read_stdin_bytes(MAX_PROMPT_BYTES, src.within)?;
         Some(String::from_utf8(bytes).map_err(|_| {
             Error::input("Standard input is not UTF-8 text")
                 .with_hint("To send an image from standard input, pass -i -")
@@ -83,16 +150,16 @@ pub fn gather(src: &Sources) -> Result<Input> {
     };
     input.prompt = join_prompt(src.words, piped.as_deref());
     for spec in src.images {
-        input.images.push(load_image(spec)?);
+        input.images.push(load_image(spec, src.within)?);
     }
     if let Some(path) = src.tools {
-        input.tools = Some(load_tools(path)?);
+        input.tools = Some(load_tools(path, src.within)?);
     }
     if let Some(arg) = src.schema {
-        input.schema = Some(load_schema(arg)?);
+        input.schema = Some(load_schema(arg, src.within)?);
     }
     if let Some(arg) = src.messages {
-        input.messages = Some(load_messages(arg)?);
+        input.messages = Some(load_messages(arg, src.within)?);
     }
     Ok(input)
 }
@@ -127,7 +194,7 @@ pub fn sniff_image(bytes: &[u8]) -> Option<&'static str> {
 }
 
 /// Reads `-i SPEC`: a file, `-` (standard input), or an http(s) URL passed through.
-pub fn load_image(spec: &str) -> Result<Image> {
+pub fn load_image(spec: &str, within: Duration) -> Result<Image> {
     if spec.starts_with("https://") || spec.starts_with("http://") {
         reqwest::Url::parse(spec)
             .map_err(|e| Error::input(format!("Image URL {spec} is not valid")).with_source(e))?;
@@ -136,11 +203,15 @@ pub fn load_image(spec: &str) -> Result<Image> {
             source: spec.to_string(),
         });
     }
+    let limit = MAX_IMAGE_BYTES;
     let (name, bytes) = if spec == "-" {
-        ("standard input".to_string(), read_stdin_bytes()?)
+        (
+            "standard input".to_string(),
+            read_stdin_bytes(limit, within)?,
+        )
     } else {
-        let bytes = std::fs::read(spec)
-            .map_err(|e| Error::input(format!("Cannot read image {spec}")).with_source(e))?;
+        let what = format!("image {spec}");
+        let bytes = read_input(From::File(spec.into()), &what, limit, within)?;
         (spec.to_string(), bytes)
     };
     image_from_bytes(&name, &bytes)
@@ -156,7 +227,7 @@ pub fn image_from_bytes(name: &str, bytes: &[u8]) -> Result<Image> {
             bytes.len() as f64 / 1_048_576.0,
             MAX_IMAGE_BYTES / 1_048_576
         ))
-        .with_hint("Scale it down or compress it (e.g. convert in.png -resize 50% out.jpg)"));
+        .with_hint(SCALE_DOWN));
     }
     let mime = sniff_image(bytes).ok_or_else(|| {
         Error::input(format!("{name} is not a PNG, JPEG, GIF or WebP image"))
@@ -169,10 +240,11 @@ pub fn image_from_bytes(name: &str, bytes: &[u8]) -> Result<Image> {
     })
 }
 
-fn read_json_file(path: &Path, what: &str) -> Result<Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Error::input(format!("Cannot read {what} file {}", path.display())).with_source(e)
-    })?;
+fn read_json_file(path: &Path, what: &str, limit: usize, within: Duration) -> Result<Value> {
+    let name = format!("{what} file {}", path.display());
+    let bytes = read_input(From::File(path.into()), &name, limit, within)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Error::input(format!("{what} file {} is not UTF-8", path.display())))?;
     serde_json::from_str(&text).map_err(|e| {
         Error::input(format!(
             "{what} file {} is not valid JSON: {e}",
@@ -183,8 +255,8 @@ fn read_json_file(path: &Path, what: &str) -> Result<Value> {
 
 /// `--tools FILE`: an array of OpenAI-style tools, or an object with `tools`. A bare
 /// function (`{"name", "parameters"}`) is wrapped as `{"type": "function", "function": …}`.
-pub fn load_tools(path: &Path) -> Result<Vec<Value>> {
-    let v = read_json_file(path, "Tools")?;
+pub fn load_tools(path: &Path, within: Duration) -> Result<Vec<Value>> {
+    let v = read_json_file(path, "Tools", MAX_TOOLS_BYTES, within)?;
     let list = match v {
         Value::Array(a) => a,
         Value::Object(mut o) => match o.remove("tools") {
@@ -261,14 +333,20 @@ fn normalize_tool(t: Value) -> std::result::Result<Value, String> {
 
 /// `--schema FILE|JSON`: inline JSON when it starts with `{`, else a file; must be a valid
 /// JSON Schema.
-pub fn load_schema(arg: &str) -> Result<AnswerSchema> {
+pub fn load_schema(arg: &str, within: Duration) -> Result<AnswerSchema> {
     let (v, name) = if arg.trim_start().starts_with('{') {
+        if arg.len() > MAX_SCHEMA_BYTES {
+            return Err(Error::input(format!(
+                "--schema is larger than {}",
+                human_size(MAX_SCHEMA_BYTES)
+            )));
+        }
         let v = serde_json::from_str(arg)
             .map_err(|e| Error::input("--schema is not valid JSON").with_source(e))?;
         (v, "--schema".to_string())
     } else {
         (
-            read_json_file(Path::new(arg), "Schema")?,
+            read_json_file(Path::new(arg), "Schema", MAX_SCHEMA_BYTES, within)?,
             format!("Schema file {arg}"),
         )
     };
@@ -284,16 +362,18 @@ pub fn load_schema(arg: &str) -> Result<AnswerSchema> {
 const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool"];
 
 /// `--messages FILE|-`: a JSON array of `{role, content}` messages.
-pub fn load_messages(arg: &str) -> Result<Vec<Message>> {
+pub fn load_messages(arg: &str, within: Duration) -> Result<Vec<Message>> {
     let (text, name) = if arg == "-" {
-        let bytes = read_stdin_bytes()?;
+        let bytes = read_stdin_bytes(MAX_MESSAGES_BYTES, within)?;
         let text = String::from_utf8(bytes)
             .map_err(|_| Error::input("--messages - : standard input is not UTF-8"))?;
         (text, "standard input".to_string())
     } else {
-        let text = std::fs::read_to_string(arg)
-            .map_err(|e| Error::input(format!("Cannot read messages file {arg}")).with_source(e))?;
-        (text, format!("messages file {arg}"))
+        let what = format!("messages file {arg}");
+        let bytes = read_input(From::File(arg.into()), &what, MAX_MESSAGES_BYTES, within)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Error::input(format!("The messages file {arg} is not UTF-8")))?;
+        (text, what)
     };
     let v: Value = serde_json::from_str(&text)
         .map_err(|e| Error::input(format!("The {name} is not valid JSON")).with_source(e))?;
@@ -392,8 +472,14 @@ mod tests {
 
     #[test]
     fn schemas_must_be_valid() {
-        assert!(load_schema(r#"{"type":"object","properties":{"a":{"type":"string"}}}"#).is_ok());
-        assert!(load_schema(r#"{"type":"nonsense"}"#).is_err());
-        assert!(load_schema("{not json").is_err());
+        assert!(
+            load_schema(
+                r#"{"type":"object","properties":{"a":{"type":"string"}}}"#,
+                Duration::from_secs(5)
+            )
+            .is_ok()
+        );
+        assert!(load_schema(r#"{"type":"nonsense"}"#, Duration::from_secs(5)).is_err());
+        assert!(load_schema("{not json", Duration::from_secs(5)).is_err());
     }
 }

@@ -67,6 +67,60 @@ pub struct Fields {
     pub settings: ItemFields,
 }
 
+/// The longest input line read; a longer one is that line's input error, and memory
+/// stays bounded whatever the input (`/dev/zero` included).
+pub const MAX_LINE_BYTES: usize = 32 * 1024 * 1024;
+
+/// The lines of `r` without their line ends, each at most `MAX_LINE_BYTES` and UTF-8 (a
+/// line that is not is an `Err` for that line alone; reading goes on after it).
+pub fn lines(mut r: impl BufRead) -> impl Iterator<Item = std::io::Result<String>> {
+    use std::io::{Error as IoError, ErrorKind};
+    let mut eof = false;
+    std::iter::from_fn(move || {
+        if eof {
+            return None;
+        }
+        let mut buf = Vec::new();
+        let mut too_long = false;
+        loop {
+            let avail = match r.fill_buf() {
+                Ok(b) => b,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Some(Err(e)),
+            };
+            if avail.is_empty() {
+                eof = true;
+                if buf.is_empty() && !too_long {
+                    return None;
+                }
+                break;
+            }
+            let (piece, used, ended) = match avail.iter().position(|&b| b == b'\n') {
+                Some(i) => (&avail[..i], i + 1, true),
+                None => (avail, avail.len(), false),
+            };
+            if !too_long {
+                buf.extend_from_slice(piece);
+                if buf.len() > MAX_LINE_BYTES {
+                    (too_long, buf) = (true, Vec::new());
+                }
+            }
+            r.consume(used);
+            if ended {
+                break;
+            }
+        }
+        if too_long {
+            let why = format!("longer than {} MiB", MAX_LINE_BYTES >> 20);
+            return Some(Err(IoError::new(ErrorKind::InvalidData, why)));
+        }
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+        Some(String::from_utf8(buf).map_err(|_| IoError::new(ErrorKind::InvalidData, "not UTF-8")))
+    })
+}
+
 /// An input line that cannot be an item: that item's input error (the batch goes on).
 #[derive(Debug, thiserror::Error)]
 #[error("Input line {line}: {problem}")]
@@ -159,6 +213,25 @@ pub fn write_line(out: &mut Box<dyn Write>, line: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_are_bounded_and_reading_goes_on_after_a_bad_one() {
+        let mut input = b"first\r\n".to_vec();
+        input.extend(vec![b'x'; MAX_LINE_BYTES + 10]);
+        input.extend(b"\n\xFF\nlast");
+        let got: Vec<_> = lines(std::io::BufReader::new(&input[..]))
+            .map(|l| l.map_err(|e| e.to_string()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                Ok("first".to_string()),
+                Err("longer than 32 MiB".to_string()),
+                Err("not UTF-8".to_string()),
+                Ok("last".to_string()),
+            ]
+        );
+    }
 
     #[test]
     fn lines_are_json_items_or_plain_prompts() {

@@ -77,13 +77,13 @@ pub fn run(args: &BatchArgs, config_flag: Option<&Path>, printer: &Printer) -> R
             .opts
             .tools
             .as_deref()
-            .map(input::load_tools)
+            .map(|p| input::load_tools(p, batch.item.timeout))
             .transpose()?,
         schema: args
             .opts
             .schema
             .as_deref()
-            .map(input::load_schema)
+            .map(|a| input::load_schema(a, batch.item.timeout))
             .transpose()?,
         images: args.opts.images.clone(),
     };
@@ -114,7 +114,7 @@ pub fn run(args: &BatchArgs, config_flag: Option<&Path>, printer: &Printer) -> R
     // in flight, and a bounded channel keeps memory bounded.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, std::io::Result<String>)>(64);
     std::thread::spawn(move || {
-        for (index, line) in reader.lines().enumerate() {
+        for (index, line) in jsonl::lines(reader).enumerate() {
             if tx.blocking_send((index + 1, line)).is_err() {
                 break;
             }
@@ -373,10 +373,10 @@ fn build(f: &Fields, ask: &Ask, shared: &Shared) -> Result<Request> {
                 "`-i -` cannot be used in a batch: standard input holds the items",
             ));
         }
-        images.push(input::load_image(spec)?);
+        images.push(input::load_image(spec, ask.timeout)?);
     }
     let schema = match &f.schema {
-        Some(arg) => Some(input::load_schema(arg)?),
+        Some(arg) => Some(input::load_schema(arg, ask.timeout)?),
         None => shared.schema.clone(),
     };
     let input = Input {

@@ -3,7 +3,6 @@
 //! terminal and never with `NO_COLOR`; a spinner appears only when stderr is a terminal
 //! and `--quiet` is off. `report` renders the listings (`--dry-run`, `models`, `stats`,
 //! `config show`) from serializable rows.
-#![allow(clippy::print_stderr)]
 
 pub mod report;
 
@@ -22,6 +21,19 @@ pub struct Printer {
     color: bool,
     stderr_tty: bool,
     spinner: Option<ProgressBar>,
+    /// Why stdout could not be written (a full disk, an I/O error), once it failed: the
+    /// run then ends with an error (`Printer::output_failure`). A reader that went away
+    /// (a closed pipe) is not a failure.
+    stdout_failed: std::cell::RefCell<Option<std::io::Error>>,
+}
+
+/// One line to stderr. A closed or full stderr never costs the answer or the exit
+/// code: what cannot be said there is dropped.
+fn to_stderr(line: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = err
+        .write_all(line.as_bytes())
+        .and_then(|()| err.write_all(b"\n"));
 }
 
 impl Printer {
@@ -34,7 +46,14 @@ impl Printer {
             color,
             stderr_tty,
             spinner: None,
+            stdout_failed: std::cell::RefCell::new(None),
         }
+    }
+
+    /// The run's error when stdout could not be written (exit 1, on stderr).
+    pub fn output_failure(&self) -> Option<Error> {
+        let e = self.stdout_failed.borrow_mut().take()?;
+        Some(Error::internal("Cannot write to standard output").with_source(e))
     }
 
     pub fn stdout_is_terminal() -> bool {
@@ -51,8 +70,8 @@ impl Printer {
 
     fn eprint(&self, line: &str) {
         match &self.spinner {
-            Some(s) => s.suspend(|| eprintln!("{line}")),
-            None => eprintln!("{line}"),
+            Some(s) => s.suspend(|| to_stderr(line)),
+            None => to_stderr(line),
         }
     }
 
@@ -73,9 +92,13 @@ impl Printer {
     /// The run's error with its causes, then each hint on a line of its own.
     pub fn error(&self, err: &Error) {
         self.clear_spinner();
-        eprintln!("{} {}", self.paint("31", "error:"), err.full_message());
+        to_stderr(&format!(
+            "{} {}",
+            self.paint("31", "error:"),
+            err.full_message()
+        ));
         for h in &err.hints {
-            eprintln!("{} {h}", self.paint("36", "hint:"));
+            to_stderr(&format!("{} {h}", self.paint("36", "hint:")));
         }
     }
 
@@ -96,12 +119,21 @@ impl Printer {
         }
     }
 
-    /// Writes text to stdout; false when the reader went away.
+    /// Writes text to stdout; false when it cannot be written (the reader went away, or
+    /// a failure that `output_failure` then reports).
     pub fn stdout(&self, text: &str) -> bool {
+        if self.stdout_failed.borrow().is_some() {
+            return false;
+        }
         let mut out = std::io::stdout().lock();
-        out.write_all(text.as_bytes())
-            .and_then(|()| out.flush())
-            .is_ok()
+        match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => false,
+            Err(e) => {
+                *self.stdout_failed.borrow_mut() = Some(e);
+                false
+            }
+        }
     }
 
     /// Plain mode: the answer followed by exactly one newline.
@@ -130,7 +162,7 @@ impl Printer {
     /// A line of batch's own report (its summary), on stderr whatever `--quiet` says.
     pub fn report(&self, line: &str) {
         self.clear_spinner();
-        eprintln!("{line}");
+        to_stderr(line);
     }
 
     /// Batch's progress bar: drawn on stderr when it is a terminal and `--quiet` is off.

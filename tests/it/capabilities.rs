@@ -180,7 +180,7 @@ fn image_input_errors_name_the_file_and_send_nothing() {
         ),
         (
             vec!["-i", huge.to_str().unwrap(), "q"],
-            "the limit is 20 MB",
+            "is larger than 20 MiB",
         ),
         (vec!["--ocr", "q"], "--ocr needs an image"),
     ] {

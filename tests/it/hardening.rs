@@ -468,3 +468,153 @@ fn a_finish_then_silence_delivers_the_answer_without_waiting_for_the_idle_cap() 
     assert_eq!(out.code, 0, "{out}");
     assert_eq!(out.stdout, "done\n");
 }
+
+fn full() -> std::process::Stdio {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap()
+        .into()
+}
+
+#[test]
+fn a_closed_or_full_stderr_never_costs_the_answer_or_the_exit_code() {
+    let s = server(|r| fake::answer(&r.model(), &["ok"]));
+    let env = Env::new(&s);
+    let child = env
+        .cmd(&["-v", "-m", MID, "q"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(full())
+        .spawn()
+        .unwrap();
+    let out = crate::harness::wait_within(child, crate::harness::RUN_LIMIT, "stderr full");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.stdout, b"ok\n");
+    // A stderr whose reader has gone (`2>&1 | head -c 1`).
+    let mut child = env
+        .cmd(&["-v", "-m", MID, "--no-such-flag-either"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let out = crate::harness::wait_within(child, crate::harness::RUN_LIMIT, "stderr closed");
+    assert_eq!(out.status.code(), Some(2), "a usage error stays exit 2");
+    let mut child = env
+        .cmd(&["-v", "-m", MID, "q"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let out = crate::harness::wait_within(child, crate::harness::RUN_LIMIT, "stderr closed");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.stdout, b"ok\n");
+}
+
+#[test]
+fn a_full_stdout_is_an_error_not_a_silent_exit_0() {
+    let s = server(|r| fake::answer(&r.model(), &["ok"]));
+    let env = Env::new(&s);
+    for args in [
+        &["-m", MID, "q"][..],
+        &["--stream", "-m", MID, "q"],
+        &["--json", "-m", MID, "q"],
+    ] {
+        let child = env
+            .cmd(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(full())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = crate::harness::wait_within(child, crate::harness::RUN_LIMIT, "stdout full");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("Cannot write to standard output: No space left"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn endless_inputs_are_read_up_to_their_limit_and_refused() {
+    let s = FakeServer::start(|r| fake::answer(&r.model(), &["ok"])).expect_chats(0);
+    let env = Env::new(&s);
+    for (args, code, says) in [
+        (
+            &["-i", "/dev/zero", "q"][..],
+            2,
+            "image /dev/zero is larger than 20 MiB",
+        ),
+        (
+            &["--tools", "/dev/zero", "q"],
+            2,
+            "Tools file /dev/zero is larger than 4 MiB",
+        ),
+        (
+            &["--schema", "/dev/zero", "q"],
+            2,
+            "Schema file /dev/zero is larger than 1 MiB",
+        ),
+        (
+            &["--messages", "/dev/zero"],
+            2,
+            "messages file /dev/zero is larger than 64 MiB",
+        ),
+        (
+            &["--config", "/dev/zero", "q"],
+            6,
+            "Config file /dev/zero is larger than 1 MiB",
+        ),
+    ] {
+        let out = env.run(args);
+        assert_eq!(out.code, code, "{args:?}: {out}");
+        assert!(out.stderr.contains(says), "{args:?}: {out}");
+    }
+    // A prompt piped from an endless source.
+    let child = env
+        .cmd(&["q"])
+        .stdin(std::fs::File::open("/dev/zero").unwrap())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = crate::harness::wait_within(child, crate::harness::RUN_LIMIT, "stdin /dev/zero");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("standard input is larger than 32 MiB"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_fifo_with_no_writer_is_an_input_error_at_the_deadline_not_a_hang() {
+    let s = FakeServer::start(|r| fake::answer(&r.model(), &["ok"])).expect_chats(0);
+    let env = Env::new(&s).limit(Duration::from_secs(30));
+    let fifo = env.path("pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let fifo = fifo.to_str().unwrap();
+    for args in [
+        &["--timeout", "2", "-i", fifo, "q"][..],
+        &["--timeout", "2", "--messages", fifo],
+        &["--timeout", "2", "--tools", fifo, "q"],
+    ] {
+        let out = env.run(args);
+        assert_eq!(out.code, 2, "{args:?}: {out}");
+        assert!(
+            out.stderr.contains("gave nothing to read within 2 s"),
+            "{out}"
+        );
+        assert!(out.stderr.contains("FIFO"), "{out}");
+    }
+}
