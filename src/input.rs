@@ -4,6 +4,8 @@
 //! naming the file and what is wrong, found before any request is sent.
 
 use std::io::{IsTerminal, Read};
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -58,35 +60,54 @@ enum From {
 }
 
 /// Reads one input whole: at most `limit` bytes (one more is an error saying the limit),
-/// and within `within` (a FIFO with no writer, or a pipe whose writer never finishes, is
-/// an input error at the deadline, never a run that hangs). The read runs on a thread of
-/// its own so that the wait is bounded; a thread left blocked ends with the process.
+/// and, from a pipe or FIFO, within `within` (a FIFO with no writer, or a pipe whose
+/// writer never finishes, is an input error at the deadline, never a run that hangs).
+/// That read runs on a thread of its own so that the wait is bounded; a thread left
+/// blocked ends with the process.
 fn read_input(from: From, what: &str, limit: usize, within: Duration) -> Result<Vec<u8>> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let source = from.clone();
-    std::thread::spawn(move || {
-        let read = || -> std::io::Result<Vec<u8>> {
-            let reader: Box<dyn Read> = match source {
-                From::Stdin => Box::new(std::io::stdin()),
-                From::File(path) => Box::new(std::fs::File::open(path)?),
-            };
-            let mut buf = Vec::new();
-            reader.take(limit as u64 + 1).read_to_end(&mut buf)?;
-            Ok(buf)
-        };
-        let _ = tx.send(read());
-    });
-    let bytes = match rx.recv_timeout(within) {
-        Ok(read) => read.map_err(|e| Error::input(format!("Cannot read {what}")).with_source(e))?,
-        Err(_) => {
-            return Err(Error::input(format!(
-                "{what} gave nothing to read within {:.0} s",
-                within.as_secs_f64()
-            ))
-            .with_hint(match from {
-                From::Stdin => "Close standard input, or pass the text as words",
-                From::File(_) => "Is it a FIFO with no writer? Pass a regular file",
-            }));
+    let cannot = |e: std::io::Error| Error::input(format!("Cannot read {what}")).with_source(e);
+    let open = move |from: &From| -> std::io::Result<std::fs::File> {
+        match from {
+            From::Stdin => Ok(std::fs::File::from(
+                std::io::stdin().as_fd().try_clone_to_owned()?,
+            )),
+            From::File(path) => std::fs::File::open(path),
+        }
+    };
+    let read = move |file: std::fs::File| -> std::io::Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        file.take(limit as u64 + 1).read_to_end(&mut buf)?;
+        Ok(buf)
+    };
+    // Only a pipe or socket can keep a read waiting; anything else is read here and now.
+    let waits = match &from {
+        From::Stdin => open(&from).and_then(|f| f.metadata()),
+        From::File(path) => std::fs::metadata(path),
+    }
+    .map_err(cannot)?
+    .file_type();
+    let bytes = if !(waits.is_fifo() || waits.is_socket()) {
+        open(&from).and_then(read).map_err(cannot)?
+    } else {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let source = from.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(open(&source).and_then(read));
+        });
+        // Never less than a second: a writer that is there is quick, whatever --timeout.
+        let wait = within.max(Duration::from_secs(1));
+        match rx.recv_timeout(wait) {
+            Ok(read) => read.map_err(cannot)?,
+            Err(_) => {
+                return Err(Error::input(format!(
+                    "{what} gave nothing to read within {:.0} s",
+                    wait.as_secs_f64()
+                ))
+                .with_hint(match from {
+                    From::Stdin => "Close standard input, or pass the text as words",
+                    From::File(_) => "Is it a FIFO with no writer? Pass a regular file",
+                }));
+            }
         }
     };
     if bytes.len() > limit {

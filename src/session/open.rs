@@ -213,6 +213,18 @@ pub fn load_catalogs(
             .iter()
             .map(|(p, why)| format!("{p}: {why}"))
             .collect();
+        // The fetch's time is a share of the run's: when it ran out everywhere, the
+        // deadline ended the run (DESIGN §4: exit 5).
+        if loaded.failed.iter().all(|(_, why)| why.timed_out) {
+            return Err(Error::new(
+                ErrorKind::Deadline,
+                format!(
+                    "The deadline passed before any model list arrived ({})",
+                    names.join("; ")
+                ),
+            )
+            .with_hint("Raise --timeout, or run once with a longer one to fill the cache"));
+        }
         return Err(Error::new(
             ErrorKind::AllFailed,
             format!("Could not get any model list ({})", names.join("; ")),

@@ -110,7 +110,7 @@ impl Client {
             if !status.is_success() {
                 return Err(FetchError {
                     status: Some(status.as_u16()),
-                    message: format!("HTTP {}", status.as_u16()),
+                    ..FetchError::other(format!("HTTP {}", status.as_u16()))
                 });
             }
             let mut resp = resp;
@@ -132,7 +132,7 @@ impl Client {
         };
         tokio::time::timeout(timeout, fut)
             .await
-            .map_err(|_| FetchError::other(format!("no answer within {}s", timeout.as_secs())))?
+            .map_err(|_| FetchError::timed_out(timeout))?
     }
 }
 
@@ -145,6 +145,8 @@ pub const MAX_MODELS_BODY: usize = 32 * 1024 * 1024;
 pub struct FetchError {
     pub status: Option<u16>,
     pub message: String,
+    /// No answer within the time the run gave the fetch.
+    pub timed_out: bool,
 }
 
 impl FetchError {
@@ -153,6 +155,15 @@ impl FetchError {
         FetchError {
             status: None,
             message: message.into(),
+            timed_out: false,
+        }
+    }
+
+    /// No answer within `timeout`.
+    pub fn timed_out(timeout: Duration) -> Self {
+        FetchError {
+            timed_out: true,
+            ..Self::other(format!("no answer within {:.1}s", timeout.as_secs_f64()))
         }
     }
 

@@ -618,3 +618,18 @@ fn a_fifo_with_no_writer_is_an_input_error_at_the_deadline_not_a_hang() {
         assert!(out.stderr.contains("FIFO"), "{out}");
     }
 }
+
+#[test]
+fn a_timeout_too_short_for_anything_is_the_deadline_exit_5() {
+    let s = server(|r| fake::answer(&r.model(), &["ok"]));
+    let env = Env::new(&s);
+    // No model list yet: the fetch's share of the run ran out.
+    let out = env.run(&["--json", "--timeout", "0.000001", "q"]);
+    assert_eq!(out.code, 5, "{out}");
+    assert_eq!(out.json()["error"]["kind"], "deadline");
+    // With the list cached: no time for any attempt.
+    assert_eq!(env.run(&["-m", MID, "q"]).code, 0);
+    let out = env.run(&["--json", "--timeout", "0.000001", "q"]);
+    assert_eq!(out.code, 5, "{out}");
+    assert_eq!(out.json()["error"]["kind"], "deadline");
+}
