@@ -20,11 +20,31 @@ pub struct Printer {
     pub verbose: bool,
     color: bool,
     stderr_tty: bool,
+    stdout_tty: bool,
     spinner: Option<ProgressBar>,
     /// Why stdout could not be written (a full disk, an I/O error), once it failed: the
     /// run then ends with an error (`Printer::output_failure`). A reader that went away
     /// (a closed pipe) is not a failure.
     stdout_failed: std::cell::RefCell<Option<std::io::Error>>,
+}
+
+/// Text with the characters a terminal acts on removed: C0 controls but tab and line
+/// feed (ESC, BEL, CR, backspace…), DEL, C1 controls, and the bidirectional overrides
+/// and isolates (U+202A–U+202E, U+2066–U+2069) that make text read other than it is.
+pub fn for_terminal(text: &str) -> std::borrow::Cow<'_, str> {
+    let acts = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t')
+            || ('\u{202A}'..='\u{202E}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c)
+    };
+    if text.chars().any(acts) {
+        text.chars()
+            .filter(|&c| !acts(c))
+            .collect::<String>()
+            .into()
+    } else {
+        text.into()
+    }
 }
 
 /// One line to stderr. A closed or full stderr never costs the answer or the exit
@@ -45,6 +65,7 @@ impl Printer {
             verbose,
             color,
             stderr_tty,
+            stdout_tty: std::io::stdout().is_terminal(),
             spinner: None,
             stdout_failed: std::cell::RefCell::new(None),
         }
@@ -136,13 +157,24 @@ impl Printer {
         }
     }
 
+    /// Answer text: on a terminal without the control characters a model (or a hostile
+    /// server) could use to move the cursor, ring the bell, retitle the window or reverse
+    /// the text (`for_terminal`); in a pipe, byte for byte.
+    pub fn text(&self, text: &str) -> bool {
+        if self.stdout_tty {
+            self.stdout(&for_terminal(text))
+        } else {
+            self.stdout(text)
+        }
+    }
+
     /// Plain mode: the answer followed by exactly one newline.
     pub fn answer(&self, text: &str) -> bool {
         self.clear_spinner();
         if text.ends_with('\n') {
-            self.stdout(text)
+            self.text(text)
         } else {
-            self.stdout(&format!("{text}\n"))
+            self.text(&format!("{text}\n"))
         }
     }
 
@@ -180,6 +212,19 @@ impl Printer {
 }
 
 /// `{"ok": false, "error": {"kind", "message"}, "attempts": […]}`, and a batch item's `id`.
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn for_terminal_strips_what_a_terminal_acts_on() {
+        let hostile = "a\x1b]0;pwned\x07b\x1b[2Jc\r\u{202E}fed\u{2066}\x7f\u{9b}\n\td";
+        assert_eq!(super::for_terminal(hostile), "a]0;pwnedb[2Jcfed\n\td");
+        assert!(matches!(
+            super::for_terminal("plain\ttext\n"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+}
+
 #[derive(Serialize)]
 pub struct Failure<'a> {
     pub ok: bool,
@@ -232,7 +277,7 @@ impl TokenSink for Sink<'_> {
             self.printed_any = true;
         }
         self.ends_with_newline = text.ends_with('\n');
-        self.printer.stdout(text)
+        self.printer.text(text)
     }
 
     fn trace(&mut self, msg: String) {

@@ -633,3 +633,49 @@ fn a_timeout_too_short_for_anything_is_the_deadline_exit_5() {
     assert_eq!(out.code, 5, "{out}");
     assert_eq!(out.json()["error"]["kind"], "deadline");
 }
+
+/// Runs `cmd` with its stdout on a terminal (util-linux `script` makes the pty).
+fn on_a_terminal(cmd: std::process::Command) -> String {
+    let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', r"'\''"));
+    let line: Vec<String> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(quote)
+        .collect();
+    // stderr away from the terminal, so that only the answer is captured.
+    let line = format!("{} 2>/dev/null", line.join(" "));
+    let mut script = std::process::Command::new("script");
+    script.args(["-qec", &line, "/dev/null"]).env_clear();
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            script.env(k, v);
+        }
+    }
+    let child = script
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("util-linux script");
+    let out = crate::harness::wait_within(child, crate::harness::RUN_LIMIT, "a run on a pty");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn control_characters_from_a_model_are_stripped_on_a_terminal_only() {
+    let hostile = "safe\u{1b}]0;pwned\u{7}\u{1b}[2J\u{202e}txet";
+    let s = server(move |r| fake::answer(&r.model(), &[hostile]));
+    let env = Env::new(&s);
+    for args in [&["-m", MID, "q"][..], &["--stream", "-m", MID, "q"]] {
+        let shown = on_a_terminal(env.cmd(args));
+        assert!(shown.contains("safe]0;pwned[2Jtxet"), "{args:?}: {shown:?}");
+        assert!(
+            !shown.contains('\u{1b}') && !shown.contains('\u{7}') && !shown.contains('\u{202e}'),
+            "{shown:?}"
+        );
+    }
+    // In a pipe and in JSON, the answer is kept byte for byte.
+    let out = env.run(&["-m", MID, "q"]);
+    assert_eq!(out.stdout, format!("{hostile}\n"));
+    let out = env.run(&["--json", "-m", MID, "q"]);
+    assert_eq!(out.json()["content"], hostile);
+}
