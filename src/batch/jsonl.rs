@@ -43,6 +43,18 @@ pub fn open_output(path: Option<&Path>) -> Result<(HashSet<String>, Box<dyn Writ
     Ok((answered, Box::new(file)))
 }
 
+/// The ids answered in OUT, read only (`batch --dry-run` changes no file).
+pub fn answered(path: Option<&Path>) -> HashSet<String> {
+    let Some(text) = path.and_then(|p| std::fs::read_to_string(p).ok()) else {
+        return HashSet::new();
+    };
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["ok"] == true && !v["id"].is_null())
+        .map(|v| v["id"].to_string())
+        .collect()
+}
+
 pub fn count_lines(path: &str) -> Option<u64> {
     let f = std::fs::File::open(path).ok()?;
     Some(

@@ -22,7 +22,7 @@ use crate::cli::BatchArgs;
 use crate::config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::input::{self, Input};
-use crate::output::{Failure, Printer};
+use crate::output::{Failure, Printer, report};
 use crate::request::{self, AnswerSchema, Request};
 use crate::session::{Job, LogLine, Room, Session, Stop, TokenSink};
 use crate::settings::{self, Ask, Sources};
@@ -88,7 +88,6 @@ pub fn run(args: &BatchArgs, config_flag: Option<&Path>, printer: &Printer) -> R
         images: args.opts.images.clone(),
     };
 
-    let (answered, out) = jsonl::open_output(args.output.as_deref())?;
     let reader: Box<dyn BufRead + Send> = match args.input.as_deref() {
         None | Some("-") => Box::new(BufReader::new(std::io::stdin())),
         Some(path) => {
@@ -97,6 +96,17 @@ pub fn run(args: &BatchArgs, config_flag: Option<&Path>, printer: &Printer) -> R
             })?))
         }
     };
+    if batch.item.dry_run {
+        let answered = jsonl::answered(args.output.as_deref());
+        let dry = DryRun {
+            answered: &answered,
+            ask: &batch.item,
+            shared: &shared,
+            json: args.opts.json,
+        };
+        return dry.run(reader, &session, printer);
+    }
+    let (answered, out) = jsonl::open_output(args.output.as_deref())?;
     let total = match args.input.as_deref() {
         Some(path) if path != "-" => jsonl::count_lines(path),
         _ => None,
@@ -211,6 +221,131 @@ pub fn run(args: &BatchArgs, config_flag: Option<&Path>, printer: &Printer) -> R
         )));
     }
     Ok(())
+}
+
+/// `batch --dry-run`: every item planned, nothing sent (DESIGN §1's `--dry-run`, per item).
+struct DryRun<'a> {
+    answered: &'a HashSet<String>,
+    ask: &'a Ask,
+    shared: &'a Shared,
+    /// `--json`: one plan object per item, with its id; else items that share a plan are
+    /// shown once under their count.
+    json: bool,
+}
+
+impl DryRun<'_> {
+    /// Exit 0 when every item has a candidate, 3 when one has none, else 2 for unreadable
+    /// lines or items.
+    fn run(
+        &self,
+        reader: Box<dyn BufRead + Send>,
+        session: &Session,
+        printer: &Printer,
+    ) -> Result<()> {
+        let mut counts = Counts::default();
+        let mut seq = 0usize;
+        let mut items = 0usize;
+        let mut without = 0usize;
+        // Plans in first-seen order, each with the ids of the items that share it.
+        let mut groups: Vec<(String, Vec<Value>, usize, Job)> = Vec::new();
+        for (index, line) in reader.lines().enumerate() {
+            let line_no = index + 1;
+            let Some(item) = item_from_line(
+                line_no,
+                line,
+                &mut seq,
+                self.answered,
+                self.ask,
+                self.shared,
+                &mut counts,
+                printer,
+            ) else {
+                continue;
+            };
+            let req = match item.request {
+                Ok(r) => r,
+                Err(e) => {
+                    counts.unreadable += 1;
+                    printer.error(&Error::input(format!(
+                        "Input line {line_no}: {}",
+                        e.message
+                    )));
+                    continue;
+                }
+            };
+            items += 1;
+            let jobs = session.plan(&req);
+            if Session::unanswerable(&jobs).is_some() {
+                without += 1;
+            }
+            let first = jobs.into_iter().next().expect("a request has a job");
+            if self.json {
+                let timeouts = crate::session::first_token_timeouts(&first.plan, &first.request);
+                report::item_plan(&item.id, &first.plan, &timeouts, printer);
+                continue;
+            }
+            let key = plan_key(&first.plan);
+            match groups.iter_mut().find(|g| g.0 == key) {
+                Some(g) => {
+                    if g.1.len() < 6 {
+                        g.1.push(item.id);
+                    }
+                    g.2 += 1;
+                }
+                None => groups.push((key, vec![item.id], 1, first)),
+            }
+        }
+        for (_, ids, count, job) in &groups {
+            report::items_heading(ids, *count, printer);
+            let timeouts = crate::session::first_token_timeouts(&job.plan, &job.request);
+            let shown = Request {
+                json: false,
+                ..job.request.clone()
+            };
+            report::plan(&job.plan, &shown, &timeouts, crate::now_ms(), printer);
+        }
+        printer.report(&format!(
+            "batch --dry-run: {items} {}, {} skipped, {} unreadable; nothing was sent",
+            if items == 1 {
+                "item planned"
+            } else {
+                "items planned"
+            },
+            counts.skipped,
+            counts.unreadable
+        ));
+        if without > 0 {
+            return Err(Error::new(
+                ErrorKind::NoEligibleModel,
+                format!("{without} of {items} items have no candidate"),
+            ));
+        }
+        if counts.unreadable > 0 {
+            return Err(Error::input(format!(
+                "{} input lines could not be read (see above)",
+                counts.unreadable
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What makes two items' plans the same for the reader: the same candidates (their order
+/// differs from item to item by the ranking's jitter, as it would when they run) and every
+/// drop with its reason.
+fn plan_key(plan: &crate::plan::Plan) -> String {
+    let mut cands: Vec<String> = plan
+        .candidates
+        .iter()
+        .map(|c| format!("{}/{}", c.model.provider, c.model.id))
+        .collect();
+    cands.sort();
+    let mut key = cands.join("\n");
+    key.push('|');
+    for d in &plan.dropped {
+        key.push_str(&format!("{}/{}: {}\n", d.provider, d.model, d.why));
+    }
+    key
 }
 
 #[derive(Default)]

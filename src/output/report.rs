@@ -37,8 +37,60 @@ struct PlanRow<'a> {
 
 #[derive(Serialize)]
 struct PlanReport<'a> {
+    /// A batch item's id (`batch --dry-run --json`: one line per item).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a serde_json::Value>,
     candidates: Vec<PlanRow<'a>>,
     dropped: &'a [Dropped],
+}
+
+fn plan_report<'a>(
+    plan: &'a Plan,
+    timeouts: &[Duration],
+    id: Option<&'a serde_json::Value>,
+) -> PlanReport<'a> {
+    let candidates = plan
+        .candidates
+        .iter()
+        .enumerate()
+        .map(|(i, c)| PlanRow {
+            provider: &c.model.provider,
+            model: &c.model.id,
+            score: round(c.score.total),
+            why: c.score.explain(),
+            parts: c.score.rounded(),
+            first_token_timeout_ms: timeouts.get(i).map(|d| d.as_millis() as u64),
+        })
+        .collect();
+    PlanReport {
+        id,
+        candidates,
+        dropped: &plan.dropped,
+    }
+}
+
+/// `batch --dry-run --json`: one line per item, the `--dry-run --json` object plus its `id`.
+pub fn item_plan(id: &serde_json::Value, plan: &Plan, timeouts: &[Duration], printer: &Printer) {
+    printer.json(&plan_report(plan, timeouts, Some(id)));
+}
+
+/// `batch --dry-run`: the items that share the plan printed below it.
+pub fn items_heading(ids: &[serde_json::Value], count: usize, printer: &Printer) {
+    const SHOWN: usize = 5;
+    let mut shown: Vec<String> = ids.iter().take(SHOWN).map(|v| v.to_string()).collect();
+    if count > SHOWN {
+        shown.push("…".into());
+    }
+    let items = if count == 1 { "item" } else { "items" };
+    let order = if count > 1 {
+        "; each item draws its own order among these, as the ranking's jitter does when it runs"
+    } else {
+        ""
+    };
+    printer.stdout(&format!(
+        "{count} {items} (id {}){order}:\n",
+        shown.join(", ")
+    ));
 }
 
 /// `--dry-run`: the candidates in order, each with its worst-case first-token timeout, and
@@ -46,23 +98,7 @@ struct PlanReport<'a> {
 pub fn plan(plan: &Plan, req: &Request, timeouts: &[Duration], now_ms: u64, printer: &Printer) {
     let timeout_of = |i: usize| timeouts.get(i).map(|d| d.as_millis() as u64);
     if req.json {
-        let candidates = plan
-            .candidates
-            .iter()
-            .enumerate()
-            .map(|(i, c)| PlanRow {
-                provider: &c.model.provider,
-                model: &c.model.id,
-                score: round(c.score.total),
-                why: c.score.explain(),
-                parts: c.score.rounded(),
-                first_token_timeout_ms: timeout_of(i),
-            })
-            .collect();
-        printer.json(&PlanReport {
-            candidates,
-            dropped: &plan.dropped,
-        });
+        printer.json(&plan_report(plan, timeouts, None));
         return;
     }
     let mut s = String::new();
@@ -413,7 +449,7 @@ pub fn config(file: &str, d: &ShownDefaults, found: &Providers, printer: &Printe
         match (&p.key_env, &p.key) {
             (Some(var), Some(_)) => s.push_str(&format!("api_key_env = {var:?}  # set\n")),
             (Some(var), None) => s.push_str(&format!(
-                "api_key_env = {var:?}  # not set; none needed here\n"
+                "api_key_env = {var:?}  # not set; optional for this keyless service\n"
             )),
             (None, _) => s.push_str("# no key\n"),
         }
@@ -441,7 +477,7 @@ pub fn config(file: &str, d: &ShownDefaults, found: &Providers, printer: &Printe
         );
     }
     for d in &found.disabled {
-        s.push_str(&format!("\n[providers.{}]  # off: {}\n", d.name, d.reason));
+        s.push_str(&format!("\n[providers.{}]  # OFF: {}\n", d.name, d.reason));
     }
     printer.stdout(&s);
 }

@@ -1,0 +1,94 @@
+//! What a new user trips on (issue 15): each test is one of the issue's items, driven
+//! through the binary against a fake that behaves like the real server.
+
+use serde_json::Value;
+
+use crate::ask::{BIG, server};
+use crate::fake::{self, FakeServer};
+use crate::harness::Env;
+
+fn lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// Item 1: `batch --dry-run` plans every item and sends nothing.
+#[test]
+fn batch_dry_run_sends_nothing() {
+    let s = server(|r| fake::answer(&r.model(), &["x"]));
+    let env = Env::new(&s);
+    let input = "{\"id\": \"a\", \"prompt\": \"one\"}\ntwo\nthree\n";
+    let out = env.run_with_stdin(&["batch", "--dry-run"], Some(input));
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stdout.contains("3 items") && out.stdout.contains(BIG),
+        "the shared plan once, with the item count: {out}"
+    );
+    assert!(out.stderr.contains("nothing was sent"), "{out}");
+    let out = env.run_with_stdin(&["batch", "--dry-run", "--json"], Some(input));
+    assert_eq!(out.code, 0, "{out}");
+    let plans = lines(&out.stdout);
+    assert_eq!(plans.len(), 3, "{out}");
+    assert_eq!(plans[0]["id"], "a");
+    assert_eq!(plans[1]["id"], 2);
+    assert!(
+        plans[0]["candidates"].as_array().unwrap().len() > 1,
+        "{out}"
+    );
+    let out = env.run_with_stdin(&["batch", "--dry-run", "--exclude", "*"], Some(input));
+    assert_eq!(out.code, 3, "no candidate: {out}");
+    assert!(s.chats().is_empty(), "a dry run sent {:?}", s.chat_models());
+}
+
+/// Item 5: a provider with a key variable is on only when that variable is set, whatever
+/// its base URL; a built-in preset pointed at loopback without its key neither is asked nor
+/// keeps `keyless = "auto"` from applying.
+#[test]
+fn a_provider_whose_key_variable_is_unset_is_off() {
+    let gateway = FakeServer::start(|r| {
+        if r.path.ends_with("/models") {
+            fake::catalog(vec![fake::model_entry(
+                "gw-8b",
+                "0",
+                Some(8192),
+                &["text"],
+                &[],
+            )])
+        } else {
+            fake::answer(&r.model(), &["from the gateway"])
+        }
+    });
+    let keyless =
+        FakeServer::start(|r| fake::answer(&r.model(), &["keyless answer"])).expect_chats(1);
+    let env = Env::bare().var("FREEROUTE_KEYLESS", "auto").config(&format!(
+        "[providers.litellm]\nbase_url = \"{gw}\"\napi_key_env = \"LITELLM_KEY\"\n\
+         [providers.groq]\nbase_url = \"{gw}\"\n\
+         [providers.llm7]\nbase_url = \"{k}\"\n[providers.kilo]\nenabled = false\n[providers.ovhcloud]\nenabled = false\n",
+        gw = gateway.url("/v1"),
+        k = keyless.url("/llm7/v1"),
+    ));
+    let out = env.run(&["config", "show"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stdout
+            .contains("[providers.litellm]  # OFF: LITELLM_KEY is not set"),
+        "{out}"
+    );
+    assert!(
+        out.stdout
+            .contains("[providers.groq]  # OFF: GROQ_API_KEY is not set"),
+        "{out}"
+    );
+    let out = env.run(&["q"]);
+    assert_eq!(out.code, 0, "keyless auto applies: {out}");
+    assert_eq!(out.stdout, "keyless answer\n");
+    assert!(gateway.chats().is_empty(), "asked without its key: {out}");
+    // With the variable set, the gateway is on and gets its key.
+    let out = env.run_with_env(&["-p", "litellm", "q"], &[("LITELLM_KEY", "gw-key-123")]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(out.stdout, "from the gateway\n");
+    let chats = gateway.chats();
+    assert_eq!(chats.len(), 1);
+    assert_eq!(chats[0].header("authorization"), Some("Bearer gw-key-123"));
+}
