@@ -1,10 +1,10 @@
 //! What a new user trips on (issue 15): each test is one of the issue's items, driven
 //! through the binary against a fake that behaves like the real server.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::ask::{BIG, server};
-use crate::fake::{self, FakeServer};
+use crate::fake::{self, FakeServer, Reply, Step};
 use crate::harness::Env;
 
 fn lines(text: &str) -> Vec<Value> {
@@ -91,4 +91,85 @@ fn a_provider_whose_key_variable_is_unset_is_off() {
     let chats = gateway.chats();
     assert_eq!(chats.len(), 1);
     assert_eq!(chats[0].header("authorization"), Some("Bearer gw-key-123"));
+}
+
+/// A configured local provider with these models (`id = "…", …` entries), answering
+/// with `chat`.
+fn local_env(s: &FakeServer, models: &str) -> Env {
+    Env::bare().config(&format!(
+        "[providers.local]\nbase_url = \"{}\"\nmodels = [{models}]\n",
+        s.url("/v1")
+    ))
+}
+
+fn tool_call(model: &str, name: &str) -> Reply {
+    Reply::stream(vec![
+        Step::Send(fake::chunk(
+            model,
+            json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": name, "arguments": "{\"city\": \"Paris\"}"}}]}),
+            None,
+        )),
+        Step::Send(fake::chunk(model, json!({}), Some("tool_calls"))),
+        Step::Send("data: [DONE]\n\n".into()),
+    ])
+}
+
+/// Item 7: under `--tool-choice required` (or a tool's name) a prose answer is
+/// `invalid_answer` and the next model is tried; a tools file of tool calls or misspelt
+/// keys is exit 2 before anything is sent.
+#[test]
+fn tool_choice_required_is_enforced_and_tools_files_are_checked() {
+    let s = FakeServer::start(|r| match r.model().as_str() {
+        "prose-8b" => fake::answer("prose-8b", &["It is sunny in Paris."]),
+        m => tool_call(m, "get_weather"),
+    })
+    .expect_chats(4);
+    let env = local_env(
+        &s,
+        "{ id = \"prose-8b\", context = 8192, tools = true }, { id = \"caller-8b\", context = 8192, tools = true }",
+    );
+    let tools = env.path("tools.json");
+    std::fs::write(
+        &tools,
+        r#"[{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]"#,
+    )
+    .unwrap();
+    let t = tools.to_str().unwrap();
+    for choice in ["required", "get_weather"] {
+        let out = env.run(&[
+            "--json",
+            "--tools",
+            t,
+            "--tool-choice",
+            choice,
+            "-m",
+            "prose-8b",
+            "-m",
+            "caller-8b",
+            "weather?",
+        ]);
+        assert_eq!(out.code, 0, "{choice}: {out}");
+        let v = out.json();
+        assert_eq!(v["model"], "caller-8b", "{choice}: {out}");
+        assert_eq!(v["attempts"][0]["outcome"], "invalid_answer", "{out}");
+        assert_eq!(v["tool_calls"][0]["arguments"]["city"], "Paris");
+    }
+    let sent = s.chats().len();
+    for (body, needle) in [
+        (
+            r#"[{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]"#,
+            "unknown key `id`",
+        ),
+        (
+            r#"[{"type": "function", "function": {"name": "f", "parmeters": {}}}]"#,
+            "unknown key `parmeters`",
+        ),
+        (r#"[{"type": "function", "function": "f"}]"#, "tool 0"),
+    ] {
+        std::fs::write(&tools, body).unwrap();
+        let out = env.run(&["--tools", t, "weather?"]);
+        assert_eq!(out.code, 2, "{body}: {out}");
+        assert!(out.stderr.contains(needle), "{body}: {out}");
+    }
+    assert_eq!(s.chats().len(), sent, "a bad tools file sent a request");
 }
