@@ -90,6 +90,26 @@ fn cloud() -> Tier {
 }
 
 impl Model {
+    /// What the catalog claims for this model (context, capabilities), as one word: a
+    /// belief learned against one claim is dropped when the claim changes (DESIGN §5).
+    pub fn entry(&self) -> String {
+        let c = self.caps;
+        let flag = |on: bool, name: &str| {
+            if on {
+                format!(",{name}")
+            } else {
+                String::new()
+            }
+        };
+        format!(
+            "context={}{}{}{}",
+            self.context.map_or("?".to_string(), |n| n.to_string()),
+            flag(c.vision, "vision"),
+            flag(c.tools, "tools"),
+            flag(c.schema, "schema")
+        )
+    }
+
     /// `openrouter/free`: free and allowed, but only as the last candidate.
     pub fn is_free_router(&self) -> bool {
         self.id == "openrouter/free"

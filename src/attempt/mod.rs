@@ -458,6 +458,9 @@ pub async fn run(
                             tokens_per_sec: tps,
                             retry_at_ms: success.quota_until_ms,
                             provider_wide: success.quota_until_ms.is_some(),
+                            context_tokens: Some(st.context_tokens),
+                            catalog_entry: Some(cand.model.entry()),
+                            local: crate::providers::is_loopback_url(&provider.base_url),
                             ..AttemptRecord::new(
                                 &provider.name,
                                 &cand.model.id,
@@ -569,6 +572,9 @@ fn failure(
         piece: None,
         context_tokens: (failure.outcome == AttemptOutcome::ContextTooLong)
             .then_some(st.context_tokens),
+        counted: failure.counted,
+        catalog_entry: Some(cand.model.entry()),
+        local: crate::providers::is_loopback_url(&provider.base_url),
     });
     if shown {
         let err = Error::new(

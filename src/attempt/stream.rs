@@ -53,6 +53,7 @@ pub(super) fn failed(
             hint_ms: None,
             own_rate_limit: false,
             missing: None,
+            counted: Default::default(),
         },
         status,
         shown: false,

@@ -238,7 +238,8 @@ struct StatsModel<'a> {
     cooldown_until_ms: Option<u64>,
     last_outcome: Option<AttemptOutcome>,
     last_error: Option<&'a str>,
-    missing: &'a std::collections::BTreeSet<crate::catalog::Capability>,
+    /// Capability misses and the learned context limit, while still believed.
+    missing: Vec<crate::catalog::Capability>,
     too_long_at_tokens: Option<u64>,
     updated_ms: u64,
 }
@@ -262,8 +263,11 @@ impl<'a> StatsModel<'a> {
             cooldown_until_ms: (m.cooldown_until_ms > now).then_some(m.cooldown_until_ms),
             last_outcome: m.last_outcome,
             last_error: m.last_error.as_deref(),
-            missing: &m.misses,
-            too_long_at_tokens: m.too_long_at,
+            missing: match m.misses_until_ms > now {
+                true => m.misses.iter().copied().collect(),
+                false => Vec::new(),
+            },
+            too_long_at_tokens: m.too_long_at.filter(|_| m.too_long_until_ms > now),
             updated_ms: m.updated_ms,
         }
     }

@@ -128,7 +128,7 @@ pub fn check(
         }
         if state
             .model(&m.provider, &m.id)
-            .is_some_and(|s| s.misses.contains(&cap))
+            .is_some_and(|s| s.known_miss(cap, &m.entry(), now_ms))
         {
             return Err(DropReason::KnownMiss(cap));
         }
@@ -141,7 +141,9 @@ pub fn check(
             have,
         });
     }
-    if let Some(at) = state.model(&m.provider, &m.id).and_then(|s| s.too_long_at)
+    if let Some(at) = state
+        .model(&m.provider, &m.id)
+        .and_then(|s| s.too_long_from(&m.entry(), now_ms))
         && needs.context_tokens >= at
     {
         return Err(DropReason::TooLongBefore { at });

@@ -100,7 +100,24 @@ impl Session {
         let dir = crate::store::file::state_dir();
         let host = FileStore::new(dir.clone());
         let store: Box<dyn Store> = Box::new(FileStore::new(dir));
-        let health = store.snapshot();
+        let mut health = store.snapshot();
+        if route.catalog == request::CatalogMode::Refresh {
+            // DESIGN §5: a refetched catalog replaces what was learned about its models.
+            let refetched: Vec<&str> = enabled
+                .iter()
+                .filter(|p| p.models.is_none() && !loaded.failed.iter().any(|(f, _)| f == &p.name))
+                .map(|p| p.name.as_str())
+                .collect();
+            let mut forget = |h: &mut Health| {
+                for p in &refetched {
+                    h.forget_beliefs_of(p);
+                }
+            };
+            match store.update(&mut forget, None) {
+                Ok((_, written)) => health = written,
+                Err(_) => forget(&mut health),
+            }
+        }
         let limiter = Limiter::new(&enabled, &health, crate::now_ms());
         Ok(Session {
             providers: enabled,

@@ -1,6 +1,9 @@
 //! What a new user trips on (issue 15): each test is one of the issue's items, driven
 //! through the binary against a fake that behaves like the real server.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use serde_json::{Value, json};
 
 use crate::ask::{BIG, server};
@@ -172,4 +175,99 @@ fn tool_choice_required_is_enforced_and_tools_files_are_checked() {
         assert!(out.stderr.contains(needle), "{body}: {out}");
     }
     assert_eq!(s.chats().len(), sent, "a bad tools file sent a request");
+}
+
+/// A llama.cpp-like server: `/v1/models` in its shape (context from `meta.n_ctx`), images
+/// refused with its 500 until `projector` is on, prompts over 4,096 of its tokens refused
+/// with its 400 and counts. Its tokens are denser than freeroute's estimate: 2.7
+/// characters each (lorem ipsum's ratio to llama.cpp's tokenizer).
+fn llama_like(projector: Arc<AtomicBool>) -> FakeServer {
+    FakeServer::start(move |r| {
+        if r.path.ends_with("/models") {
+            let v = json!({"object": "list", "data": [{"id": "smollm2", "object": "model",
+                "owned_by": "llamacpp", "meta": {"n_ctx": 4096},
+                "architecture": {"input_modalities": ["text", "image"]}}]});
+            return Reply::json(200, v.to_string());
+        }
+        let body = r.json();
+        let text: usize = body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["content"].as_str().map_or(0, str::len))
+            .sum();
+        let has_image = body.to_string().contains("image_url");
+        if has_image && !projector.load(Ordering::SeqCst) {
+            return fake::error_json(
+                500,
+                "image input is not supported - hint: if this is unexpected, you may need to provide the mmproj",
+            );
+        }
+        let tokens = text * 10 / 27;
+        if tokens > 4096 {
+            let e = json!({"error": {"code": 400, "message": format!("request ({tokens} tokens) exceeds the available context size (4096 tokens), try increasing it"), "type": "exceed_context_size_error", "n_prompt_tokens": tokens, "n_ctx": 4096}});
+            return Reply::json(400, e.to_string());
+        }
+        fake::answer("smollm2", &["fits"])
+    })
+}
+
+fn lorem(chars: usize) -> String {
+    "lorem ipsum dolor sit amet ".repeat(chars / 27 + 1)[..chars].to_string()
+}
+
+/// Item 3: a context limit is learned from the server's own count, and expires (an hour
+/// for a server on this machine); a capability miss is forgotten by `--refresh`.
+#[test]
+fn learned_limits_use_the_server_count_and_expire() {
+    let projector = Arc::new(AtomicBool::new(false));
+    let s = llama_like(projector.clone());
+    let env = Env::bare().config(&format!(
+        "[providers.llamacpp]\nbase_url = \"{}\"\n",
+        s.url("/v1")
+    ));
+    let t0: u64 = 1_900_000_000_000;
+    let at = |ms: u64| (t0 + ms).to_string();
+    let run = |stdin: &str, args: &[&str], now: &str| {
+        env.run_full(args, Some(stdin), &[("FREEROUTE_NOW_MS", now)])
+    };
+    // About 3,000 estimated tokens, 4,444 of llama.cpp's: refused, with its counts.
+    let out = run(&lorem(12_000), &["--json"], &at(0));
+    assert_eq!(out.code, 4, "{out}");
+    assert_eq!(out.json()["attempts"][0]["outcome"], "context_too_long");
+    assert_eq!(s.chats().len(), 1);
+    // About 2,875 estimated tokens, 4,259 of the server's: below the refused estimate, but
+    // over the limit once the estimate is corrected by the server's count. Not sent.
+    let out = run(&lorem(11_500), &[], &at(1_000));
+    assert_eq!(out.code, 3, "{out}");
+    assert_eq!(
+        s.chats().len(),
+        1,
+        "sent a prompt the server's count says is too long"
+    );
+    // A prompt that fits is sent and answered.
+    let out = run(&lorem(8_000), &[], &at(2_000));
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(out.stdout, "fits\n");
+    // An hour later the local server's limit is no longer believed: the long prompt is
+    // tried again.
+    let out = run(&lorem(11_500), &[], &at(3_601_000));
+    assert_eq!(s.chats().len(), 3, "the learned limit never expired: {out}");
+
+    // A vision miss, then the server restarted with its projector: --refresh forgets.
+    let img = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hello.jpg");
+    let out = run("", &["-i", img, "what is this?"], &at(4_000_000));
+    assert_eq!(out.code, 4, "{out}");
+    let sent = s.chats().len();
+    let out = run("", &["-i", img, "what is this?"], &at(4_001_000));
+    assert_eq!(out.code, 3, "the miss is remembered: {out}");
+    assert_eq!(s.chats().len(), sent);
+    projector.store(true, Ordering::SeqCst);
+    let out = run(
+        "",
+        &["--refresh", "-i", img, "what is this?"],
+        &at(4_002_000),
+    );
+    assert_eq!(out.code, 0, "--refresh forgot nothing: {out}");
+    assert_eq!(out.stdout, "fits\n");
 }
