@@ -1,7 +1,9 @@
 //! Local servers found by themselves (DESIGN §2): a cheap TCP probe of the usual loopback
 //! ports, remembered for a short while in the cache dir. A refused connection on loopback
-//! answers at once, so a machine with nothing running pays well under a millisecond.
-//! Whether an open port really is an OpenAI-compatible server is settled by its `/models`.
+//! answers at once, so a machine with nothing running pays well under a millisecond; a
+//! port that accepts but does not answer HTTP within `PROBE_BUDGET` is skipped and
+//! remembered like a closed one. Whether an open port really is an OpenAI-compatible
+//! server is settled by its `/models`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -27,15 +29,65 @@ pub fn name_for(port: u16) -> String {
     }
 }
 
+/// How long a whole probe may take: a loopback server that is there answers in
+/// milliseconds, so a port that accepts a connection but says nothing by then is skipped
+/// (and remembered as such) rather than costing every run a catalog timeout.
+pub const PROBE_BUDGET: Duration = Duration::from_millis(300);
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Probe {
     checked_ms: u64,
     ports: Vec<u16>,
     open: Vec<u16>,
+    /// Ports that accepted a connection but sent no HTTP reply within the budget.
+    #[serde(default)]
+    slow: Vec<u16>,
 }
 
-/// Open ports among `ports`, from a fresh cache or a probe.
-pub async fn open_ports(ports: &[u16], cache_dir: Option<&Path>, now_ms: u64) -> Vec<u16> {
+/// What a probe found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// Ports where an HTTP server answered `GET /v1/models`.
+    pub open: Vec<u16>,
+    /// Ports that accepted a connection and then said nothing within `PROBE_BUDGET`.
+    pub slow: Vec<u16>,
+    /// Taken from the cache (`CACHE_MS`), not probed now.
+    pub cached: bool,
+}
+
+/// What one port is.
+enum PortState {
+    Closed,
+    Answers,
+    Silent,
+}
+
+/// Connects and asks `GET /v1/models`; an HTTP status line back within the budget is a
+/// server worth a catalog fetch.
+async fn probe(port: u16, deadline: tokio::time::Instant) -> PortState {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let connect = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr));
+    let Ok(Ok(mut sock)) = connect.await else {
+        return PortState::Closed;
+    };
+    let answered = tokio::time::timeout_at(deadline, async {
+        let ask = b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+        sock.write_all(ask).await.ok()?;
+        let mut head = [0u8; 5];
+        sock.read_exact(&mut head).await.ok()?;
+        (&head == b"HTTP/").then_some(())
+    })
+    .await;
+    match answered {
+        Ok(Some(())) => PortState::Answers,
+        _ => PortState::Silent,
+    }
+}
+
+/// The ports among `ports` where a server answers, from a fresh cache or a probe bounded
+/// by `PROBE_BUDGET` in all.
+pub async fn open_ports(ports: &[u16], cache_dir: Option<&Path>, now_ms: u64) -> Found {
     let path = cache_dir.map(|d| d.join("discovery.json"));
     if let Some(p) = &path
         && let Some(probe) = std::fs::read(p)
@@ -44,31 +96,35 @@ pub async fn open_ports(ports: &[u16], cache_dir: Option<&Path>, now_ms: u64) ->
         && probe.ports == ports
         && now_ms.saturating_sub(probe.checked_ms) < CACHE_MS
     {
-        return probe.open;
+        return Found {
+            open: probe.open,
+            slow: probe.slow,
+            cached: true,
+        };
     }
-    let checks = ports.iter().map(|&port| async move {
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        let ok = matches!(
-            tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await,
-            Ok(Ok(_))
-        );
-        ok.then_some(port)
-    });
-    let open: Vec<u16> = futures_util::future::join_all(checks)
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
+    let deadline = tokio::time::Instant::now() + PROBE_BUDGET;
+    let checks = ports
+        .iter()
+        .map(|&port| async move { (port, probe(port, deadline).await) });
+    let mut found = Found::default();
+    for (port, state) in futures_util::future::join_all(checks).await {
+        match state {
+            PortState::Answers => found.open.push(port),
+            PortState::Silent => found.slow.push(port),
+            PortState::Closed => {}
+        }
+    }
     if let (Some(p), Some(dir)) = (&path, cache_dir) {
         let _ = std::fs::create_dir_all(dir);
         let probe = Probe {
             checked_ms: now_ms,
             ports: ports.to_vec(),
-            open: open.clone(),
+            open: found.open.clone(),
+            slow: found.slow.clone(),
         };
         let _ = crate::store::write_atomic(p, &serde_json::to_vec(&probe).expect("serializes"));
     }
-    open
+    found
 }
 
 /// Providers for the open ports that no configured provider already covers.
@@ -121,7 +177,21 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let open = rt.block_on(open_ports(&[open_port, closed_port], None, 0));
-        assert_eq!(open, vec![open_port]);
+        // A listener that never accepts: the kernel completes the connection, nobody
+        // answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let silent_port = silent.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for mut c in listener.incoming().flatten().take(1) {
+                use std::io::{Read, Write};
+                let mut buf = [0u8; 256];
+                let _ = c.read(&mut buf);
+                let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+            }
+        });
+        let found = rt.block_on(open_ports(&[open_port, closed_port, silent_port], None, 0));
+        assert_eq!(found.open, vec![open_port]);
+        assert_eq!(found.slow, vec![silent_port]);
+        drop(silent);
     }
 }

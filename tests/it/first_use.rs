@@ -271,3 +271,49 @@ fn learned_limits_use_the_server_count_and_expire() {
     assert_eq!(out.code, 0, "--refresh forgot nothing: {out}");
     assert_eq!(out.stdout, "fits\n");
 }
+
+/// A server found on a discovery port, in llama.cpp's `/v1/models` shape.
+fn discovered(answer: &'static str) -> FakeServer {
+    FakeServer::start(move |r| {
+        if r.path.ends_with("/models") {
+            Reply::json(200, json!({"object": "list", "data": [{"id": "smollm2", "object": "model", "owned_by": "llamacpp", "meta": {"n_ctx": 4096}}]}).to_string())
+        } else {
+            fake::answer(&r.model(), &[answer])
+        }
+    })
+}
+
+/// Item 4: a port that accepts connections but never answers costs a bounded probe, not
+/// a catalog timeout on every run; the result is cached and `-v` names the port.
+#[test]
+fn a_silent_discovery_port_is_skipped_quickly_and_named() {
+    // Bound but never accepted: the kernel completes connections, nobody answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let s = discovered("local answer");
+    // Without the bound, the silent port's catalog fetch alone takes 10 s.
+    let env = Env::bare()
+        .var("FREEROUTE_DISCOVER", "1")
+        .config(&format!(
+            "[defaults]\ndiscover_ports = [{silent_port}, {}]\n",
+            s.port
+        ))
+        .limit(std::time::Duration::from_secs(8));
+    let out = env.run(&["-v", "models"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("smollm2"), "{out}");
+    let named = format!("port {silent_port} accepts connections but sent no HTTP reply");
+    assert!(out.stderr.contains(&named), "{out}");
+    assert!(
+        !out.stdout.contains(&format!("local-{silent_port}")),
+        "{out}"
+    );
+    let out = env.run(&["-v", "hi"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(out.stdout, "local answer\n");
+    assert!(
+        out.stderr.contains("(cached)") && out.stderr.contains(&named),
+        "the slow port is remembered like a refused one: {out}"
+    );
+    drop(silent);
+}
