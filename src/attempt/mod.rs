@@ -20,6 +20,7 @@ use serde_json::Value;
 use crate::error::{Error, ErrorKind};
 use crate::limiter::Limiter;
 use crate::outcome::{AttemptOutcome, AttemptRecord};
+use crate::output::explain;
 use crate::plan::{Candidate, Plan};
 use crate::providers::Provider;
 use crate::request::{Hedge, Request};
@@ -636,11 +637,12 @@ fn give_up(
         .with_hint("Raise --timeout, or see `freeroute -v` for where the time went")
         .with_attempts(attempts);
     }
-    let mut err = Error::new(
-        ErrorKind::AllFailed,
-        format!("Every attempt failed ({summary})"),
-    )
-    .with_attempts(attempts);
+    let message = if explain::nothing_reached(&attempts) {
+        format!("Nothing could be reached: every attempt failed to connect ({summary})")
+    } else {
+        format!("Every attempt failed ({summary})")
+    };
+    let mut err = Error::new(ErrorKind::AllFailed, message).with_attempts(attempts);
     if let Some(p) = err
         .attempts
         .iter()
@@ -659,6 +661,8 @@ fn give_up(
             "{} reports a negative balance: free models are refused until it is settled",
             p.provider
         ));
+    } else {
+        err.hint = explain::likely_fix(&err.attempts);
     }
     err
 }

@@ -5,6 +5,7 @@
 //! `config show`) from serializable rows.
 #![allow(clippy::print_stderr)]
 
+pub mod explain;
 pub mod report;
 
 use std::io::{IsTerminal, Write};
@@ -72,8 +73,18 @@ impl Printer {
 
     /// The run's error, with its hint on a line of its own.
     pub fn error(&self, err: &Error) {
+        use crate::error::ErrorKind;
         self.clear_spinner();
         eprintln!("{} {}", self.paint("31", "error:"), err.message);
+        // What each attempt said, one line each, so the hint below can be judged.
+        if matches!(
+            err.kind,
+            ErrorKind::AllFailed | ErrorKind::Deadline | ErrorKind::Config
+        ) {
+            for line in explain::attempt_lines(&err.attempts) {
+                eprintln!("{line}");
+            }
+        }
         if let Some(h) = &err.hint {
             eprintln!("{} {h}", self.paint("36", "hint:"));
         }

@@ -25,7 +25,7 @@ use crate::health::Health;
 use crate::limiter::Limiter;
 use crate::outcome::{AttemptOutcome, AttemptRecord};
 use crate::output::Printer;
-use crate::plan::{self, DropReason, Plan};
+use crate::plan::{self, Plan};
 use crate::providers::Provider;
 use crate::request::{self, Needs, Request, Route};
 use crate::settings::Sources;
@@ -351,7 +351,8 @@ impl Session {
     }
 
     /// What the user should know about an answer: a paid model, a service that may log
-    /// prompts, a provider that refused its key (and which variable to fix).
+    /// prompts, an answer cut by the token limit, a provider whose data policy blocks its
+    /// free models, a provider that refused its key (and which variable to fix).
     pub fn answer_notes(&self, successes: &[Success], attempts: &[AttemptRecord]) -> Vec<String> {
         let provider = |name: &str| self.providers.iter().find(|p| p.name == name);
         let mut notes = Vec::new();
@@ -365,6 +366,34 @@ impl Session {
             if let Some(note) = provider(&s.provider).and_then(|p| p.data_note) {
                 let name = &s.provider;
                 notes.push(format!("Answered by {name} ({note}); it may log prompts"));
+            }
+        }
+        for s in successes
+            .iter()
+            .filter(|s| s.finish_reason.as_deref() == Some("length"))
+        {
+            let at = s
+                .usage
+                .as_ref()
+                .map(|u| u.completion_tokens)
+                .filter(|&n| n > 0)
+                .map(|n| format!(" at {} tokens", crate::output::explain::thousands(n)))
+                .unwrap_or_default();
+            notes.push(format!(
+                "The answer was cut{at} by the token limit; raise --max-tokens for a longer one"
+            ));
+        }
+        let mut policy: Vec<&str> = Vec::new();
+        for a in attempts
+            .iter()
+            .filter(|a| a.outcome == AttemptOutcome::PolicyBlocked)
+        {
+            if !policy.contains(&a.provider.as_str()) {
+                policy.push(&a.provider);
+                notes.push(format!(
+                    "{} refuses every free model under your account's data policy; it is skipped for an hour. Allow free models at https://openrouter.ai/settings/privacy",
+                    a.provider
+                ));
             }
         }
         let mut named: Vec<&str> = Vec::new();
@@ -453,23 +482,7 @@ impl<'a> LogLine<'a> {
 /// Why no job could be asked: no model has what the request needs and passes its filters
 /// (exit 3), or the models that would do are out of quota or blocked for now (exit 4).
 pub fn no_eligible(plan: &Plan, needs: &Needs) -> Error {
-    let mut counts: Vec<(String, usize)> = Vec::new();
-    for d in &plan.dropped {
-        let key = group(&d.reason);
-        match counts.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((key, 1)),
-        }
-    }
-    let detail = if counts.is_empty() {
-        "the providers listed no models".to_string()
-    } else {
-        counts
-            .iter()
-            .map(|(k, n)| format!("{n} {k}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
+    let detail = crate::output::explain::no_eligible(plan, needs.context_tokens);
     let need: Vec<&str> = needs.caps.iter().map(Capability::describe).collect();
     let what = if need.is_empty() {
         String::new()
@@ -488,16 +501,4 @@ pub fn no_eligible(plan: &Plan, needs: &Needs) -> Error {
         format!("No eligible model{what}: {detail}"),
     )
     .with_hint("See `freeroute --dry-run -v \"…\"` for each model's reason")
-}
-
-/// The words a drop reason is counted under in the no-eligible message: its description,
-/// less the numbers that differ from model to model.
-fn group(reason: &DropReason) -> String {
-    match reason {
-        DropReason::ContextTooSmall { .. } => "context".into(),
-        DropReason::TooLongBefore { .. } => "a request of about".into(),
-        DropReason::CoolingDown { .. } => "cooling down".into(),
-        DropReason::ProviderBlocked { .. } => "provider skipped".into(),
-        other => other.describe(0),
-    }
 }

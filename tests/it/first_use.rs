@@ -317,3 +317,133 @@ fn a_silent_discovery_port_is_skipped_quickly_and_named() {
     );
     drop(silent);
 }
+
+/// Item 8: no eligible model, said in words: the request's size against the largest
+/// model that has everything else, the other reasons grouped and counted.
+#[test]
+fn no_eligible_model_is_said_in_words() {
+    let s = FakeServer::start(|r| fake::answer(&r.model(), &["x"]));
+    let env = local_env(
+        &s,
+        "{ id = \"small-8b\", context = 4096 }, { id = \"tiny-1b\", context = 2048 }, { id = \"other-8b\", context = 32768 }",
+    );
+    let long = lorem(40_000);
+    let out = env.run_full(&["--exclude", "other*"], Some(&long), &[]);
+    assert_eq!(out.code, 3, "{out}");
+    assert!(
+        out.stderr.contains(
+            "are larger than every eligible model's context (largest 4,096: local/small-8b)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.stderr.contains("1 model is excluded by `other*`"),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("1 context"), "{out}");
+    let out = env.run_full(&["--json", "--exclude", "other*"], Some(&long), &[]);
+    assert_eq!(out.code, 3, "{out}");
+    let message = out.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("(largest 4,096: local/small-8b)"),
+        "{message}"
+    );
+    assert!(s.chats().is_empty());
+}
+
+/// Items 9 and 10: every attempt failed: one line per attempt and a hint; nothing reached
+/// at all: say so and what to do.
+#[test]
+fn every_attempt_failed_lists_the_attempts_and_a_fix() {
+    let s = FakeServer::start(|_| {
+        fake::error_json(500, "upstream exploded\n\n  while loading the weights")
+    })
+    .expect_chats(1);
+    let env = local_env(&s, "{ id = \"m-8b\", context = 8192 }");
+    let out = env.run(&["q"]);
+    assert_eq!(out.code, 4, "{out}");
+    assert!(
+        out.stderr.contains(
+            "  local/m-8b: server_error (HTTP 500): upstream exploded while loading the weights\n"
+        ),
+        "{out}"
+    );
+    assert!(out.stderr.contains("hint: The servers failed"), "{out}");
+
+    // No key, no network: the keyless service cannot be reached.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let env = Env::bare().var("FREEROUTE_KEYLESS", "auto").config(&format!(
+        "[providers.llm7]\nbase_url = \"http://127.0.0.1:{port}/v1\"\n[providers.kilo]\nenabled = false\n[providers.ovhcloud]\nenabled = false\n"
+    ));
+    let out = env.run(&["q"]);
+    assert_eq!(out.code, 4, "{out}");
+    assert!(out.stderr.contains("Nothing could be reached"), "{out}");
+    assert!(
+        out.stderr.contains("OPENROUTER_API_KEY")
+            && out.stderr.contains("config show")
+            && out.stderr.contains("start a local server")
+            && out.stderr.contains("check the network"),
+        "{out}"
+    );
+}
+
+/// Item 11: a data-policy 404 that another provider recovered from is still told.
+#[test]
+fn a_data_policy_block_is_told_even_when_another_provider_answers() {
+    let s = FakeServer::start(|r| {
+        if r.path.ends_with("/models") {
+            crate::ask::catalog()
+        } else if r.path.starts_with("/api/") {
+            fake::error_json(
+                404,
+                "No endpoints found matching your data policy (Free model publication). Configure: https://openrouter.ai/settings/privacy",
+            )
+        } else {
+            fake::answer(&r.model(), &["from local"])
+        }
+    })
+    .expect_chats(2);
+    let env = Env::new(&s).config(&format!(
+        "[providers.local]\nbase_url = \"{}\"\nmodels = [{{ id = \"echo-8b\", context = 8192 }}]\n",
+        s.url("/v1")
+    ));
+    let out = env.run(&["-m", BIG, "-m", "echo-8b", "q"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(out.stdout, "from local\n");
+    assert!(
+        out.stderr.contains("openrouter refuses every free model")
+            && out
+                .stderr
+                .contains("https://openrouter.ai/settings/privacy"),
+        "{out}"
+    );
+    let out = env.run(&["-q", "-m", "echo-8b", "q"]);
+    assert!(out.stderr.is_empty(), "-q: {out}");
+}
+
+/// Item 12: an answer cut by the token limit says so.
+#[test]
+fn an_answer_cut_by_the_token_limit_says_so() {
+    let s = FakeServer::start(|r| {
+        let m = r.model();
+        let usage = json!({"id": "gen-1", "model": m, "object": "chat.completion.chunk", "choices": [],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 16, "total_tokens": 28}});
+        Reply::stream(vec![
+            Step::Send(fake::chunk(&m, json!({"role": "assistant", "content": "Once upon a"}), None)),
+            Step::Send(fake::chunk(&m, json!({}), Some("length"))),
+            Step::Send(format!("data: {usage}\n\n")),
+            Step::Send("data: [DONE]\n\n".into()),
+        ])
+    })
+    .expect_chats(1);
+    let env = local_env(&s, "{ id = \"m-8b\", context = 8192 }");
+    let out = env.run(&["--max-tokens", "16", "tell a story"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(out.stdout, "Once upon a\n");
+    assert!(
+        out.stderr.contains("cut at 16 tokens") && out.stderr.contains("--max-tokens"),
+        "{out}"
+    );
+}
