@@ -203,6 +203,50 @@ pub fn claim_hint(provider: &str, model: &str, cap: Capability) -> String {
     )
 }
 
+/// Edits (insertions, deletions, substitutions) from `a` to `b`, case ignored.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.to_lowercase().chars().collect();
+    let b: Vec<char> = b.to_lowercase().chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let here = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(here + 1);
+            prev = here;
+        }
+    }
+    row[b.len()]
+}
+
+/// The `n` candidates closest to `wanted`: those containing it first, then by edits.
+pub fn closest(wanted: &str, candidates: &[String], n: usize) -> Vec<String> {
+    let w = wanted.to_lowercase();
+    let distance = |c: &str| {
+        let lower = c.to_lowercase();
+        if lower.contains(&w) {
+            return 0;
+        }
+        // Each part after a `/` counts, whole or cut to the wanted length (a tag such as
+        // `:free` left off costs one edit).
+        let mut parts = vec![lower.as_str()];
+        parts.extend(lower.match_indices('/').map(|(i, _)| &lower[i + 1..]));
+        parts
+            .iter()
+            .map(|p| {
+                let cut: String = p.chars().take(w.chars().count()).collect();
+                edit_distance(&w, p).min(edit_distance(&w, &cut) + 1)
+            })
+            .min()
+            .unwrap_or(usize::MAX)
+    };
+    let mut scored: Vec<(usize, &String)> = candidates.iter().map(|c| (distance(c), c)).collect();
+    scored.sort();
+    scored.dedup_by(|a, b| a.1 == b.1);
+    scored.into_iter().take(n).map(|(_, c)| c.clone()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,5 +260,25 @@ mod tests {
         assert_eq!(count(2, "model"), "2 models");
         assert_eq!(one_line("a\n\nb  c", 10), "a b c");
         assert_eq!(one_line("abcdefghij", 5), "abcd…");
+    }
+
+    #[test]
+    fn closest_ids() {
+        assert_eq!(edit_distance("model", "models"), 1);
+        assert_eq!(edit_distance("stat", "stats"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        let ids: Vec<String> = [
+            "llamacpp/smollm2",
+            "openrouter/qwen/qwen3-32b:free",
+            "groq/llama-3.1-8b",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(closest("smolm2", &ids, 1), vec!["llamacpp/smollm2"]);
+        assert_eq!(
+            closest("qwen3", &ids, 1),
+            vec!["openrouter/qwen/qwen3-32b:free"]
+        );
     }
 }

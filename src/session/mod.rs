@@ -208,9 +208,10 @@ impl Session {
 
     /// The error for jobs of which one has no candidate, if any.
     pub fn unanswerable(jobs: &[Job]) -> Option<Error> {
-        jobs.iter()
-            .find(|j| j.plan.candidates.is_empty())
-            .map(|j| no_eligible(&j.plan, &j.request.needs))
+        jobs.iter().find(|j| j.plan.candidates.is_empty()).map(|j| {
+            unknown_model(&j.request.route.models, &j.plan)
+                .unwrap_or_else(|| no_eligible(&j.plan, &j.request.needs))
+        })
     }
 
     /// Whether the jobs' candidates have room in their providers' windows now, else when
@@ -477,6 +478,42 @@ impl<'a> LogLine<'a> {
             }),
         }
     }
+}
+
+/// A `-m` that names no model at any enabled provider: a usage slip, answered with the
+/// closest ids (exit 3, as any filter that leaves nothing).
+pub fn unknown_model(picks: &[String], plan: &Plan) -> Option<Error> {
+    let known: Vec<(&str, &str)> = plan
+        .candidates
+        .iter()
+        .map(|c| (c.model.provider.as_str(), c.model.id.as_str()))
+        .chain(
+            plan.dropped
+                .iter()
+                .map(|d| (d.provider.as_str(), d.model.as_str())),
+        )
+        .collect();
+    let unknown = picks.iter().find(|e| {
+        !known.iter().any(|(provider, id)| {
+            e.as_str() == *id
+                || e.strip_prefix(provider).and_then(|r| r.strip_prefix('/')) == Some(id)
+        })
+    })?;
+    let ids: Vec<String> = known.iter().map(|(p, id)| format!("{p}/{id}")).collect();
+    let closest = crate::output::explain::closest(unknown, &ids, 3);
+    let mut err = Error::new(
+        ErrorKind::NoEligibleModel,
+        format!("No enabled provider has a model `{unknown}` (-m)"),
+    );
+    err.hint = Some(if closest.is_empty() {
+        "See `freeroute models` for the ids".to_string()
+    } else {
+        format!(
+            "The closest: {} (`freeroute models` lists them all)",
+            closest.join(", ")
+        )
+    });
+    Some(err)
 }
 
 /// Why no job could be asked: no model has what the request needs and passes its filters

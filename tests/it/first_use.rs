@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Value, json};
 
-use crate::ask::{BIG, server};
+use crate::ask::{BIG, MID, server};
 use crate::fake::{self, FakeServer, Reply, Step};
 use crate::harness::Env;
 
@@ -446,4 +446,59 @@ fn an_answer_cut_by_the_token_limit_says_so() {
         out.stderr.contains("cut at 16 tokens") && out.stderr.contains("--max-tokens"),
         "{out}"
     );
+}
+
+/// Item 13: `-m PROVIDER/MODEL`, the form the plan and `stats` show, pins that provider;
+/// an OpenRouter id with slashes still works whole; an unknown id lists the closest.
+#[test]
+fn model_flag_takes_provider_slash_model_and_suggests_close_ids() {
+    let s = server(|r| fake::answer(&r.model(), &[&format!("from {}", r.path)])).expect_chats(3);
+    let env = Env::new(&s).config(&format!(
+        "[providers.local]\nbase_url = \"{}\"\nmodels = [{{ id = \"{MID}\", context = 8192 }}, {{ id = \"echo-8b\", context = 8192 }}]\n",
+        s.url("/v1")
+    ));
+    let out = env.run(&["--json", "-m", "local/echo-8b", "q"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(out.json()["provider"], "local");
+    // The same id at two providers: the prefix pins one.
+    let out = env.run(&["--json", "-m", &format!("local/{MID}"), "q"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(out.json()["provider"], "local", "{out}");
+    let out = env.run(&["--json", "-m", &format!("openrouter/{MID}"), "q"]);
+    assert_eq!(out.json()["provider"], "openrouter", "{out}");
+    let out = env.run(&["-m", "qwen3-23b", "q"]);
+    assert_eq!(out.code, 3, "{out}");
+    assert!(
+        out.stderr
+            .contains("No enabled provider has a model `qwen3-23b`")
+            && out.stderr.contains(&format!("openrouter/{MID}")),
+        "{out}"
+    );
+}
+
+/// Item 14: a mistyped subcommand is not sent to a model.
+#[test]
+fn a_mistyped_subcommand_is_not_sent_as_a_prompt() {
+    let s = server(|r| fake::answer(&r.model(), &["answered"])).expect_chats(2);
+    let env = Env::new(&s);
+    for (typo, meant) in [
+        ("model", "models"),
+        ("stat", "stats"),
+        ("confg", "config"),
+        ("bach", "batch"),
+    ] {
+        let out = env.run(&[typo]);
+        assert_eq!(out.code, 2, "{typo}: {out}");
+        assert!(
+            out.stderr
+                .contains(&format!("did you mean `freeroute {meant}`?"))
+                && out.stderr.contains(&format!("freeroute -- {typo}")),
+            "{typo}: {out}"
+        );
+    }
+    assert!(s.chats().is_empty());
+    let out = env.run(&["--", "model"]);
+    assert_eq!(out.code, 0, "{out}");
+    let out = env.run(&["hello"]);
+    assert_eq!(out.code, 0, "an ordinary word is a prompt: {out}");
 }
