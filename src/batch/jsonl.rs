@@ -66,6 +66,18 @@ pub fn count_lines(path: &str) -> Option<u64> {
     )
 }
 
+/// The fields a JSON item may have; any other is an input error, as in the config.
+pub const FIELDS: &[&str] = &[
+    "id",
+    "prompt",
+    "system",
+    "image",
+    "translate",
+    "to",
+    "schema",
+    "max_tokens",
+];
+
 /// The fields an input line may carry.
 #[derive(Default)]
 pub struct Fields {
@@ -89,6 +101,22 @@ pub fn parse_line(line: &str, line_no: usize) -> std::result::Result<(Value, Fie
         ));
     }
     let v: Value = serde_json::from_str(trimmed).map_err(|e| format!("not valid JSON ({e})"))?;
+    if let Some(o) = v.as_object()
+        && let Some(k) = o.keys().find(|k| !FIELDS.contains(&k.as_str()))
+    {
+        let known: Vec<String> = FIELDS.iter().map(|f| f.to_string()).collect();
+        let near = crate::output::explain::closest(k, &known, 1);
+        let hint = match near.first() {
+            Some(n) if crate::output::explain::edit_distance(k, n) <= 2 => {
+                format!("did you mean `{n}`? ")
+            }
+            _ => String::new(),
+        };
+        return Err(format!(
+            "unknown field `{k}` ({hint}an item has {})",
+            FIELDS.join(", ")
+        ));
+    }
     let text = |k: &str| -> std::result::Result<Option<String>, String> {
         match &v[k] {
             Value::Null => Ok(None),
@@ -137,11 +165,18 @@ pub fn parse_line(line: &str, line_no: usize) -> std::result::Result<(Value, Fie
     Ok((id, fields))
 }
 
-pub fn write_line(out: &mut Box<dyn Write>, line: &str) -> Result<()> {
-    out.write_all(line.as_bytes())
+/// Writes one result line; `Ok(false)` when the reader went away (`| head`), which ends
+/// the batch as it ends a single run: quietly, exit 0.
+pub fn write_line(out: &mut Box<dyn Write>, line: &str) -> Result<bool> {
+    let written = out
+        .write_all(line.as_bytes())
         .and_then(|()| out.write_all(b"\n"))
-        .and_then(|()| out.flush())
-        .map_err(|e| Error::internal(format!("Cannot write a result: {e}")))
+        .and_then(|()| out.flush());
+    match written {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(Error::internal(format!("Cannot write a result: {e}"))),
+    }
 }
 
 #[cfg(test)]
@@ -165,6 +200,13 @@ mod tests {
         let (id, _) = parse_line(r#"{"prompt": "no id"}"#, 3).unwrap();
         assert_eq!(id, json!(3));
         assert!(parse_line(r#"{"prompt": 5}"#, 1).is_err());
+        let Err(typo) = parse_line(r#"{"prompt": "hi", "sytem": "x"}"#, 1) else {
+            panic!("an unknown field is an error")
+        };
+        assert!(
+            typo.contains("unknown field `sytem`") && typo.contains("`system`"),
+            "{typo}"
+        );
         assert!(parse_line("{broken", 1).is_err());
     }
 }

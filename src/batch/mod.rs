@@ -50,12 +50,38 @@ struct Done {
     /// No request went out because every provider was full when its turn came (another
     /// item took the last slot first): the item goes back in the queue.
     starved: bool,
+    /// Cancelled by Ctrl-C.
+    interrupted: bool,
 }
 
 /// Runs a batch; the exit code follows DESIGN §6 (0 all answered, 4 some failed or
 /// undone, else 2 for unreadable input lines).
+/// Options of the default action that mean nothing for a batch: exit 2 before anything
+/// is read, not once per item.
+fn refuse_single_run_options(args: &BatchArgs) -> Result<()> {
+    let o = &args.opts;
+    let refused = if o.cont {
+        Some("-c/--continue")
+    } else if o.messages.is_some() {
+        Some("--messages")
+    } else if o.stream {
+        Some("--stream")
+    } else if o.images.iter().any(|i| i == "-") {
+        Some("-i -")
+    } else {
+        None
+    };
+    match refused {
+        Some(flag) => Err(Error::usage(format!("{flag} cannot be used with batch")).with_hint(
+            "Each item is answered whole as one JSON line; standard input holds the items (give a conversation or an image per item in the input file)",
+        )),
+        None => Ok(()),
+    }
+}
+
 pub fn run(args: &BatchArgs, config_flag: Option<&Path>, printer: &Printer) -> Result<()> {
     let started = Instant::now();
+    refuse_single_run_options(args)?;
     let (config, config_path) = config::load(config_flag)?;
     // `--timeout` bounds the whole batch; each item keeps the per-run default.
     let batch = settings::Batch::resolve(&args.opts, &config)?;
@@ -111,7 +137,8 @@ pub fn run(args: &BatchArgs, config_flag: Option<&Path>, printer: &Printer) -> R
         Some(path) if path != "-" => jsonl::count_lines(path),
         _ => None,
     };
-    let bar = printer.progress_bar(total);
+    let finished = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let bar = printer.progress_bar(total, finished.clone());
     let mut results = Results {
         out,
         pending: BTreeMap::new(),
@@ -119,7 +146,13 @@ pub fn run(args: &BatchArgs, config_flag: Option<&Path>, printer: &Printer) -> R
         ordered: args.ordered,
         counts: Counts::default(),
         bar: &bar,
+        finished,
+        closed: false,
     };
+    // Ctrl-C: no new item starts, those in flight are cancelled (`cancelled` attempts, an
+    // `interrupted` line each), the summary is written, exit 130.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut interrupted = false;
 
     let concurrency = args.concurrency.map_or(DEFAULT_CONCURRENCY, |c| c as usize);
     // Lines are read on their own thread: a slow producer on stdin never stops the items
@@ -139,7 +172,16 @@ pub fn run(args: &BatchArgs, config_flag: Option<&Path>, printer: &Printer) -> R
         let mut input_done = false;
         // Items waiting for a provider to have room, each not to be looked at before then.
         let mut waiting: VecDeque<(Item, Instant)> = VecDeque::new();
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::pin!(ctrl_c);
         loop {
+            // Ctrl-C, or the reader went away (`| head`): nothing more is started, and the
+            // items in flight are cancelled (their attempts still recorded).
+            if interrupted || results.closed {
+                let _ = stop_tx.send(true);
+                waiting.clear();
+                input_done = true;
+            }
             // Launch what can go now, one at a time: each launched item is polled at once so
             // it takes its provider's slot before the next item looks for room.
             let mut wake: Option<Instant> = None;
@@ -155,7 +197,7 @@ pub fn run(args: &BatchArgs, config_flag: Option<&Path>, printer: &Printer) -> R
                 let prepared = prepare(item, &session, batch_deadline);
                 match prepared {
                     Prepared::Launch(item, jobs, deadline) => {
-                        running.push(run_item(item, jobs, &session, deadline, &bar));
+                        running.push(run_item(item, jobs, &session, deadline, &bar, stop_rx.clone()));
                         if let Some(Some((item, done))) = running.next().now_or_never() {
                             finish_item(item, done, &mut waiting, &session, &mut results, printer)?;
                         }
@@ -177,11 +219,18 @@ pub fn run(args: &BatchArgs, config_flag: Option<&Path>, printer: &Printer) -> R
                 line = rx.recv(), if want_input => match line {
                     None => input_done = true,
                     Some((line_no, line)) => {
+                        let before = results.counts.skipped + results.counts.unreadable;
                         if let Some(item) = item_from_line(line_no, line, &mut seq, &answered, &batch.item, &shared, &mut results.counts, printer) {
                             waiting.push_back((item, Instant::now()));
                         }
+                        // Skipped and unreadable lines are done as far as the bar goes.
+                        bar.inc((results.counts.skipped + results.counts.unreadable - before) as u64);
                     }
                 },
+                _ = &mut ctrl_c, if !interrupted => {
+                    interrupted = true;
+                    let _ = stop_tx.send(true);
+                }
                 Some((item, done)) = running.next(), if !running.is_empty() => {
                     finish_item(item, done, &mut waiting, &session, &mut results, printer)?;
                 }
@@ -198,12 +247,35 @@ pub fn run(args: &BatchArgs, config_flag: Option<&Path>, printer: &Printer) -> R
     bar.finish_and_clear();
     // Anything still buffered for --ordered (after skipped or unreadable lines) goes out.
     for (_, line) in std::mem::take(&mut results.pending) {
-        write_line(&mut results.out, &line)?;
+        if !results.closed && !write_line(&mut results.out, &line)? {
+            results.closed = true;
+        }
     }
+    let closed = results.closed;
     let counts = results.counts;
     let summary = counts.summary(started.elapsed());
     // The summary always goes to stderr; it is the batch's report, not a note.
     printer.report(&summary);
+    if interrupted {
+        return Err(Error::new(
+            ErrorKind::Interrupted,
+            format!(
+                "Interrupted: {} items answered, {} cancelled or not started",
+                counts.answered, counts.interrupted
+            ),
+        )
+        .with_hint(match &args.output {
+            Some(out) => format!(
+                "Run the same command again to resume: ids answered in {} are skipped",
+                out.display()
+            ),
+            None => "With -o OUT, a batch run again resumes where it stopped".to_string(),
+        }));
+    }
+    if closed {
+        // As a single run whose reader went away: not an error.
+        return Ok(());
+    }
     if counts.failed > 0 {
         return Err(Error::new(
             ErrorKind::AllFailed,
@@ -352,6 +424,8 @@ fn plan_key(plan: &crate::plan::Plan) -> String {
 struct Counts {
     answered: usize,
     failed: usize,
+    /// Cancelled by Ctrl-C (counted among `failed` too).
+    interrupted: usize,
     skipped: usize,
     unreadable: usize,
     per_provider: BTreeMap<String, usize>,
@@ -550,8 +624,9 @@ async fn run_item(
     session: &Session,
     deadline: Instant,
     bar: &ProgressBar,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> (Item, Done) {
-    let done = run_item_inner(&item, &jobs, session, deadline, bar).await;
+    let done = run_item_inner(&item, &jobs, session, deadline, bar, stop).await;
     (item, done)
 }
 
@@ -561,12 +636,14 @@ async fn run_item_inner(
     session: &Session,
     deadline: Instant,
     bar: &ProgressBar,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Done {
     let started = Instant::now();
     let mut sink = ItemSink { bar };
-    let run = session
-        .ask(jobs, deadline, &mut sink, std::future::pending())
-        .await;
+    let cancel = async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    };
+    let run = session.ask(jobs, deadline, &mut sink, cancel).await;
     let attempts = run.attempts;
     match run.result {
         Some(Ok(successes)) => {
@@ -584,9 +661,20 @@ async fn run_item_inner(
                 provider: Some(answer.provider),
                 attempts,
                 starved: false,
+                interrupted: false,
             }
         }
-        Some(Err(Stop::OutputClosed)) | None => failed_item(item, Error::internal("Output closed")),
+        None => {
+            let err = Error::new(
+                ErrorKind::Interrupted,
+                "Interrupted (Ctrl-C) before it was answered",
+            )
+            .with_attempts(attempts);
+            let mut done = failed_item(item, err);
+            done.interrupted = true;
+            done
+        }
+        Some(Err(Stop::OutputClosed)) => failed_item(item, Error::internal("Output closed")),
         Some(Err(Stop::Error(e))) => {
             let mut done = failed_item(item, e);
             done.starved = attempts.is_empty() && !session.any_room(jobs);
@@ -605,6 +693,7 @@ fn failed_item(item: &Item, err: Error) -> Done {
         provider: None,
         attempts: err.attempts,
         starved: false,
+        interrupted: false,
     }
 }
 
@@ -618,11 +707,20 @@ struct Results<'a> {
     ordered: bool,
     counts: Counts,
     bar: &'a ProgressBar,
+    /// Items this run finished (the bar's rate).
+    finished: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The reader of the output went away: nothing more is written or sent.
+    closed: bool,
 }
 
 impl Results<'_> {
     /// Writes a finished item now, or (with `--ordered`) once every earlier item is out.
     fn put(&mut self, done: Done) -> Result<()> {
+        self.finished
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if done.interrupted {
+            self.counts.interrupted += 1;
+        }
         if done.ok {
             self.counts.answered += 1;
             if let Some(p) = &done.provider {
@@ -636,12 +734,19 @@ impl Results<'_> {
             self.bar
                 .set_message(format!("{} failed", self.counts.failed));
         }
+        if self.closed {
+            return Ok(());
+        }
         if !self.ordered {
-            return write_line(&mut self.out, &done.line);
+            self.closed = !write_line(&mut self.out, &done.line)?;
+            return Ok(());
         }
         self.pending.insert(done.seq, done.line);
         while let Some(line) = self.pending.remove(&self.next) {
-            write_line(&mut self.out, &line)?;
+            if !write_line(&mut self.out, &line)? {
+                self.closed = true;
+                break;
+            }
             self.next += 1;
         }
         Ok(())

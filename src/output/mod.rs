@@ -145,16 +145,54 @@ impl Printer {
     }
 
     /// Batch's progress bar: drawn on stderr when it is a terminal and `--quiet` is off.
-    pub fn progress_bar(&self, total: Option<u64>) -> ProgressBar {
+    /// Its position counts every item of the input (those skipped on resume too); its rate
+    /// counts only the items `finished` by this run since it started.
+    pub fn progress_bar(
+        &self,
+        total: Option<u64>,
+        finished: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> ProgressBar {
         if self.quiet || !self.stderr_tty {
             return ProgressBar::hidden();
         }
         let bar = ProgressBar::with_draw_target(total, indicatif::ProgressDrawTarget::stderr());
-        let style = ProgressStyle::with_template("{bar:30} {pos}/{len} {per_sec} eta {eta} {msg}")
-            .expect("valid template");
+        let started = std::time::Instant::now();
+        let rate = move |_: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+            let n = finished.load(std::sync::atomic::Ordering::Relaxed);
+            let secs = started.elapsed().as_secs_f64().max(0.001);
+            let _ = w.write_str(&rate_text(n as f64 / secs));
+        };
+        let style = ProgressStyle::with_template("{bar:30} {pos}/{len} {rate} eta {eta} {msg}")
+            .expect("valid template")
+            .with_key("rate", rate);
         bar.set_style(style);
         bar.enable_steady_tick(Duration::from_millis(200));
         bar
+    }
+}
+
+/// Items a second, rounded so that it reads at a glance: "12/s", "2.5/s", "0.4/s", or
+/// per minute below one every ten seconds.
+pub fn rate_text(per_sec: f64) -> String {
+    if !per_sec.is_finite() || per_sec <= 0.0 {
+        "-".into()
+    } else if per_sec >= 10.0 {
+        format!("{per_sec:.0}/s")
+    } else if per_sec >= 0.1 {
+        format!("{per_sec:.1}/s")
+    } else {
+        format!("{:.1}/min", per_sec * 60.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rates_are_rounded() {
+        assert_eq!(super::rate_text(0.4367), "0.4/s");
+        assert_eq!(super::rate_text(23.7), "24/s");
+        assert_eq!(super::rate_text(0.01), "0.6/min");
+        assert_eq!(super::rate_text(0.0), "-");
     }
 }
 

@@ -502,3 +502,211 @@ fn a_mistyped_subcommand_is_not_sent_as_a_prompt() {
     let out = env.run(&["hello"]);
     assert_eq!(out.code, 0, "an ordinary word is a prompt: {out}");
 }
+
+fn prompt_of(r: &fake::Request) -> String {
+    r.json()["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Answers "re: PROMPT"; a prompt "slow N" after N×100 ms; "hang" never, unless `wake`.
+fn batch_server(wake: Arc<AtomicBool>) -> FakeServer {
+    FakeServer::start(move |r| {
+        let p = prompt_of(r);
+        if p.starts_with("hang") && !wake.load(Ordering::SeqCst) {
+            return Reply::Hang;
+        }
+        let delay = p
+            .strip_prefix("slow ")
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        let mut steps = vec![Step::Sleep(std::time::Duration::from_millis(delay * 100))];
+        steps.extend(fake::answer_steps(&r.model(), &[&format!("re: {p}")]));
+        Reply::stream(steps)
+    })
+}
+
+/// Item 15: unknown item fields are that line's input error; single-run options are
+/// refused up front; a closed stdout ends the batch quietly, exit 0.
+#[test]
+fn batch_input_is_checked_and_a_closed_stdout_ends_it() {
+    let s = batch_server(Arc::new(AtomicBool::new(false)));
+    let env = local_env(&s, "{ id = \"echo-8b\", context = 8192 }");
+    let input = "{\"prompt\": \"one\", \"sytem\": \"be brief\"}\ntwo\n";
+    let out = env.run_with_stdin(&["batch"], Some(input));
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stderr
+            .contains("Input line 1: unknown field `sytem` (did you mean `system`?"),
+        "{out}"
+    );
+    assert_eq!(
+        lines(&out.stdout).len(),
+        1,
+        "the other line is answered: {out}"
+    );
+    assert_eq!(s.chats().len(), 1);
+    for flag in [
+        &["-c"][..],
+        &["--stream"],
+        &["--messages", "chat.json"],
+        &["-i", "-"],
+    ] {
+        let mut args = vec!["batch"];
+        args.extend_from_slice(flag);
+        let out = env.run_with_stdin(&args, Some("two\n"));
+        assert_eq!(out.code, 2, "{flag:?}: {out}");
+        assert!(
+            out.stderr.contains("cannot be used with batch"),
+            "{flag:?}: {out}"
+        );
+    }
+    assert_eq!(s.chats().len(), 1, "a refused option sent something");
+
+    // `| head -1`: the reader leaves after the first line.
+    let many: String = (0..30).map(|i| format!("slow {}\n", i % 3)).collect();
+    let mut child = env
+        .cmd(&["batch", "--concurrency", "2"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let _ = stdin.write_all(many.as_bytes());
+    });
+    {
+        use std::io::BufRead;
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(first.contains("\"ok\":true"), "{first}");
+    }
+    let out =
+        crate::harness::wait_within(child, std::time::Duration::from_secs(30), "batch | head");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("Broken pipe"), "{stderr}");
+    assert!(s.chats().len() < 31, "kept sending after the reader left");
+}
+
+/// Item 2: Ctrl-C in a batch: nothing new starts, the items in flight are cancelled and
+/// written as `interrupted`, the summary is printed, exit 130; a rerun resumes.
+#[test]
+fn ctrl_c_in_a_batch_writes_the_summary_and_resumes() {
+    let wake = Arc::new(AtomicBool::new(false));
+    let s = batch_server(wake.clone());
+    let env = local_env(&s, "{ id = \"echo-8b\", context = 8192 }");
+    let input = env.path("in.txt");
+    let output = env.path("out.jsonl");
+    std::fs::write(&input, "fast\nhang a\nhang b\nhang c\n").unwrap();
+    let args = [
+        "batch",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+        "--concurrency",
+        "2",
+    ];
+    let child = env
+        .cmd(&args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    s.wait_for_chats(3);
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = crate::harness::wait_within(
+        child,
+        std::time::Duration::from_secs(20),
+        "batch after Ctrl-C",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("batch: 1 answered"),
+        "the summary: {stderr}"
+    );
+    let written = lines(&std::fs::read_to_string(&output).unwrap());
+    assert_eq!(written.len(), 3, "{written:?}");
+    let interrupted: Vec<&Value> = written.iter().filter(|v| v["ok"] == false).collect();
+    assert_eq!(interrupted.len(), 2, "{written:?}");
+    for v in &interrupted {
+        assert_eq!(v["error"]["kind"], "interrupted");
+        assert_eq!(v["attempts"][0]["outcome"], "cancelled", "{v}");
+    }
+    assert_eq!(s.chats().len(), 3, "an item started after Ctrl-C");
+    // Run again: the answered id is skipped, the others are answered.
+    wake.store(true, Ordering::SeqCst);
+    let out = env.run(&args);
+    assert_eq!(out.code, 0, "{out}");
+    let written = lines(&std::fs::read_to_string(&output).unwrap());
+    assert_eq!(written.len(), 4, "{written:?}");
+    assert!(written.iter().all(|v| v["ok"] == true), "{written:?}");
+    assert_eq!(s.chats().len(), 6);
+}
+
+/// Item 16: on resume the bar counts every item (the skipped ones done) and its rate is
+/// rounded. The bar is drawn only on a terminal: the run gets one from `script(1)`.
+#[test]
+fn the_resumed_batch_bar_counts_every_item() {
+    let s = batch_server(Arc::new(AtomicBool::new(false)));
+    let env = local_env(&s, "{ id = \"echo-8b\", context = 8192 }");
+    let input = env.path("in.txt");
+    let output = env.path("out.jsonl");
+    let items: String = (1..=20).map(|i| format!("item {i}\n")).collect();
+    std::fs::write(&input, format!("{items}slow 15\n")).unwrap();
+    let done: String = (1..=20)
+        .map(|i| format!("{{\"ok\":true,\"id\":{i},\"content\":\"re: item {i}\"}}\n"))
+        .collect();
+    std::fs::write(&output, done).unwrap();
+    // A pty from script(1) with no terminal around it has no size: give it one.
+    let cmd = format!(
+        "stty cols 120 rows 40; {} batch {} -o {}",
+        env!("CARGO_BIN_EXE_freeroute"),
+        input.display(),
+        output.display()
+    );
+    let c = env.cmd(&[]);
+    let mut script = std::process::Command::new("script");
+    // indicatif draws nothing when TERM is unset or `dumb`.
+    script
+        .args(["-qec", &cmd, "/dev/null"])
+        .env_clear()
+        .env("TERM", "xterm");
+    for (k, v) in c.get_envs() {
+        if let Some(v) = v {
+            script.env(k, v);
+        }
+    }
+    let out = crate::harness::wait_within(
+        script
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+        std::time::Duration::from_secs(30),
+        "batch on a terminal",
+    );
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(s.chats().len(), 1, "{screen}");
+    assert!(
+        screen.contains("20/21"),
+        "the skipped items count as done: {screen}"
+    );
+    let long_rate = screen
+        .split_whitespace()
+        .any(|w| w.ends_with("/s") && w.split('.').nth(1).is_some_and(|d| d.len() > 3));
+    assert!(!long_rate, "an unrounded rate: {screen}");
+}
