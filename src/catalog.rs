@@ -515,7 +515,13 @@ pub async fn load(
         .map(|(p, _)| client.models(p, fetch_timeout));
     let results = futures_util::future::join_all(fetches).await;
     for ((p, stale), result) in to_fetch.into_iter().zip(results) {
-        let parsed = result.and_then(|body| parse_models(&body, p).map_err(FetchError::other));
+        let mut parsed = result.and_then(|body| parse_models(&body, p).map_err(FetchError::other));
+        // A server found on a loopback port says more about itself than its /models list.
+        if let Ok(models) = &mut parsed
+            && p.tier == crate::providers::Tier::Local
+        {
+            crate::discover::describe(&client, p, models).await;
+        }
         match (parsed, stale) {
             (Ok(models), _) => {
                 if let Some(d) = &dir {

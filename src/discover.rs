@@ -10,7 +10,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use serde_json::Value;
+
+use crate::catalog::Model;
 use crate::providers::{Provider, Tier};
+use crate::wire::client::Client;
 
 /// Ollama, llama.cpp's server, LM Studio, vLLM.
 pub const DEFAULT_PORTS: &[u16] = &[11434, 8080, 1234, 8000];
@@ -33,6 +37,16 @@ pub fn name_for(port: u16) -> String {
 /// milliseconds, so a port that accepts a connection but says nothing by then is skipped
 /// (and remembered as such) rather than costing every run a catalog timeout.
 pub const PROBE_BUDGET: Duration = Duration::from_millis(300);
+
+/// The base URL of a server found under this provider name (the reverse of `name_for`).
+pub fn base_url_for(name: &str) -> Option<String> {
+    let port = DEFAULT_PORTS
+        .iter()
+        .copied()
+        .find(|&p| name_for(p) == name)
+        .or_else(|| name.strip_prefix("local-")?.parse().ok())?;
+    Some(format!("http://127.0.0.1:{port}/v1"))
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Probe {
@@ -127,6 +141,93 @@ pub async fn open_ports(ports: &[u16], cache_dir: Option<&Path>, now_ms: u64) ->
     found
 }
 
+/// How long a found server may take to describe itself.
+const DESCRIBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Ollama is asked about each model: at most this many.
+const DESCRIBE_MODELS: usize = 16;
+
+/// Reads what a found server says about itself, where it can say it, into its models'
+/// capabilities (and context, when its list had none): llama.cpp's `GET /props`
+/// (`modalities.vision`, `chat_template_caps.supports_tools`; it always takes a
+/// `json_schema` response format), LM Studio's `GET /api/v0/models` (`type` `vlm`,
+/// `capabilities` `tool_use`, `max_context_length`), Ollama's `POST /api/show`
+/// (`capabilities`: `vision`, `tools`). A server that says nothing stays text-only.
+pub async fn describe(client: &Client, provider: &Provider, models: &mut [Model]) {
+    let root = provider.base_url.trim_end_matches("/v1").to_string();
+    let props_url = format!("{root}/props");
+    let lmstudio_url = format!("{root}/api/v0/models");
+    let json = |b: Option<Vec<u8>>| b.and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+    if let Some(props) = json(
+        client
+            .describe_local(provider, &props_url, None, DESCRIBE_TIMEOUT)
+            .await,
+    ) && (props.get("modalities").is_some() || props.get("chat_template_caps").is_some())
+    {
+        let caps = &props["chat_template_caps"];
+        let tools = caps["supports_tools"].as_bool() == Some(true)
+            || caps["supports_tool_calls"].as_bool() == Some(true);
+        for m in models.iter_mut() {
+            m.caps.vision |= props["modalities"]["vision"].as_bool() == Some(true);
+            m.caps.tools |= tools;
+            m.caps.schema = true;
+        }
+        return;
+    }
+    if let Some(list) = json(
+        client
+            .describe_local(provider, &lmstudio_url, None, DESCRIBE_TIMEOUT)
+            .await,
+    ) && let Some(entries) = list["data"].as_array()
+    {
+        for m in models.iter_mut() {
+            let Some(e) = entries.iter().find(|e| e["id"] == m.id.as_str()) else {
+                continue;
+            };
+            let said = |c: &str| {
+                e["capabilities"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x == c))
+            };
+            m.caps.vision |= e["type"] == "vlm";
+            m.caps.tools |= said("tool_use");
+            m.caps.schema = true;
+            if m.context.is_none() {
+                m.context = e["max_context_length"]
+                    .as_u64()
+                    .filter(|&n| n > 0 && n <= MAX_CONTEXT);
+            }
+        }
+        return;
+    }
+    for m in models.iter_mut().take(DESCRIBE_MODELS) {
+        let ask = serde_json::json!({"model": m.id});
+        let shown = client
+            .describe_local(
+                provider,
+                &format!("{root}/api/show"),
+                Some(&ask),
+                DESCRIBE_TIMEOUT,
+            )
+            .await;
+        let Some(show) = json(shown) else {
+            // Not Ollama: nobody else answers this.
+            return;
+        };
+        let said = |c: &str| {
+            show["capabilities"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == c))
+        };
+        m.caps.vision |= said("vision");
+        m.caps.tools |= said("tools");
+        m.caps.schema |= said("completion");
+    }
+}
+
+/// No local model has a context of more than this many tokens; a larger figure is not
+/// believed.
+const MAX_CONTEXT: u64 = 100_000_000;
+
 /// Providers for the open ports that no configured provider already covers.
 pub fn providers(open: &[u16], configured: &[Provider]) -> Vec<Provider> {
     open.iter()
@@ -155,6 +256,15 @@ mod tests {
     fn names_and_dedup() {
         assert_eq!(name_for(11434), "ollama");
         assert_eq!(name_for(9999), "local-9999");
+        assert_eq!(
+            base_url_for("ollama").as_deref(),
+            Some("http://127.0.0.1:11434/v1")
+        );
+        assert_eq!(
+            base_url_for("local-9999").as_deref(),
+            Some("http://127.0.0.1:9999/v1")
+        );
+        assert_eq!(base_url_for("mine"), None);
         let configured = vec![Provider::custom(
             "mine",
             "http://localhost:8080/v1",

@@ -198,8 +198,12 @@ pub fn claim_hint(provider: &str, model: &str, cap: Capability) -> String {
         Capability::Tools => "tools",
         Capability::Schema => "schema",
     };
+    // A server found by itself is in no config yet: its entry needs the base URL too.
+    let base = crate::discover::base_url_for(provider)
+        .map(|u| format!(" base_url = \"{u}\","))
+        .unwrap_or_default();
     format!(
-        "If {provider}/{model} does support {cap}, say so in the config: [providers.{provider}] models = [{{ id = \"{model}\", {key} = true }}]"
+        "If {provider}/{model} does support {cap}, say so in the config: [providers.{provider}]{base} models = [{{ id = \"{model}\", {key} = true }}]"
     )
 }
 

@@ -25,7 +25,7 @@ use crate::health::Health;
 use crate::limiter::Limiter;
 use crate::outcome::{AttemptOutcome, AttemptRecord};
 use crate::output::Printer;
-use crate::plan::{self, Plan};
+use crate::plan::{self, DropReason, Plan};
 use crate::providers::Provider;
 use crate::request::{self, Needs, Request, Route};
 use crate::settings::Sources;
@@ -533,9 +533,19 @@ pub fn no_eligible(plan: &Plan, needs: &Needs) -> Error {
         )
         .with_hint("See `freeroute stats` for when each provider's quota resets");
     }
+    // A model of the user's own (or a found local server) that nobody said has the
+    // capability: the user can vouch for it in the config.
+    let claim = plan.dropped.iter().find_map(|d| match d.reason {
+        DropReason::Lacks(cap) if !crate::providers::is_builtin(&d.provider) => Some(
+            crate::output::explain::claim_hint(&d.provider, &d.model, cap),
+        ),
+        _ => None,
+    });
     Error::new(
         ErrorKind::NoEligibleModel,
         format!("No eligible model{what}: {detail}"),
     )
-    .with_hint("See `freeroute --dry-run -v \"…\"` for each model's reason")
+    .with_hint(claim.unwrap_or_else(|| {
+        "See `freeroute --dry-run -v \"…\"` for each model's reason".to_string()
+    }))
 }

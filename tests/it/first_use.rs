@@ -710,3 +710,45 @@ fn the_resumed_batch_bar_counts_every_item() {
         .any(|w| w.ends_with("/s") && w.split('.').nth(1).is_some_and(|d| d.len() > 3));
     assert!(!long_rate, "an unrounded rate: {screen}");
 }
+
+/// Item 6: a found llama.cpp server's `/props` says what it can do (here: tools and a
+/// `json_schema` response format, no vision); a capability nobody claimed gets a hint
+/// saying how to claim it in the config.
+#[test]
+fn a_found_local_server_says_what_it_can_do() {
+    let s = FakeServer::start(|r| {
+        if r.path.ends_with("/v1/models") {
+            Reply::json(200, json!({"object": "list", "data": [{"id": "smollm2", "object": "model", "owned_by": "llamacpp", "meta": {"n_ctx": 4096}}]}).to_string())
+        } else if r.path == "/props" {
+            Reply::json(200, json!({"default_generation_settings": {"n_ctx": 4096}, "modalities": {"vision": false, "audio": false}, "chat_template_caps": {"supports_tools": true, "supports_tool_calls": true}}).to_string())
+        } else {
+            fake::answer(&r.model(), &["{\"name\": \"Ada\"}"])
+        }
+    })
+    .expect_chats(1);
+    let env = Env::bare()
+        .var("FREEROUTE_DISCOVER", "1")
+        .config(&format!("[defaults]\ndiscover_ports = [{}]\n", s.port));
+    let out = env.run(&["models", "--json"]);
+    assert_eq!(out.code, 0, "{out}");
+    let caps = &out.json()[0]["capabilities"];
+    assert_eq!(
+        caps,
+        &json!({"vision": false, "tools": true, "schema": true}),
+        "{out}"
+    );
+    let out = env.run(&["--schema", "{\"type\": \"object\"}", "extract"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(out.json()["name"], "Ada");
+    let img = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hello.jpg");
+    let out = env.run(&["-i", img, "what is this?"]);
+    assert_eq!(out.code, 3, "{out}");
+    let name = format!("local-{}", s.port);
+    assert!(
+        out.stderr.contains(&format!(
+            "[providers.{name}] base_url = \"http://127.0.0.1:{}/v1\", models = [{{ id = \"smollm2\", vision = true }}]",
+            s.port
+        )),
+        "{out}"
+    );
+}
