@@ -316,7 +316,7 @@ fn stats(args: &StatsArgs, printer: &Printer) -> Result<()> {
             .reset()
             .map_err(|e| Error::internal(format!("Cannot reset the state: {e}")))?;
         printer
-            .note("Forgot all remembered health, latency, cool-downs, quotas and the request log");
+            .note("Forgot all remembered health, latency, cool-downs, quotas, the request log and the conversations kept for --continue");
         return Ok(());
     }
     let location = store.location();

@@ -103,8 +103,8 @@ pub fn plan(plan: &Plan, req: &Request, timeouts: &[Duration], now_ms: u64, prin
     }
     let mut s = String::new();
     s.push_str(&format!(
-        "{} candidates, in the order they would be tried (deadline {:.0}s, at most {} attempts, race {}{}):\n",
-        plan.candidates.len(),
+        "{}, in the order they would be tried (deadline {:.0}s, at most {} attempts, race {}{}):\n",
+        super::explain::count(plan.candidates.len(), "candidate"),
         req.timeout.as_secs_f64(),
         req.attempts,
         req.race,

@@ -752,3 +752,19 @@ fn a_found_local_server_says_what_it_can_do() {
         "{out}"
     );
 }
+
+/// Item 17 (part): small words a careful user notices.
+#[test]
+fn small_things_are_said_right() {
+    let s = FakeServer::start(|r| fake::answer(&r.model(), &["x"]));
+    let env = local_env(&s, "{ id = \"m-8b\", context = 8192 }");
+    let out = env.run(&["--dry-run", "q"]);
+    assert!(out.stdout.starts_with("1 candidate, in the order"), "{out}");
+    let out = env.run(&["--max-tokens", "0", "q"]);
+    assert_eq!(out.code, 2, "{out}");
+    let out = env.run(&["--help"]);
+    assert!(out.stdout.contains("1 internal error"), "{out}");
+    let out = env.run(&["stats", "--reset"]);
+    assert!(out.stderr.contains("conversations"), "{out}");
+    assert!(s.chats().is_empty());
+}
