@@ -136,7 +136,7 @@ set edit:completion:arg-completer[freeroute] = {|@words|
         &'freeroute;stats'= {
             cand --config 'Config file (default: $XDG_CONFIG_HOME/freeroute/config.toml)'
             cand --json 'Print one JSON object'
-            cand --reset 'Forget everything remembered (state and request log)'
+            cand --reset 'Forget everything remembered (state, request log and conversations)'
             cand -v 'Print the routing trace on stderr'
             cand --verbose 'Print the routing trace on stderr'
             cand -q 'No spinner, no notes on stderr (errors are still printed)'

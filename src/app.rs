@@ -79,8 +79,40 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(|e| Error::internal("Cannot start the async runtime").with_source(e))
 }
 
+/// A one-word prompt that is a subcommand's name mistyped (`freeroute model`) is a usage
+/// slip, not a question: exit 2 saying which command was meant. Words after `--` are
+/// always a prompt.
+fn subcommand_typo(prompt: &[String]) -> Result<()> {
+    use clap::CommandFactory;
+    let [word] = prompt else {
+        return Ok(());
+    };
+    let after_dashes = std::env::args_os().skip(1).any(|a| a == "--");
+    if after_dashes || word.chars().count() < 4 || word.contains(char::is_whitespace) {
+        return Ok(());
+    }
+    let names: Vec<String> = crate::cli::Cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .filter(|n| n != "help")
+        .collect();
+    let close = names
+        .iter()
+        .map(|n| (crate::output::explain::edit_distance(word, n), n))
+        .filter(|(d, _)| *d <= 2)
+        .min();
+    match close {
+        Some((_, name)) => Err(Error::usage(format!(
+            "`{word}` is not a subcommand: did you mean `freeroute {name}`?"
+        ))
+        .with_hint(format!("To send it as a prompt: `freeroute -- {word}`"))),
+        None => Ok(()),
+    }
+}
+
 fn ask(args: &AskArgs, config_flag: Option<&Path>, printer: &mut Printer) -> Result<()> {
     let started = Instant::now();
+    subcommand_typo(&args.prompt)?;
     let (config, config_path) = config::load(config_flag)?;
     let settings = Ask::resolve(args, &config, Printer::stdout_is_terminal())?;
     let input = input::gather(&input::Sources {
@@ -227,7 +259,8 @@ fn models(args: &ModelsArgs, config_flag: Option<&Path>, printer: &Printer) -> R
     report::trace_plan(&plan, printer);
     report::models(&plan, args.json, printer);
     match plan.candidates.is_empty() {
-        true => Err(session::no_eligible(&plan, &Needs::default())),
+        true => Err(session::unknown_model(&route.models, &plan)
+            .unwrap_or_else(|| session::no_eligible(&plan, &Needs::default()))),
         false => Ok(()),
     }
 }
@@ -280,7 +313,7 @@ fn stats(args: &StatsArgs, printer: &Printer) -> Result<()> {
             .reset()
             .map_err(|e| Error::internal("Cannot reset the state").with_source(e))?;
         printer
-            .note("Forgot all remembered health, latency, cool-downs, quotas and the request log");
+            .note("Forgot all remembered health, latency, cool-downs, quotas, the request log and the conversations kept for --continue");
         return Ok(());
     }
     let location = store.location();

@@ -90,6 +90,26 @@ fn cloud() -> Tier {
 }
 
 impl Model {
+    /// What the catalog claims for this model (context, capabilities), as one word: a
+    /// belief learned against one claim is dropped when the claim changes (DESIGN §5).
+    pub fn entry(&self) -> String {
+        let c = self.caps;
+        let flag = |on: bool, name: &str| {
+            if on {
+                format!(",{name}")
+            } else {
+                String::new()
+            }
+        };
+        format!(
+            "context={}{}{}{}",
+            self.context.map_or("?".to_string(), |n| n.to_string()),
+            flag(c.vision, "vision"),
+            flag(c.tools, "tools"),
+            flag(c.schema, "schema")
+        )
+    }
+
     /// `openrouter/free`: free and allowed, but only as the last candidate.
     pub fn is_free_router(&self) -> bool {
         self.id == "openrouter/free"
@@ -494,7 +514,13 @@ pub async fn load(
         .map(|(p, _)| client.models(p, fetch_timeout));
     let results = futures_util::future::join_all(fetches).await;
     for ((p, stale), result) in to_fetch.into_iter().zip(results) {
-        let parsed = result.and_then(|body| parse_models(&body, p).map_err(FetchError::other));
+        let mut parsed = result.and_then(|body| parse_models(&body, p).map_err(FetchError::other));
+        // A server found on a loopback port says more about itself than its /models list.
+        if let Ok(models) = &mut parsed
+            && p.tier == crate::providers::Tier::Local
+        {
+            crate::discover::describe(&client, p, models).await;
+        }
         match (parsed, stale) {
             (Ok(models), _) => {
                 if let Some(d) = &dir {

@@ -34,7 +34,7 @@ Cron (all-or-nothing output, a deadline, no spinner):
 Set OPENROUTER_API_KEY (a free key from https://openrouter.ai/keys), or add a provider
 to the config file (freeroute config init).
 
-Exit codes: 0 answered, 2 usage or input error, 3 no eligible model, 4 every attempt
+Exit codes: 0 answered, 1 internal error, 2 usage or input error, 3 no eligible model, 4 every attempt
 failed, 5 deadline passed, 6 configuration or key error, 130 interrupted.";
 
 /// Answer a prompt with a free LLM, falling back across free models and providers.
@@ -266,7 +266,7 @@ pub struct StatsArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Forget everything remembered (state and request log)
+    /// Forget everything remembered (state, request log and conversations)
     #[arg(long)]
     pub reset: bool,
 }

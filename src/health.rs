@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::attempt::classify::TokenCount;
 use crate::catalog::Capability;
 use crate::outcome::{AttemptOutcome, AttemptRecord};
 use crate::providers::Limits;
@@ -65,10 +66,20 @@ pub struct ModelStats {
     pub consecutive_failures: u32,
     pub last_outcome: Option<AttemptOutcome>,
     pub last_error: Option<String>,
-    /// Capabilities the provider said this model lacks (`vision`, `tools`, `schema`).
+    /// Capabilities the provider said this model lacks (`vision`, `tools`, `schema`),
+    /// believed until `misses_until_ms` (DESIGN §5: what is learned expires).
     pub misses: BTreeSet<Capability>,
-    /// A request of about this many tokens was too long for it (the smallest seen).
+    pub misses_until_ms: u64,
+    /// A request of about this many (estimated) tokens is too long for it: learned from a
+    /// refusal, corrected by the server's own count, believed until `too_long_until_ms`.
     pub too_long_at: Option<u64>,
+    pub too_long_until_ms: u64,
+    /// The catalog entry (`Model::entry`) the misses and the context limit were learned
+    /// on: when the catalog says something else about the model, they are forgotten.
+    pub learned_entry: Option<String>,
+    /// The largest request (estimated tokens) it answered: a learned context limit never
+    /// goes below it.
+    pub answered_tokens: Option<u64>,
     /// Requests sent to it lately, by every run: a count that fades with `LOAD_TAU_MS`, as
     /// of `load_ms`.
     pub load: f64,
@@ -100,6 +111,37 @@ pub struct ProviderStats {
     pub per_day: Option<u32>,
     /// Added to Unix ms so that `day` turns over when the provider's daily quota resets.
     pub day_offset_ms: i64,
+}
+
+/// How long a belief about a cloud model (a capability miss, a context limit) holds: a
+/// model may be upgraded, a provider may add an endpoint (DESIGN §5).
+pub const CLOUD_BELIEF_MS: u64 = 86_400_000;
+/// The same for a server on this machine, which its user may restart with other options
+/// (a vision projector, a larger context) at any time.
+pub const LOCAL_BELIEF_MS: u64 = 3_600_000;
+
+/// Until when what attempt `a` taught about its model is believed.
+fn belief_until(a: &AttemptRecord, now_ms: u64) -> u64 {
+    now_ms.saturating_add(if a.local {
+        LOCAL_BELIEF_MS
+    } else {
+        CLOUD_BELIEF_MS
+    })
+}
+
+/// The size, in the router's estimated tokens, from which requests are too long for a
+/// model that refused a request estimated at `estimate`: with the server's own count of
+/// that request and its limit, the estimate is corrected by their ratio (18,899 characters
+/// of lorem ipsum are 7,001 tokens to llama.cpp, 4,736 to the estimate); without them, the
+/// refused size itself. Never above the refused size, and at least an eighth of it.
+pub fn learned_context(estimate: u64, counted: TokenCount) -> u64 {
+    match (counted.limit, counted.requested) {
+        (Some(limit), Some(requested)) if requested > limit => {
+            let scaled = estimate as f64 * limit as f64 / requested as f64;
+            (scaled.floor() as u64).clamp((estimate / 8).max(1), estimate)
+        }
+        _ => estimate,
+    }
 }
 
 pub fn key(provider: &str, model: &str) -> String {
@@ -158,7 +200,50 @@ impl ModelStats {
         n / (n + 2.0)
     }
 
+    /// Whether the provider's word that this model lacks `cap` still holds for the model
+    /// as the catalog now describes it (`entry`, see `Model::entry`).
+    pub fn known_miss(&self, cap: Capability, entry: &str, now_ms: u64) -> bool {
+        self.misses.contains(&cap) && self.believed(self.misses_until_ms, entry, now_ms)
+    }
+
+    /// The learned size from which requests are too long for it, while believed.
+    pub fn too_long_from(&self, entry: &str, now_ms: u64) -> Option<u64> {
+        self.too_long_at
+            .filter(|_| self.believed(self.too_long_until_ms, entry, now_ms))
+    }
+
+    fn believed(&self, until_ms: u64, entry: &str, now_ms: u64) -> bool {
+        now_ms < until_ms && self.learned_entry.as_deref().is_none_or(|e| e == entry)
+    }
+
+    /// Forgets the capability misses and the learned context limit (`--refresh`, a changed
+    /// catalog entry).
+    pub fn forget_beliefs(&mut self) {
+        self.misses.clear();
+        self.misses_until_ms = 0;
+        self.too_long_at = None;
+        self.too_long_until_ms = 0;
+        self.learned_entry = None;
+    }
+
+    /// Keeps what is still believed before `a` teaches more: expired beliefs, and those
+    /// learned on another catalog entry than `a`'s, go.
+    fn expire_beliefs(&mut self, a: &AttemptRecord, now_ms: u64) {
+        if let (Some(entry), Some(old)) = (&a.catalog_entry, &self.learned_entry)
+            && entry != old
+        {
+            self.forget_beliefs();
+        }
+        if now_ms >= self.misses_until_ms {
+            self.misses.clear();
+        }
+        if now_ms >= self.too_long_until_ms {
+            self.too_long_at = None;
+        }
+    }
+
     fn record(&mut self, a: &AttemptRecord, now_ms: u64) {
+        self.expire_beliefs(a, now_ms);
         // Every request counts towards its limits, whatever became of it.
         let load = self.load(now_ms) + 1.0;
         self.load = load;
@@ -186,6 +271,13 @@ impl ModelStats {
         self.last_outcome = Some(a.outcome);
         match a.outcome {
             AttemptOutcome::Ok => {
+                if let Some(n) = a.context_tokens {
+                    let answered = self.answered_tokens.map_or(n, |t| t.max(n));
+                    self.answered_tokens = Some(answered);
+                    if let Some(at) = self.too_long_at.filter(|&at| at <= answered) {
+                        self.too_long_at = Some(at.max(answered + 1));
+                    }
+                }
                 self.ok += 1.0;
                 self.consecutive_failures = 0;
                 self.cooldown_until_ms = 0;
@@ -219,7 +311,12 @@ impl ModelStats {
                     .context_tokens
                     .filter(|_| o == AttemptOutcome::ContextTooLong)
                 {
-                    self.too_long_at = Some(self.too_long_at.map_or(n, |t| t.min(n)));
+                    let learned = learned_context(n, a.counted);
+                    let floor = self.answered_tokens.map_or(0, |t| t + 1);
+                    let at = self.too_long_at.map_or(learned, |t| t.min(learned));
+                    self.too_long_at = Some(at.max(floor));
+                    self.too_long_until_ms = belief_until(a, now_ms);
+                    self.learned_entry = a.catalog_entry.clone().or(self.learned_entry.take());
                 }
                 self.last_error = a.error.clone();
             }
@@ -231,6 +328,8 @@ impl ModelStats {
                     && let Some(cap) = a.missing
                 {
                     self.misses.insert(cap);
+                    self.misses_until_ms = belief_until(a, now_ms);
+                    self.learned_entry = a.catalog_entry.clone().or(self.learned_entry.take());
                 }
                 if let Some(until) = backoff(o, self.consecutive_failures, a.retry_at_ms, now_ms) {
                     self.cooldown_until_ms = self.cooldown_until_ms.max(until);
@@ -478,6 +577,19 @@ impl Health {
         self.models.get(&key(provider, model))
     }
 
+    /// `--refresh` refetched this provider's catalog: what was learned about its models'
+    /// capabilities and contexts is forgotten at once (DESIGN §5).
+    pub fn forget_beliefs_of(&mut self, provider: &str) {
+        let prefix = format!("{provider}/");
+        for (_, m) in self
+            .models
+            .iter_mut()
+            .filter(|(k, _)| k.starts_with(&prefix))
+        {
+            m.forget_beliefs();
+        }
+    }
+
     /// Folds one run's attempts into the state; `limits` gives each provider's documented
     /// free-tier limits.
     pub fn record_attempts(
@@ -689,12 +801,58 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn capability_miss_is_remembered() {
+    fn capability_miss_is_remembered_for_a_while() {
         let mut s = ModelStats::default();
         let mut a = attempt(AttemptOutcome::CapabilityMissing);
         a.missing = Some(Capability::Vision);
+        a.catalog_entry = Some("context=4096,vision".into());
         s.record(&a, 0);
-        assert!(s.misses.contains(&Capability::Vision));
+        let entry = "context=4096,vision";
+        assert!(s.known_miss(Capability::Vision, entry, 0));
+        assert!(s.known_miss(Capability::Vision, entry, CLOUD_BELIEF_MS - 1));
+        assert!(!s.known_miss(Capability::Vision, entry, CLOUD_BELIEF_MS));
+        assert!(
+            !s.known_miss(Capability::Vision, "context=8192,vision", 0),
+            "a changed catalog entry is a new model"
+        );
+        a.local = true;
+        let mut local = ModelStats::default();
+        local.record(&a, 0);
+        assert!(!local.known_miss(Capability::Vision, entry, LOCAL_BELIEF_MS));
+        // A miss learned after the old ones expired does not revive them.
+        let mut tools = attempt(AttemptOutcome::CapabilityMissing);
+        tools.missing = Some(Capability::Tools);
+        tools.catalog_entry = a.catalog_entry.clone();
+        s.record(&tools, CLOUD_BELIEF_MS + 1);
+        assert!(!s.known_miss(Capability::Vision, entry, CLOUD_BELIEF_MS + 2));
+        assert!(s.known_miss(Capability::Tools, entry, CLOUD_BELIEF_MS + 2));
+    }
+
+    #[test]
+    fn a_context_limit_is_corrected_by_the_server_count_and_floored_by_answers() {
+        let counted = |limit, requested| TokenCount {
+            limit: Some(limit),
+            requested: Some(requested),
+        };
+        // The estimate said 4,736 (+256); llama.cpp counted 7,001 against its 4,096.
+        assert_eq!(learned_context(4992, counted(4096, 7001)), 2920);
+        assert_eq!(learned_context(4992, TokenCount::default()), 4992);
+        assert_eq!(learned_context(4992, counted(4096, 4000)), 4992);
+        assert_eq!(learned_context(800, counted(1, 1_000_000)), 100, "bounded");
+        let mut s = ModelStats::default();
+        let mut ok = attempt(AttemptOutcome::Ok);
+        ok.context_tokens = Some(3000);
+        s.record(&ok, 0);
+        let mut refused = attempt(AttemptOutcome::ContextTooLong);
+        refused.context_tokens = Some(4992);
+        refused.counted = counted(4096, 7001);
+        s.record(&refused, 1);
+        assert_eq!(
+            s.too_long_from("context=8192", 2),
+            Some(3001),
+            "never below what it answered"
+        );
+        assert_eq!(s.too_long_from("context=8192", CLOUD_BELIEF_MS + 1), None);
     }
 }
 

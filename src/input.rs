@@ -312,6 +312,9 @@ pub fn load_tools(path: &Path, within: Duration) -> Result<Vec<Value>> {
         .collect()
 }
 
+/// The keys of an OpenAI function definition.
+const FUNCTION_KEYS: &[&str] = &["name", "description", "parameters", "strict"];
+
 fn normalize_tool(t: Value) -> std::result::Result<Value, String> {
     let Value::Object(o) = &t else {
         return Err("not an object".into());
@@ -329,6 +332,23 @@ fn normalize_tool(t: Value) -> std::result::Result<Value, String> {
         None if o.contains_key("name") => t.clone(),
         None => return Err("needs `type: \"function\"` and a `function` object".into()),
     };
+    let Value::Object(fields) = &function else {
+        return Err("`function` must be an object with a `name`".into());
+    };
+    // A tool *call* (`id`, `arguments`) or a misspelt key is not a definition.
+    let unknown = if o.contains_key("function") {
+        let outer = o
+            .keys()
+            .find(|k| !["type", "function"].contains(&k.as_str()));
+        outer.or_else(|| fields.keys().find(|k| !FUNCTION_KEYS.contains(&k.as_str())))
+    } else {
+        o.keys().find(|k| !FUNCTION_KEYS.contains(&k.as_str()))
+    };
+    if let Some(key) = unknown {
+        return Err(format!(
+            "unknown key `{key}`; a tool is {{\"type\": \"function\", \"function\": {{\"name\", \"description\", \"parameters\"}}}}"
+        ));
+    }
     let name = function
         .get("name")
         .and_then(Value::as_str)
@@ -489,6 +509,14 @@ mod tests {
         assert!(normalize_tool(serde_json::json!({"type": "web_search"})).is_err());
         assert!(normalize_tool(serde_json::json!({"name": "bad name"})).is_err());
         assert!(normalize_tool(serde_json::json!({"name": "f", "parameters": "x"})).is_err());
+        let call = serde_json::json!({"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}});
+        assert!(
+            normalize_tool(call).is_err(),
+            "a tool call is no definition"
+        );
+        let typo =
+            serde_json::json!({"type": "function", "function": {"name": "f", "parmeters": {}}});
+        assert!(normalize_tool(typo).unwrap_err().contains("parmeters"));
     }
 
     #[test]

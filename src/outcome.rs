@@ -74,7 +74,9 @@ pub struct AttemptRecord {
     /// The failure concerns every model of the provider (quota, key, balance, policy).
     #[serde(skip)]
     pub provider_wide: bool,
-    /// The request's estimated size, kept for a `context_too_long` so the limit is learned.
+    /// The request's estimated size (prompt and output reserve), kept for an answer and for
+    /// a `context_too_long`, so that the model's limit is learned and never set below what
+    /// it answered.
     #[serde(skip)]
     pub context_tokens: Option<u64>,
     /// Which piece of a split translation this attempt served.
@@ -89,6 +91,17 @@ pub struct AttemptRecord {
     /// The capability a `capability_missing` attempt showed the model lacks.
     #[serde(skip)]
     pub missing: Option<crate::catalog::Capability>,
+    /// A `context_too_long` attempt's sizes in the server's own tokens, when it said them.
+    #[serde(skip)]
+    pub counted: crate::attempt::classify::TokenCount,
+    /// The catalog entry (`Model::entry`) the attempt was planned on: what it teaches holds
+    /// for that entry, and is forgotten when the entry changes (DESIGN §5).
+    #[serde(skip)]
+    pub catalog_entry: Option<String>,
+    /// Sent to a server on this machine (a loopback base URL): what it teaches is believed
+    /// for an hour, not a day (DESIGN §5).
+    #[serde(skip)]
+    pub local: bool,
 }
 
 impl AttemptRecord {
@@ -110,6 +123,9 @@ impl AttemptRecord {
             context_tokens: None,
             own_rate_limit: false,
             missing: None,
+            counted: Default::default(),
+            catalog_entry: None,
+            local: false,
         }
     }
 

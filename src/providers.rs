@@ -115,17 +115,18 @@ pub fn resolve(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Resolve
                 }
             }
         }
-        let key_env = over
-            .and_then(|o| o.api_key_env.clone())
-            .or(preset.key_env.map(str::to_string));
-        let key_env = key_env.or(preset.optional_key_env.map(str::to_string));
-        let key = key_env.as_deref().and_then(set);
         let keyless = preset.tier == Tier::Keyless;
-        if key.is_none() && !keyless && !is_loopback_url(&base_url) {
-            out.disabled.push(off(format!(
-                "{} is not set",
-                key_env.as_deref().unwrap_or("its key")
-            )));
+        // DESIGN §2: a key variable (the preset's, or `api_key_env`) must be set, whatever
+        // the base URL; only a keyless service's own variable is optional.
+        let required = over
+            .and_then(|o| o.api_key_env.clone())
+            .or(preset.key_env.filter(|_| !keyless).map(str::to_string));
+        let key_env = required
+            .clone()
+            .or(preset.optional_key_env.map(str::to_string));
+        let key = key_env.as_deref().and_then(set);
+        if let (Some(var), None) = (&required, &key) {
+            out.disabled.push(off(format!("{var} is not set")));
             continue;
         }
         let listed = (preset.catalog == Catalog::Listed)
@@ -169,9 +170,7 @@ pub fn resolve(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Resolve
             continue;
         };
         let key = p.api_key_env.as_deref().and_then(set);
-        if let (Some(var), None) = (&p.api_key_env, &key)
-            && !is_loopback_url(&base_url)
-        {
+        if let (Some(var), None) = (&p.api_key_env, &key) {
             out.disabled.push(Disabled {
                 name: name.clone(),
                 reason: format!("{var} is not set"),

@@ -312,6 +312,14 @@ pub fn build(ask: &Ask, input: Input, previous: Option<Vec<Message>>) -> Result<
         },
         context_tokens: prompt_tokens + reserve,
     };
+    // An answer checked against a schema, or one that must be a tool call, is printed
+    // whole: prose streamed first could not be taken back.
+    let stream = ask.stream
+        && schema.is_none()
+        && !matches!(
+            tool_choice,
+            Some(ToolChoice::Required | ToolChoice::Function(_))
+        );
     Ok(Request {
         messages,
         needs,
@@ -320,8 +328,7 @@ pub fn build(ask: &Ask, input: Input, previous: Option<Vec<Message>>) -> Result<
         temperature: ask.temperature,
         tools,
         tool_choice,
-        // An answer checked against a schema is printed whole.
-        stream: ask.stream && schema.is_none(),
+        stream,
         schema,
         translation,
         timeout: ask.timeout,

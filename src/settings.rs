@@ -167,6 +167,9 @@ impl Ask {
         if attempts == 0 {
             return Err(Error::usage("--attempts must be at least 1"));
         }
+        if args.max_tokens.or(d.max_tokens) == Some(0) {
+            return Err(Error::usage("--max-tokens must be at least 1"));
+        }
         let stream = if args.json || args.no_stream {
             false
         } else if args.stream {

@@ -34,6 +34,66 @@ pub struct Failure {
     /// With `capability_missing`: the capability the model lacks, when known. The memory
     /// remembers the miss by this value, never by the message's words.
     pub missing: Option<Capability>,
+    /// With `context_too_long`: the server's own token counts, when its error gives them.
+    pub counted: TokenCount,
+}
+
+/// What a context-length refusal says in the server's own tokens: llama.cpp's
+/// `n_prompt_tokens` and `n_ctx`, OpenRouter's "maximum context length is N tokens …
+/// you requested about M tokens". Each bounded to `MAX_COUNTED_TOKENS`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenCount {
+    /// The model's context, as the server counts it.
+    pub limit: Option<u64>,
+    /// The refused request's size, as the server counts it.
+    pub requested: Option<u64>,
+}
+
+/// No model has a context of a billion tokens; a larger count is not believed.
+pub const MAX_COUNTED_TOKENS: u64 = 1_000_000_000;
+
+impl TokenCount {
+    /// Reads the counts off a refusal: llama.cpp's fields first, else the message's words.
+    pub fn of(body: &[u8], message: &str) -> TokenCount {
+        let err = serde_json::from_slice::<Value>(body)
+            .ok()
+            .map(|v| v["error"].clone())
+            .unwrap_or_default();
+        let field = |k: &str| err[k].as_u64();
+        let lower = message.to_ascii_lowercase();
+        let said = |phrases: &[&str]| phrases.iter().find_map(|p| number_after(&lower, p));
+        let bounded = |n: Option<u64>| n.filter(|&n| n > 0 && n <= MAX_COUNTED_TOKENS);
+        TokenCount {
+            limit: bounded(field("n_ctx").or_else(|| {
+                said(&[
+                    "context size (",
+                    "context length is ",
+                    "context window is ",
+                    "context length of ",
+                ])
+            })),
+            requested: bounded(field("n_prompt_tokens").or_else(|| {
+                said(&[
+                    "request (",
+                    "requested about ",
+                    "you requested ",
+                    "resulted in ",
+                ])
+            })),
+        }
+    }
+}
+
+/// The number (digits, maybe with thousands commas) right after `phrase` in `text`.
+fn number_after(text: &str, phrase: &str) -> Option<u64> {
+    let rest = &text[text.find(phrase)? + phrase.len()..];
+    let digits: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == ',')
+        .filter(char::is_ascii_digit)
+        .take(12)
+        .collect();
+    digits.parse().ok()
 }
 
 /// The headers that matter for classification, already read off the response.
@@ -56,6 +116,7 @@ impl Failure {
             hint_ms: None,
             own_rate_limit: false,
             missing: None,
+            counted: TokenCount::default(),
         }
     }
     fn lacking(mut self) -> Self {
@@ -147,8 +208,14 @@ pub fn classify_http(status: u16, headers: &RetryHeaders, body: &[u8], now_ms: u
             missing: Some(Capability::Vision),
             ..Failure::new(CapabilityMissing, message)
         },
-        400 | 413 if is_context_error(&lower) => Failure::new(ContextTooLong, message),
-        413 => Failure::new(ContextTooLong, message),
+        400 | 413 if is_context_error(&lower) => Failure {
+            counted: TokenCount::of(body, &message),
+            ..Failure::new(ContextTooLong, message)
+        },
+        413 => Failure {
+            counted: TokenCount::of(body, &message),
+            ..Failure::new(ContextTooLong, message)
+        },
         400 | 404 | 422 => Failure::new(BadRequest, message),
         300..=399 => Failure::new(
             ServerError,
@@ -562,6 +629,18 @@ mod tests {
         assert_eq!(http(400, llama).outcome, ContextTooLong);
         let or = r#"{"error":{"code":400,"message":"This endpoint's maximum context length is 8192 tokens","metadata":{"error_type":"context_length_exceeded"}}}"#;
         assert_eq!(http(400, or).outcome, ContextTooLong);
+        let llama_counts = r#"{"error":{"code":400,"message":"request (6030 tokens) exceeds the available context size (4096 tokens), try increasing it","type":"exceed_context_size_error","n_prompt_tokens":6030,"n_ctx":4096}}"#;
+        let counted = TokenCount {
+            limit: Some(4096),
+            requested: Some(6030),
+        };
+        assert_eq!(http(400, llama_counts).counted, counted);
+        assert_eq!(http(400, llama).counted, counted, "from the words alone");
+        let or_counts = r#"{"error":{"code":400,"message":"This endpoint's maximum context length is 8192 tokens. However, you requested about 10,001 tokens (9745 of text input, 256 in the output). Please reduce the length."}}"#;
+        let c = http(400, or_counts).counted;
+        assert_eq!((c.limit, c.requested), (Some(8192), Some(10_001)));
+        let absurd = r#"{"error":{"message":"context size (99999999999999 tokens)","n_ctx":0}}"#;
+        assert_eq!(http(400, absurd).counted.limit, None, "bounded");
         assert_eq!(
             http(400, r#"{"error":{"message":"x is not a valid model ID"}}"#).outcome,
             BadRequest

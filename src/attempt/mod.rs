@@ -20,6 +20,7 @@ use serde_json::Value;
 use crate::error::{Error, ErrorKind};
 use crate::limiter::Limiter;
 use crate::outcome::{AttemptOutcome, AttemptRecord};
+use crate::output::explain;
 use crate::plan::{Candidate, Plan};
 use crate::providers::Provider;
 use crate::request::{Hedge, Request};
@@ -457,6 +458,9 @@ pub async fn run(
                             tokens_per_sec: tps,
                             retry_at_ms: success.quota_until_ms,
                             provider_wide: success.quota_until_ms.is_some(),
+                            context_tokens: Some(st.context_tokens),
+                            catalog_entry: Some(cand.model.entry()),
+                            local: crate::providers::is_loopback_url(&provider.base_url),
                             ..AttemptRecord::new(
                                 &provider.name,
                                 &cand.model.id,
@@ -569,6 +573,9 @@ fn failure(
         piece: None,
         context_tokens: (failure.outcome == AttemptOutcome::ContextTooLong)
             .then_some(st.context_tokens),
+        counted: failure.counted,
+        catalog_entry: Some(cand.model.entry()),
+        local: crate::providers::is_loopback_url(&provider.base_url),
     });
     if shown {
         let err = Error::new(
@@ -630,11 +637,12 @@ fn give_up(
         .with_hint("Raise --timeout, or see `freeroute -v` for where the time went")
         .with_attempts(attempts);
     }
-    let mut err = Error::new(
-        ErrorKind::AllFailed,
-        format!("Every attempt failed ({summary})"),
-    )
-    .with_attempts(attempts);
+    let message = if explain::nothing_reached(&attempts) {
+        format!("Nothing could be reached: every attempt failed to connect ({summary})")
+    } else {
+        format!("Every attempt failed ({summary})")
+    };
+    let mut err = Error::new(ErrorKind::AllFailed, message).with_attempts(attempts);
     if let Some(p) = err
         .attempts
         .iter()
@@ -654,6 +662,8 @@ fn give_up(
             "{} reports a negative balance: free models are refused until it is settled",
             p.provider
         );
+        err = err.with_hint(hint);
+    } else if let Some(hint) = explain::likely_fix(&err.attempts) {
         err = err.with_hint(hint);
     }
     err

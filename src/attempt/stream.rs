@@ -18,7 +18,8 @@ use crate::providers::{Provider, ProviderKind};
 use crate::request::Request;
 use crate::wire::client::{Client, describe_reqwest};
 use crate::wire::openai::{
-    ChatRequest, Chunk, ProviderPreferences, ResponseFormat, StreamOptions, ToolCallDelta, Usage,
+    ChatRequest, Chunk, ProviderPreferences, ResponseFormat, StreamOptions, ToolCallDelta,
+    ToolChoice, Usage,
 };
 use crate::wire::sse::{DecodeError, Decoder, Event};
 
@@ -52,6 +53,7 @@ pub(super) fn failed(
             hint_ms: None,
             own_rate_limit: false,
             missing: None,
+            counted: Default::default(),
         },
         status,
         shown: false,
@@ -104,6 +106,20 @@ struct PartialCall {
     id: String,
     name: String,
     arguments: String,
+}
+
+/// `--tool-choice required` (or a tool's name) asks for a tool call: an answer without
+/// one (or calling another tool) is `invalid_answer`, and the next model is tried.
+fn missing_tool_call(choice: Option<&ToolChoice>, calls: &[PartialCall]) -> Option<String> {
+    match choice? {
+        ToolChoice::Required if calls.is_empty() => {
+            Some("tool_choice is required but the model answered with no tool call".into())
+        }
+        ToolChoice::Function(name) if !calls.iter().any(|c| &c.name == name) => Some(format!(
+            "tool_choice names `{name}` but the model did not call it"
+        )),
+        _ => None,
+    }
 }
 
 impl PartialCall {
@@ -471,6 +487,10 @@ fn complete(
             "the stream ended before the answer was complete",
             Some(200),
         );
+        return Err(with_progress(f, &p, started));
+    }
+    if let Some(why) = missing_tool_call(req.tool_choice.as_ref(), &p.calls) {
+        let f = failed(AttemptOutcome::InvalidAnswer, why, Some(200));
         return Err(with_progress(f, &p, started));
     }
     if let Some(schema) = &req.schema

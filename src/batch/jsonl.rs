@@ -46,6 +46,18 @@ pub fn open_output(path: Option<&Path>) -> Result<(HashSet<String>, Box<dyn Writ
     Ok((answered, Box::new(file)))
 }
 
+/// The ids answered in OUT, read only (`batch --dry-run` changes no file).
+pub fn answered(path: Option<&Path>) -> HashSet<String> {
+    let Some(text) = path.and_then(|p| std::fs::read_to_string(p).ok()) else {
+        return HashSet::new();
+    };
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["ok"] == true && !v["id"].is_null())
+        .map(|v| v["id"].to_string())
+        .collect()
+}
+
 pub fn count_lines(path: &str) -> Option<u64> {
     let f = std::fs::File::open(path).ok()?;
     Some(
@@ -56,6 +68,18 @@ pub fn count_lines(path: &str) -> Option<u64> {
             .count() as u64,
     )
 }
+
+/// The fields a JSON item may have; any other is an input error, as in the config.
+pub const FIELDS: &[&str] = &[
+    "id",
+    "prompt",
+    "system",
+    "image",
+    "translate",
+    "to",
+    "schema",
+    "max_tokens",
+];
 
 /// The fields an input line may carry.
 #[derive(Default)]
@@ -155,6 +179,22 @@ fn fields_of(line: &str, line_no: usize) -> std::result::Result<(Value, Fields),
         ));
     }
     let v: Value = serde_json::from_str(trimmed).map_err(|e| format!("not valid JSON ({e})"))?;
+    if let Some(o) = v.as_object()
+        && let Some(k) = o.keys().find(|k| !FIELDS.contains(&k.as_str()))
+    {
+        let known: Vec<String> = FIELDS.iter().map(|f| f.to_string()).collect();
+        let near = crate::output::explain::closest(k, &known, 1);
+        let hint = match near.first() {
+            Some(n) if crate::output::explain::edit_distance(k, n) <= 2 => {
+                format!("did you mean `{n}`? ")
+            }
+            _ => String::new(),
+        };
+        return Err(format!(
+            "unknown field `{k}` ({hint}an item has {})",
+            FIELDS.join(", ")
+        ));
+    }
     let text = |k: &str| -> std::result::Result<Option<String>, String> {
         match &v[k] {
             Value::Null => Ok(None),
@@ -203,11 +243,18 @@ fn fields_of(line: &str, line_no: usize) -> std::result::Result<(Value, Fields),
     Ok((id, fields))
 }
 
-pub fn write_line(out: &mut Box<dyn Write>, line: &str) -> Result<()> {
-    out.write_all(line.as_bytes())
+/// Writes one result line; `Ok(false)` when the reader went away (`| head`), which ends
+/// the batch as it ends a single run: quietly, exit 0.
+pub fn write_line(out: &mut Box<dyn Write>, line: &str) -> Result<bool> {
+    let written = out
+        .write_all(line.as_bytes())
         .and_then(|()| out.write_all(b"\n"))
-        .and_then(|()| out.flush())
-        .map_err(|e| Error::internal("Cannot write a result").with_source(e))
+        .and_then(|()| out.flush());
+    match written {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(Error::internal("Cannot write a result").with_source(e)),
+    }
 }
 
 #[cfg(test)]
@@ -250,6 +297,13 @@ mod tests {
         let (id, _) = parse_line(r#"{"prompt": "no id"}"#, 3).unwrap();
         assert_eq!(id, json!(3));
         assert!(parse_line(r#"{"prompt": 5}"#, 1).is_err());
+        let Err(typo) = parse_line(r#"{"prompt": "hi", "sytem": "x"}"#, 1) else {
+            panic!("an unknown field is an error")
+        };
+        assert!(
+            typo.problem.contains("unknown field `sytem`") && typo.problem.contains("`system`"),
+            "{typo}"
+        );
         assert!(parse_line("{broken", 1).is_err());
     }
 }

@@ -22,7 +22,7 @@ use crate::cli::BatchArgs;
 use crate::config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::input::{self, Input};
-use crate::output::{Failure, Printer};
+use crate::output::{Failure, Printer, report};
 use crate::request::{self, AnswerSchema, Request};
 use crate::session::{Job, LogLine, Room, Session, Stop, TokenSink};
 use crate::settings::{self, Ask, Sources};
@@ -50,12 +50,38 @@ struct Done {
     /// No request went out because every provider was full when its turn came (another
     /// item took the last slot first): the item goes back in the queue.
     starved: bool,
+    /// Cancelled by Ctrl-C.
+    interrupted: bool,
 }
 
 /// Runs a batch; the exit code follows DESIGN §6 (0 all answered, 4 some failed or
 /// undone, else 2 for unreadable input lines).
+/// Options of the default action that mean nothing for a batch: exit 2 before anything
+/// is read, not once per item.
+fn refuse_single_run_options(args: &BatchArgs) -> Result<()> {
+    let o = &args.opts;
+    let refused = if o.cont {
+        Some("-c/--continue")
+    } else if o.messages.is_some() {
+        Some("--messages")
+    } else if o.stream {
+        Some("--stream")
+    } else if o.images.iter().any(|i| i == "-") {
+        Some("-i -")
+    } else {
+        None
+    };
+    match refused {
+        Some(flag) => Err(Error::usage(format!("{flag} cannot be used with batch")).with_hint(
+            "Each item is answered whole as one JSON line; standard input holds the items (give a conversation or an image per item in the input file)",
+        )),
+        None => Ok(()),
+    }
+}
+
 pub fn run(args: &BatchArgs, config_flag: Option<&Path>, printer: &Printer) -> Result<()> {
     let started = Instant::now();
+    refuse_single_run_options(args)?;
     let (config, config_path) = config::load(config_flag)?;
     // `--timeout` bounds the whole batch; each item keeps the per-run default.
     let batch = settings::Batch::resolve(&args.opts, &config)?;
@@ -88,18 +114,29 @@ pub fn run(args: &BatchArgs, config_flag: Option<&Path>, printer: &Printer) -> R
         images: args.opts.images.clone(),
     };
 
-    let (answered, out) = jsonl::open_output(args.output.as_deref())?;
     let reader: Box<dyn BufRead + Send> = match args.input.as_deref() {
         None | Some("-") => Box::new(BufReader::new(std::io::stdin())),
         Some(path) => Box::new(BufReader::new(std::fs::File::open(path).map_err(|e| {
             Error::input(format!("Cannot read batch input {path}")).with_source(e)
         })?)),
     };
+    if batch.item.dry_run {
+        let answered = jsonl::answered(args.output.as_deref());
+        let dry = DryRun {
+            answered: &answered,
+            ask: &batch.item,
+            shared: &shared,
+            json: args.opts.json,
+        };
+        return dry.run(reader, &session, printer);
+    }
+    let (answered, out) = jsonl::open_output(args.output.as_deref())?;
     let total = match args.input.as_deref() {
         Some(path) if path != "-" => jsonl::count_lines(path),
         _ => None,
     };
-    let bar = printer.progress_bar(total);
+    let finished = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let bar = printer.progress_bar(total, finished.clone());
     let mut results = Results {
         out,
         pending: BTreeMap::new(),
@@ -107,7 +144,13 @@ pub fn run(args: &BatchArgs, config_flag: Option<&Path>, printer: &Printer) -> R
         ordered: args.ordered,
         counts: Counts::default(),
         bar: &bar,
+        finished,
+        closed: false,
     };
+    // Ctrl-C: no new item starts, those in flight are cancelled (`cancelled` attempts, an
+    // `interrupted` line each), the summary is written, exit 130.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut interrupted = false;
 
     let concurrency = args.concurrency.map_or(DEFAULT_CONCURRENCY, |c| c as usize);
     // Lines are read on their own thread: a slow producer on stdin never stops the items
@@ -127,7 +170,16 @@ pub fn run(args: &BatchArgs, config_flag: Option<&Path>, printer: &Printer) -> R
         let mut input_done = false;
         // Items waiting for a provider to have room, each not to be looked at before then.
         let mut waiting: VecDeque<(Item, Instant)> = VecDeque::new();
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::pin!(ctrl_c);
         loop {
+            // Ctrl-C, or the reader went away (`| head`): nothing more is started, and the
+            // items in flight are cancelled (their attempts still recorded).
+            if interrupted || results.closed {
+                let _ = stop_tx.send(true);
+                waiting.clear();
+                input_done = true;
+            }
             // Launch what can go now, one at a time: each launched item is polled at once so
             // it takes its provider's slot before the next item looks for room.
             let mut wake: Option<Instant> = None;
@@ -143,7 +195,7 @@ pub fn run(args: &BatchArgs, config_flag: Option<&Path>, printer: &Printer) -> R
                 let prepared = prepare(item, &session, batch_deadline);
                 match prepared {
                     Prepared::Launch(item, jobs, deadline) => {
-                        running.push(run_item(item, jobs, &session, deadline, &bar));
+                        running.push(run_item(item, jobs, &session, deadline, &bar, stop_rx.clone()));
                         if let Some(Some((item, done))) = running.next().now_or_never() {
                             finish_item(item, done, &mut waiting, &session, &mut results, printer)?;
                         }
@@ -165,11 +217,18 @@ pub fn run(args: &BatchArgs, config_flag: Option<&Path>, printer: &Printer) -> R
                 line = rx.recv(), if want_input => match line {
                     None => input_done = true,
                     Some((line_no, line)) => {
+                        let before = results.counts.skipped + results.counts.unreadable;
                         if let Some(item) = item_from_line(line_no, line, &mut seq, &answered, &batch.item, &shared, &mut results.counts, printer) {
                             waiting.push_back((item, Instant::now()));
                         }
+                        // Skipped and unreadable lines are done as far as the bar goes.
+                        bar.inc((results.counts.skipped + results.counts.unreadable - before) as u64);
                     }
                 },
+                _ = &mut ctrl_c, if !interrupted => {
+                    interrupted = true;
+                    let _ = stop_tx.send(true);
+                }
                 Some((item, done)) = running.next(), if !running.is_empty() => {
                     finish_item(item, done, &mut waiting, &session, &mut results, printer)?;
                 }
@@ -186,12 +245,35 @@ pub fn run(args: &BatchArgs, config_flag: Option<&Path>, printer: &Printer) -> R
     bar.finish_and_clear();
     // Anything still buffered for --ordered (after skipped or unreadable lines) goes out.
     for (_, line) in std::mem::take(&mut results.pending) {
-        write_line(&mut results.out, &line)?;
+        if !results.closed && !write_line(&mut results.out, &line)? {
+            results.closed = true;
+        }
     }
+    let closed = results.closed;
     let counts = results.counts;
     let summary = counts.summary(started.elapsed());
     // The summary always goes to stderr; it is the batch's report, not a note.
     printer.report(&summary);
+    if interrupted {
+        return Err(Error::new(
+            ErrorKind::Interrupted,
+            format!(
+                "Interrupted: {} items answered, {} cancelled or not started",
+                counts.answered, counts.interrupted
+            ),
+        )
+        .with_hint(match &args.output {
+            Some(out) => format!(
+                "Run the same command again to resume: ids answered in {} are skipped",
+                out.display()
+            ),
+            None => "With -o OUT, a batch run again resumes where it stopped".to_string(),
+        }));
+    }
+    if closed {
+        // As a single run whose reader went away: not an error.
+        return Ok(());
+    }
     if counts.failed > 0 {
         return Err(Error::new(
             ErrorKind::AllFailed,
@@ -211,10 +293,137 @@ pub fn run(args: &BatchArgs, config_flag: Option<&Path>, printer: &Printer) -> R
     Ok(())
 }
 
+/// `batch --dry-run`: every item planned, nothing sent (DESIGN §1's `--dry-run`, per item).
+struct DryRun<'a> {
+    answered: &'a HashSet<String>,
+    ask: &'a Ask,
+    shared: &'a Shared,
+    /// `--json`: one plan object per item, with its id; else items that share a plan are
+    /// shown once under their count.
+    json: bool,
+}
+
+impl DryRun<'_> {
+    /// Exit 0 when every item has a candidate, 3 when one has none, else 2 for unreadable
+    /// lines or items.
+    fn run(
+        &self,
+        reader: Box<dyn BufRead + Send>,
+        session: &Session,
+        printer: &Printer,
+    ) -> Result<()> {
+        let mut counts = Counts::default();
+        let mut seq = 0usize;
+        let mut items = 0usize;
+        let mut without = 0usize;
+        // Plans in first-seen order, each with the ids of the items that share it.
+        let mut groups: Vec<(String, Vec<Value>, usize, Job)> = Vec::new();
+        for (index, line) in reader.lines().enumerate() {
+            let line_no = index + 1;
+            let Some(item) = item_from_line(
+                line_no,
+                line,
+                &mut seq,
+                self.answered,
+                self.ask,
+                self.shared,
+                &mut counts,
+                printer,
+            ) else {
+                continue;
+            };
+            let req = match item.request {
+                Ok(r) => r,
+                Err(e) => {
+                    counts.unreadable += 1;
+                    printer.error(&Error::input(format!(
+                        "Input line {line_no}: {}",
+                        e.message
+                    )));
+                    continue;
+                }
+            };
+            items += 1;
+            let jobs = session.plan(&req);
+            if Session::unanswerable(&jobs).is_some() {
+                without += 1;
+            }
+            let first = jobs.into_iter().next().expect("a request has a job");
+            if self.json {
+                let timeouts = crate::session::first_token_timeouts(&first.plan, &first.request);
+                report::item_plan(&item.id, &first.plan, &timeouts, printer);
+                continue;
+            }
+            let key = plan_key(&first.plan);
+            match groups.iter_mut().find(|g| g.0 == key) {
+                Some(g) => {
+                    if g.1.len() < 6 {
+                        g.1.push(item.id);
+                    }
+                    g.2 += 1;
+                }
+                None => groups.push((key, vec![item.id], 1, first)),
+            }
+        }
+        for (_, ids, count, job) in &groups {
+            report::items_heading(ids, *count, printer);
+            let timeouts = crate::session::first_token_timeouts(&job.plan, &job.request);
+            let shown = Request {
+                json: false,
+                ..job.request.clone()
+            };
+            report::plan(&job.plan, &shown, &timeouts, crate::now_ms(), printer);
+        }
+        printer.report(&format!(
+            "batch --dry-run: {items} {}, {} skipped, {} unreadable; nothing was sent",
+            if items == 1 {
+                "item planned"
+            } else {
+                "items planned"
+            },
+            counts.skipped,
+            counts.unreadable
+        ));
+        if without > 0 {
+            return Err(Error::new(
+                ErrorKind::NoEligibleModel,
+                format!("{without} of {items} items have no candidate"),
+            ));
+        }
+        if counts.unreadable > 0 {
+            return Err(Error::input(format!(
+                "{} input lines could not be read (see above)",
+                counts.unreadable
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What makes two items' plans the same for the reader: the same candidates (their order
+/// differs from item to item by the ranking's jitter, as it would when they run) and every
+/// drop with its reason.
+fn plan_key(plan: &crate::plan::Plan) -> String {
+    let mut cands: Vec<String> = plan
+        .candidates
+        .iter()
+        .map(|c| format!("{}/{}", c.model.provider, c.model.id))
+        .collect();
+    cands.sort();
+    let mut key = cands.join("\n");
+    key.push('|');
+    for d in &plan.dropped {
+        key.push_str(&format!("{}/{}: {}\n", d.provider, d.model, d.why));
+    }
+    key
+}
+
 #[derive(Default)]
 struct Counts {
     answered: usize,
     failed: usize,
+    /// Cancelled by Ctrl-C (counted among `failed` too).
+    interrupted: usize,
     skipped: usize,
     unreadable: usize,
     per_provider: BTreeMap<String, usize>,
@@ -413,8 +622,9 @@ async fn run_item(
     session: &Session,
     deadline: Instant,
     bar: &ProgressBar,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> (Item, Done) {
-    let done = run_item_inner(&item, &jobs, session, deadline, bar).await;
+    let done = run_item_inner(&item, &jobs, session, deadline, bar, stop).await;
     (item, done)
 }
 
@@ -424,12 +634,14 @@ async fn run_item_inner(
     session: &Session,
     deadline: Instant,
     bar: &ProgressBar,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Done {
     let started = Instant::now();
     let mut sink = ItemSink { bar };
-    let run = session
-        .ask(jobs, deadline, &mut sink, std::future::pending())
-        .await;
+    let cancel = async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    };
+    let run = session.ask(jobs, deadline, &mut sink, cancel).await;
     let attempts = run.attempts;
     match run.result {
         Some(Ok(successes)) => {
@@ -447,9 +659,20 @@ async fn run_item_inner(
                 provider: Some(answer.provider),
                 attempts,
                 starved: false,
+                interrupted: false,
             }
         }
-        Some(Err(Stop::OutputClosed)) | None => failed_item(item, Error::internal("Output closed")),
+        None => {
+            let err = Error::new(
+                ErrorKind::Interrupted,
+                "Interrupted (Ctrl-C) before it was answered",
+            )
+            .with_attempts(attempts);
+            let mut done = failed_item(item, err);
+            done.interrupted = true;
+            done
+        }
+        Some(Err(Stop::OutputClosed)) => failed_item(item, Error::internal("Output closed")),
         Some(Err(Stop::Error(e))) => {
             let mut done = failed_item(item, e);
             done.starved = attempts.is_empty() && !session.any_room(jobs);
@@ -468,6 +691,7 @@ fn failed_item(item: &Item, err: Error) -> Done {
         provider: None,
         attempts: err.attempts,
         starved: false,
+        interrupted: false,
     }
 }
 
@@ -481,11 +705,20 @@ struct Results<'a> {
     ordered: bool,
     counts: Counts,
     bar: &'a ProgressBar,
+    /// Items this run finished (the bar's rate).
+    finished: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The reader of the output went away: nothing more is written or sent.
+    closed: bool,
 }
 
 impl Results<'_> {
     /// Writes a finished item now, or (with `--ordered`) once every earlier item is out.
     fn put(&mut self, done: Done) -> Result<()> {
+        self.finished
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if done.interrupted {
+            self.counts.interrupted += 1;
+        }
         if done.ok {
             self.counts.answered += 1;
             if let Some(p) = &done.provider {
@@ -499,12 +732,19 @@ impl Results<'_> {
             self.bar
                 .set_message(format!("{} failed", self.counts.failed));
         }
+        if self.closed {
+            return Ok(());
+        }
         if !self.ordered {
-            return write_line(&mut self.out, &done.line);
+            self.closed = !write_line(&mut self.out, &done.line)?;
+            return Ok(());
         }
         self.pending.insert(done.seq, done.line);
         while let Some(line) = self.pending.remove(&self.next) {
-            write_line(&mut self.out, &line)?;
+            if !write_line(&mut self.out, &line)? {
+                self.closed = true;
+                break;
+            }
             self.next += 1;
         }
         Ok(())

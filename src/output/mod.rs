@@ -4,6 +4,7 @@
 //! and `--quiet` is off. `report` renders the listings (`--dry-run`, `models`, `stats`,
 //! `config show`) from serializable rows.
 
+pub mod explain;
 pub mod report;
 
 use std::io::{IsTerminal, Write};
@@ -112,12 +113,22 @@ impl Printer {
 
     /// The run's error with its causes, then each hint on a line of its own.
     pub fn error(&self, err: &Error) {
+        use crate::error::ErrorKind;
         self.clear_spinner();
         to_stderr(&format!(
             "{} {}",
             self.paint("31", "error:"),
             err.full_message()
         ));
+        // What each attempt said, one line each, so the hint below can be judged.
+        if matches!(
+            err.kind,
+            ErrorKind::AllFailed | ErrorKind::Deadline | ErrorKind::Config
+        ) {
+            for line in explain::attempt_lines(&err.attempts) {
+                to_stderr(&line);
+            }
+        }
         for h in &err.hints {
             to_stderr(&format!("{} {h}", self.paint("36", "hint:")));
         }
@@ -198,22 +209,56 @@ impl Printer {
     }
 
     /// Batch's progress bar: drawn on stderr when it is a terminal and `--quiet` is off.
-    pub fn progress_bar(&self, total: Option<u64>) -> ProgressBar {
+    /// Its position counts every item of the input (those skipped on resume too); its rate
+    /// counts only the items `finished` by this run since it started.
+    pub fn progress_bar(
+        &self,
+        total: Option<u64>,
+        finished: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> ProgressBar {
         if self.quiet || !self.stderr_tty {
             return ProgressBar::hidden();
         }
         let bar = ProgressBar::with_draw_target(total, indicatif::ProgressDrawTarget::stderr());
-        let style = ProgressStyle::with_template("{bar:30} {pos}/{len} {per_sec} eta {eta} {msg}")
-            .expect("valid template");
+        let started = std::time::Instant::now();
+        let rate = move |_: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+            let n = finished.load(std::sync::atomic::Ordering::Relaxed);
+            let secs = started.elapsed().as_secs_f64().max(0.001);
+            let _ = w.write_str(&rate_text(n as f64 / secs));
+        };
+        let style = ProgressStyle::with_template("{bar:30} {pos}/{len} {rate} eta {eta} {msg}")
+            .expect("valid template")
+            .with_key("rate", rate);
         bar.set_style(style);
         bar.enable_steady_tick(Duration::from_millis(200));
         bar
     }
 }
 
-/// `{"ok": false, "error": {"kind", "message"}, "attempts": […]}`, and a batch item's `id`.
+/// Items a second, rounded so that it reads at a glance: "12/s", "2.5/s", "0.4/s", or
+/// per minute below one every ten seconds.
+pub fn rate_text(per_sec: f64) -> String {
+    if !per_sec.is_finite() || per_sec <= 0.0 {
+        "-".into()
+    } else if per_sec >= 10.0 {
+        format!("{per_sec:.0}/s")
+    } else if per_sec >= 0.1 {
+        format!("{per_sec:.1}/s")
+    } else {
+        format!("{:.1}/min", per_sec * 60.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rates_are_rounded() {
+        assert_eq!(super::rate_text(0.4367), "0.4/s");
+        assert_eq!(super::rate_text(23.7), "24/s");
+        assert_eq!(super::rate_text(0.01), "0.6/min");
+        assert_eq!(super::rate_text(0.0), "-");
+    }
+
     #[test]
     fn for_terminal_strips_what_a_terminal_acts_on() {
         let hostile = "a\x1b]0;pwned\x07b\x1b[2Jc\r\u{202E}fed\u{2066}\x7f\u{9b}\n\td";
@@ -225,6 +270,7 @@ mod tests {
     }
 }
 
+/// `{"ok": false, "error": {"kind", "message"}, "attempts": […]}`, and a batch item's `id`.
 #[derive(Serialize)]
 pub struct Failure<'a> {
     pub ok: bool,

@@ -37,8 +37,60 @@ struct PlanRow<'a> {
 
 #[derive(Serialize)]
 struct PlanReport<'a> {
+    /// A batch item's id (`batch --dry-run --json`: one line per item).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a serde_json::Value>,
     candidates: Vec<PlanRow<'a>>,
     dropped: &'a [Dropped],
+}
+
+fn plan_report<'a>(
+    plan: &'a Plan,
+    timeouts: &[Duration],
+    id: Option<&'a serde_json::Value>,
+) -> PlanReport<'a> {
+    let candidates = plan
+        .candidates
+        .iter()
+        .enumerate()
+        .map(|(i, c)| PlanRow {
+            provider: &c.model.provider,
+            model: &c.model.id,
+            score: round(c.score.total),
+            why: c.score.explain(),
+            parts: c.score.rounded(),
+            first_token_timeout_ms: timeouts.get(i).map(|d| d.as_millis() as u64),
+        })
+        .collect();
+    PlanReport {
+        id,
+        candidates,
+        dropped: &plan.dropped,
+    }
+}
+
+/// `batch --dry-run --json`: one line per item, the `--dry-run --json` object plus its `id`.
+pub fn item_plan(id: &serde_json::Value, plan: &Plan, timeouts: &[Duration], printer: &Printer) {
+    printer.json(&plan_report(plan, timeouts, Some(id)));
+}
+
+/// `batch --dry-run`: the items that share the plan printed below it.
+pub fn items_heading(ids: &[serde_json::Value], count: usize, printer: &Printer) {
+    const SHOWN: usize = 5;
+    let mut shown: Vec<String> = ids.iter().take(SHOWN).map(|v| v.to_string()).collect();
+    if count > SHOWN {
+        shown.push("…".into());
+    }
+    let items = if count == 1 { "item" } else { "items" };
+    let order = if count > 1 {
+        "; each item draws its own order among these, as the ranking's jitter does when it runs"
+    } else {
+        ""
+    };
+    printer.stdout(&format!(
+        "{count} {items} (id {}){order}:\n",
+        shown.join(", ")
+    ));
 }
 
 /// `--dry-run`: the candidates in order, each with its worst-case first-token timeout, and
@@ -46,29 +98,13 @@ struct PlanReport<'a> {
 pub fn plan(plan: &Plan, req: &Request, timeouts: &[Duration], now_ms: u64, printer: &Printer) {
     let timeout_of = |i: usize| timeouts.get(i).map(|d| d.as_millis() as u64);
     if req.json {
-        let candidates = plan
-            .candidates
-            .iter()
-            .enumerate()
-            .map(|(i, c)| PlanRow {
-                provider: &c.model.provider,
-                model: &c.model.id,
-                score: round(c.score.total),
-                why: c.score.explain(),
-                parts: c.score.rounded(),
-                first_token_timeout_ms: timeout_of(i),
-            })
-            .collect();
-        printer.json(&PlanReport {
-            candidates,
-            dropped: &plan.dropped,
-        });
+        printer.json(&plan_report(plan, timeouts, None));
         return;
     }
     let mut s = String::new();
     s.push_str(&format!(
-        "{} candidates, in the order they would be tried (deadline {:.0}s, at most {} attempts, race {}{}):\n",
-        plan.candidates.len(),
+        "{}, in the order they would be tried (deadline {:.0}s, at most {} attempts, race {}{}):\n",
+        super::explain::count(plan.candidates.len(), "candidate"),
         req.timeout.as_secs_f64(),
         req.attempts,
         req.race,
@@ -202,7 +238,8 @@ struct StatsModel<'a> {
     cooldown_until_ms: Option<u64>,
     last_outcome: Option<AttemptOutcome>,
     last_error: Option<&'a str>,
-    missing: &'a std::collections::BTreeSet<crate::catalog::Capability>,
+    /// Capability misses and the learned context limit, while still believed.
+    missing: Vec<crate::catalog::Capability>,
     too_long_at_tokens: Option<u64>,
     updated_ms: u64,
 }
@@ -226,8 +263,11 @@ impl<'a> StatsModel<'a> {
             cooldown_until_ms: (m.cooldown_until_ms > now).then_some(m.cooldown_until_ms),
             last_outcome: m.last_outcome,
             last_error: m.last_error.as_deref(),
-            missing: &m.misses,
-            too_long_at_tokens: m.too_long_at,
+            missing: match m.misses_until_ms > now {
+                true => m.misses.iter().copied().collect(),
+                false => Vec::new(),
+            },
+            too_long_at_tokens: m.too_long_at.filter(|_| m.too_long_until_ms > now),
             updated_ms: m.updated_ms,
         }
     }
@@ -416,7 +456,7 @@ pub fn config(file: &str, d: &ShownDefaults, found: &Providers, printer: &Printe
         match (&p.key_env, &p.key) {
             (Some(var), Some(_)) => s.push_str(&format!("api_key_env = {var:?}  # set\n")),
             (Some(var), None) => s.push_str(&format!(
-                "api_key_env = {var:?}  # not set; none needed here\n"
+                "api_key_env = {var:?}  # not set; optional for this keyless service\n"
             )),
             (None, _) => s.push_str("# no key\n"),
         }
@@ -444,7 +484,7 @@ pub fn config(file: &str, d: &ShownDefaults, found: &Providers, printer: &Printe
         );
     }
     for d in &found.disabled {
-        s.push_str(&format!("\n[providers.{}]  # off: {}\n", d.name, d.reason));
+        s.push_str(&format!("\n[providers.{}]  # OFF: {}\n", d.name, d.reason));
     }
     printer.stdout(&s);
 }

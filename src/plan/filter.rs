@@ -77,6 +77,17 @@ pub fn format_wait(until_ms: u64, now_ms: u64) -> String {
     }
 }
 
+/// Whether a `-m` entry names this model: its id, or `PROVIDER/ID` with the model's
+/// provider (the form `--dry-run`, `stats` and the spinner show). OpenRouter's ids contain
+/// slashes, so the whole string is tried as an id too (DESIGN §1).
+pub fn names(entry: &str, m: &Model) -> bool {
+    entry == m.id
+        || entry
+            .strip_prefix(m.provider.as_str())
+            .and_then(|rest| rest.strip_prefix('/'))
+            .is_some_and(|id| id == m.id)
+}
+
 /// `*` matches any run of characters; everything else is literal.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();
@@ -107,7 +118,7 @@ pub fn check(
     if !route.providers.is_empty() && !route.providers.iter().any(|p| p == &m.provider) {
         return Err(DropReason::ProviderNotSelected);
     }
-    if !route.models.is_empty() && !route.models.iter().any(|id| id == &m.id) {
+    if !route.models.is_empty() && !route.models.iter().any(|e| names(e, m)) {
         return Err(DropReason::NotRequested);
     }
     if m.router && !m.is_free_router() {
@@ -128,7 +139,7 @@ pub fn check(
         }
         if state
             .model(&m.provider, &m.id)
-            .is_some_and(|s| s.misses.contains(&cap))
+            .is_some_and(|s| s.known_miss(cap, &m.entry(), now_ms))
         {
             return Err(DropReason::KnownMiss(cap));
         }
@@ -141,7 +152,9 @@ pub fn check(
             have,
         });
     }
-    if let Some(at) = state.model(&m.provider, &m.id).and_then(|s| s.too_long_at)
+    if let Some(at) = state
+        .model(&m.provider, &m.id)
+        .and_then(|s| s.too_long_from(&m.entry(), now_ms))
         && needs.context_tokens >= at
     {
         return Err(DropReason::TooLongBefore { at });

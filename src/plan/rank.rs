@@ -200,7 +200,7 @@ pub fn order(candidates: &mut [Candidate], pinned: &[String]) {
     let pin_rank = |c: &Candidate| {
         pinned
             .iter()
-            .position(|p| p == &c.model.id)
+            .position(|p| super::filter::names(p, &c.model))
             .unwrap_or(usize::MAX)
     };
     candidates.sort_by(|a, b| {

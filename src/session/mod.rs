@@ -101,7 +101,24 @@ impl Session {
         let host = FileStore::new(dir.clone());
         let store: Box<dyn Store> = Box::new(FileStore::new(dir));
         // Every number from the store is bounded where it enters (`Health::bounded`).
-        let health = store.snapshot().bounded(crate::now_ms());
+        let mut health = store.snapshot().bounded(crate::now_ms());
+        if route.catalog == request::CatalogMode::Refresh {
+            // DESIGN §5: a refetched catalog replaces what was learned about its models.
+            let refetched: Vec<&str> = enabled
+                .iter()
+                .filter(|p| p.models.is_none() && !loaded.failed.iter().any(|(f, _)| f == &p.name))
+                .map(|p| p.name.as_str())
+                .collect();
+            let mut forget = |h: &mut Health| {
+                for p in &refetched {
+                    h.forget_beliefs_of(p);
+                }
+            };
+            match store.update(&mut forget, None) {
+                Ok((_, written)) => health = written.bounded(crate::now_ms()),
+                Err(_) => forget(&mut health),
+            }
+        }
         let limiter = Limiter::new(&enabled, &health, crate::now_ms());
         Ok(Session {
             providers: enabled,
@@ -192,9 +209,10 @@ impl Session {
 
     /// The error for jobs of which one has no candidate, if any.
     pub fn unanswerable(jobs: &[Job]) -> Option<Error> {
-        jobs.iter()
-            .find(|j| j.plan.candidates.is_empty())
-            .map(|j| no_eligible(&j.plan, &j.request.needs))
+        jobs.iter().find(|j| j.plan.candidates.is_empty()).map(|j| {
+            unknown_model(&j.request.route.models, &j.plan)
+                .unwrap_or_else(|| no_eligible(&j.plan, &j.request.needs))
+        })
     }
 
     /// Whether the jobs' candidates have room in their providers' windows now, else when
@@ -339,7 +357,8 @@ impl Session {
     }
 
     /// What the user should know about an answer: a paid model, a service that may log
-    /// prompts, a provider that refused its key (and which variable to fix).
+    /// prompts, an answer cut by the token limit, a provider whose data policy blocks its
+    /// free models, a provider that refused its key (and which variable to fix).
     pub fn answer_notes(&self, successes: &[Success], attempts: &[AttemptRecord]) -> Vec<String> {
         let provider = |name: &str| self.providers.iter().find(|p| p.name == name);
         let mut notes = Vec::new();
@@ -353,6 +372,34 @@ impl Session {
             if let Some(note) = provider(&s.provider).and_then(|p| p.data_note) {
                 let name = &s.provider;
                 notes.push(format!("Answered by {name} ({note}); it may log prompts"));
+            }
+        }
+        for s in successes
+            .iter()
+            .filter(|s| s.finish_reason.as_deref() == Some("length"))
+        {
+            let at = s
+                .usage
+                .as_ref()
+                .map(|u| u.completion_tokens)
+                .filter(|&n| n > 0)
+                .map(|n| format!(" at {} tokens", crate::output::explain::thousands(n)))
+                .unwrap_or_default();
+            notes.push(format!(
+                "The answer was cut{at} by the token limit; raise --max-tokens for a longer one"
+            ));
+        }
+        let mut policy: Vec<&str> = Vec::new();
+        for a in attempts
+            .iter()
+            .filter(|a| a.outcome == AttemptOutcome::PolicyBlocked)
+        {
+            if !policy.contains(&a.provider.as_str()) {
+                policy.push(&a.provider);
+                notes.push(format!(
+                    "{} refuses every free model under your account's data policy; it is skipped for an hour. Allow free models at https://openrouter.ai/settings/privacy",
+                    a.provider
+                ));
             }
         }
         let mut named: Vec<&str> = Vec::new();
@@ -452,26 +499,48 @@ impl<'a> LogLine<'a> {
     }
 }
 
+/// A `-m` that names no model at any enabled provider: a usage slip, answered with the
+/// closest ids (exit 3, as any filter that leaves nothing).
+pub fn unknown_model(picks: &[String], plan: &Plan) -> Option<Error> {
+    let known: Vec<(&str, &str)> = plan
+        .candidates
+        .iter()
+        .map(|c| (c.model.provider.as_str(), c.model.id.as_str()))
+        .chain(
+            plan.dropped
+                .iter()
+                .map(|d| (d.provider.as_str(), d.model.as_str())),
+        )
+        .collect();
+    let unknown = picks.iter().find(|e| {
+        !known.iter().any(|(provider, id)| {
+            e.as_str() == *id
+                || e.strip_prefix(provider).and_then(|r| r.strip_prefix('/')) == Some(id)
+        })
+    })?;
+    let ids: Vec<String> = known.iter().map(|(p, id)| format!("{p}/{id}")).collect();
+    let closest = crate::output::explain::closest(unknown, &ids, 3);
+    let hint = if closest.is_empty() {
+        "See `freeroute models` for the ids".to_string()
+    } else {
+        format!(
+            "The closest: {} (`freeroute models` lists them all)",
+            closest.join(", ")
+        )
+    };
+    Some(
+        Error::new(
+            ErrorKind::NoEligibleModel,
+            format!("No enabled provider has a model `{unknown}` (-m)"),
+        )
+        .with_hint(hint),
+    )
+}
+
 /// Why no job could be asked: no model has what the request needs and passes its filters
 /// (exit 3), or the models that would do are out of quota or blocked for now (exit 4).
 pub fn no_eligible(plan: &Plan, needs: &Needs) -> Error {
-    let mut counts: Vec<(String, usize)> = Vec::new();
-    for d in &plan.dropped {
-        let key = group(&d.reason);
-        match counts.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((key, 1)),
-        }
-    }
-    let detail = if counts.is_empty() {
-        "the providers listed no models".to_string()
-    } else {
-        counts
-            .iter()
-            .map(|(k, n)| format!("{n} {k}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
+    let detail = crate::output::explain::no_eligible(plan, needs.context_tokens);
     let need: Vec<&str> = needs.caps.iter().map(Capability::describe).collect();
     let what = if need.is_empty() {
         String::new()
@@ -485,21 +554,19 @@ pub fn no_eligible(plan: &Plan, needs: &Needs) -> Error {
         )
         .with_hint("See `freeroute stats` for when each provider's quota resets");
     }
+    // A model of the user's own (or a found local server) that nobody said has the
+    // capability: the user can vouch for it in the config.
+    let claim = plan.dropped.iter().find_map(|d| match d.reason {
+        DropReason::Lacks(cap) if !crate::providers::is_builtin(&d.provider) => Some(
+            crate::output::explain::claim_hint(&d.provider, &d.model, cap),
+        ),
+        _ => None,
+    });
     Error::new(
         ErrorKind::NoEligibleModel,
         format!("No eligible model{what}: {detail}"),
     )
-    .with_hint("See `freeroute --dry-run -v \"…\"` for each model's reason")
-}
-
-/// The words a drop reason is counted under in the no-eligible message: its description,
-/// less the numbers that differ from model to model.
-fn group(reason: &DropReason) -> String {
-    match reason {
-        DropReason::ContextTooSmall { .. } => "context".into(),
-        DropReason::TooLongBefore { .. } => "a request of about".into(),
-        DropReason::CoolingDown { .. } => "cooling down".into(),
-        DropReason::ProviderBlocked { .. } => "provider skipped".into(),
-        other => other.describe(0),
-    }
+    .with_hint(claim.unwrap_or_else(|| {
+        "See `freeroute --dry-run -v \"…\"` for each model's reason".to_string()
+    }))
 }

@@ -47,12 +47,21 @@ pub fn gather(
             catalog::cache_dir().as_deref(),
             crate::now_ms(),
         ));
-        let found = discover::providers(&open, &list);
+        let found = discover::providers(&open.open, &list);
         printer.trace(&format!(
-            "discovery: ports {:?}, open {open:?}, in {} µs",
+            "discovery: ports {:?}, open {:?}, in {} µs{}",
             sources.discover_ports,
-            started.elapsed().as_micros()
+            open.open,
+            started.elapsed().as_micros(),
+            if open.cached { " (cached)" } else { "" }
         ));
+        for port in &open.slow {
+            printer.trace(&format!(
+                "discovery: port {port} accepts connections but sent no HTTP reply within {} ms: skipped (remembered for {} s)",
+                discover::PROBE_BUDGET.as_millis(),
+                discover::CACHE_MS / 1000
+            ));
+        }
         list.extend(found);
     }
     let (keyless_now, keyless_waiting) = match sources.keyless {

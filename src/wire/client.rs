@@ -91,6 +91,34 @@ impl Client {
             .await
     }
 
+    /// A local server's own description of itself (llama.cpp's `GET /props`, LM Studio's
+    /// `GET /api/v0/models`, Ollama's `POST /api/show`): `url` is absolute, on the
+    /// provider's host; the body, when the server answered 2xx within `timeout`.
+    pub async fn describe_local(
+        &self,
+        provider: &Provider,
+        url: &str,
+        body: Option<&serde_json::Value>,
+        timeout: Duration,
+    ) -> Option<Vec<u8>> {
+        let http = self.for_provider(provider).ok()?;
+        let req = match body {
+            Some(b) => http
+                .post(url)
+                .header(CONTENT_TYPE, "application/json")
+                .body(b.to_string()),
+            None => http.get(url),
+        };
+        let fut = async {
+            let resp = req.headers(Self::headers(provider)).send().await.ok()?;
+            if !resp.status().is_success() {
+                return None;
+            }
+            resp.bytes().await.ok().map(|b| b.to_vec())
+        };
+        tokio::time::timeout(timeout, fut).await.ok().flatten()
+    }
+
     /// Fetches `GET {base}/models` whole, within `timeout`.
     pub async fn models(
         &self,

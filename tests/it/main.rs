@@ -12,6 +12,7 @@ mod capabilities;
 mod catalog;
 mod cli;
 mod failures;
+mod first_use;
 mod generated;
 mod hardening;
 mod harness_checks;

@@ -386,12 +386,12 @@ fn config_show_lists_presets_on_and_off_with_reasons() {
     );
     assert!(
         out.stdout
-            .contains("[providers.mistral]  # off: enabled = false"),
+            .contains("[providers.mistral]  # OFF: enabled = false"),
         "{out}"
     );
     assert!(
         out.stdout
-            .contains("[providers.gemini]  # off: GEMINI_API_KEY is not set"),
+            .contains("[providers.gemini]  # OFF: GEMINI_API_KEY is not set"),
         "{out}"
     );
     assert!(out.stdout.contains("keyless = false"), "{out}");
