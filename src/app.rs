@@ -115,7 +115,7 @@ fn ask(args: &AskArgs, config_flag: Option<&Path>, printer: &mut Printer) -> Res
     subcommand_typo(&args.prompt)?;
     let (config, config_path) = config::load(config_flag)?;
     let settings = Ask::resolve(args, &config, Printer::stdout_is_terminal())?;
-    let input = input::gather(&input::Sources {
+    let mut input = input::gather(&input::Sources {
         words: &args.prompt,
         images: &args.images,
         tools: args.tools.as_deref(),
@@ -125,10 +125,12 @@ fn ask(args: &AskArgs, config_flag: Option<&Path>, printer: &mut Printer) -> Res
     })?;
     let previous = if args.cont {
         let host = FileStore::new(crate::store::file::state_dir());
-        Some(host.last_conversation().ok_or_else(|| {
+        let mut earlier = host.last_conversation().ok_or_else(|| {
             Error::usage("No earlier conversation to continue")
                 .with_hint("Ask something first: -c continues the last answered run")
-        })?)
+        })?;
+        input.kept = input::restore_images(&mut earlier, settings.timeout)?;
+        Some(earlier)
     } else {
         None
     };

@@ -30,6 +30,8 @@ pub struct Input {
     pub schema: Option<AnswerSchema>,
     /// A whole conversation from `--messages`.
     pub messages: Option<Vec<Message>>,
+    /// The images of the earlier conversation (`--continue`), read again.
+    pub kept: Vec<Image>,
 }
 
 /// An image ready to send: a `data:` URL, or an http(s) URL passed through.
@@ -38,6 +40,9 @@ pub struct Image {
     pub url: String,
     /// Where it came from, for messages.
     pub source: String,
+    /// The file it was read from (absolute): what a kept conversation stores instead of
+    /// its bytes (`--continue` reads it again).
+    pub file: Option<PathBuf>,
 }
 
 /// Whether standard input is a terminal (then it is never read).
@@ -222,6 +227,7 @@ pub fn load_image(spec: &str, within: Duration) -> Result<Image> {
         return Ok(Image {
             url: spec.to_string(),
             source: spec.to_string(),
+            file: None,
         });
     }
     let limit = MAX_IMAGE_BYTES;
@@ -235,7 +241,11 @@ pub fn load_image(spec: &str, within: Duration) -> Result<Image> {
         let bytes = read_input(From::File(spec.into()), &what, limit, within)?;
         (spec.to_string(), bytes)
     };
-    image_from_bytes(&name, &bytes)
+    let mut image = image_from_bytes(&name, &bytes)?;
+    if spec != "-" {
+        image.file = std::fs::canonicalize(spec).ok();
+    }
+    Ok(image)
 }
 
 pub fn image_from_bytes(name: &str, bytes: &[u8]) -> Result<Image> {
@@ -258,7 +268,52 @@ pub fn image_from_bytes(name: &str, bytes: &[u8]) -> Result<Image> {
     Ok(Image {
         url: format!("data:{mime};base64,{b64}"),
         source: name.to_string(),
+        file: None,
     })
+}
+
+/// The scheme under which a kept conversation names an image file.
+const FILE_URL: &str = "file://";
+
+/// The `file://` URL a kept conversation stores for an image read from `path`.
+pub fn file_url(path: &Path) -> String {
+    format!("{FILE_URL}{}", path.display())
+}
+
+/// `--continue`: reads again every image the kept conversation names by its file, and
+/// returns them (so that the conversation is kept the same way after this run). An image
+/// whose file is gone is an input error naming it.
+pub fn restore_images(messages: &mut [Message], within: Duration) -> Result<Vec<Image>> {
+    let mut restored = Vec::new();
+    let mut failed = None;
+    for m in messages.iter_mut() {
+        m.map_image_urls(&mut |url| {
+            let Some(path) = url.strip_prefix(FILE_URL) else {
+                return Ok(url.to_string());
+            };
+            match load_image(path, within) {
+                Ok(image) => {
+                    let url = image.url.clone();
+                    restored.push(image);
+                    Ok(url)
+                }
+                Err(e) => {
+                    failed.get_or_insert(
+                        Error::input(format!(
+                            "The conversation's image {path} cannot be read again"
+                        ))
+                        .with_source(e)
+                        .with_hint("Put the file back, or start a new conversation without -c"),
+                    );
+                    Ok(url.to_string())
+                }
+            }
+        });
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(restored),
+    }
 }
 
 fn read_json_file(path: &Path, what: &str, limit: usize, within: Duration) -> Result<Value> {

@@ -167,6 +167,17 @@ pub struct Request {
     pub hedge: Option<Hedge>,
     /// Keep the prompt text in the request log (`[defaults] log_prompts`).
     pub log_prompts: bool,
+    /// The images read from files, by `url_key` of their data URL: a kept conversation
+    /// names them by file instead of keeping their bytes.
+    pub image_files: Vec<(u64, String)>,
+}
+
+/// A short key of a (possibly huge) image URL.
+pub fn url_key(url: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    url.hash(&mut h);
+    h.finish()
 }
 
 /// When to start the next candidate beside one that has not produced a token.
@@ -215,7 +226,13 @@ pub fn build(ask: &Ask, input: Input, previous: Option<Vec<Message>>) -> Result<
         tools,
         schema,
         messages: conversation,
+        kept,
     } = input;
+    let image_files = images
+        .iter()
+        .chain(&kept)
+        .filter_map(|i| Some((url_key(&i.url), crate::input::file_url(i.file.as_ref()?))))
+        .collect();
     let has_images = !images.is_empty();
     let translate = ask.translate.as_ref();
     // Translating an image means reading its text first.
@@ -338,6 +355,7 @@ pub fn build(ask: &Ask, input: Input, previous: Option<Vec<Message>>) -> Result<
         race: ask.race,
         log_prompts: ask.log_prompts,
         hedge: ask.hedge,
+        image_files,
     })
 }
 

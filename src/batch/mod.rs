@@ -594,6 +594,7 @@ fn build(f: &Fields, ask: &Ask, shared: &Shared) -> Result<Request> {
         tools: shared.tools.clone(),
         schema,
         messages: None,
+        kept: Vec::new(),
     };
     request::build(&ask.with_item(&f.settings), input, None)
 }

@@ -436,6 +436,20 @@ impl Session {
             .collect();
         let mut messages = req.messages.clone();
         messages.push(Message::assistant(&self.redact(content), &calls));
+        // Images are kept as their files, never as their bytes (five screenshots would
+        // make a file that slows every later run); one from standard input is not kept.
+        for m in &mut messages {
+            m.map_image_urls(&mut |url| {
+                if !url.starts_with("data:") {
+                    return Ok(url.to_string());
+                }
+                let key = crate::request::url_key(url);
+                match req.image_files.iter().find(|(k, _)| *k == key) {
+                    Some((_, file)) => Ok(file.clone()),
+                    None => Err("[an image that was not read from a file: not kept]".into()),
+                }
+            });
+        }
         self.host.save_conversation(&messages)
     }
 

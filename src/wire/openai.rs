@@ -47,6 +47,31 @@ impl Message {
         }
     }
 
+    /// Rewrites every image part's URL: `f` gives the new URL, or `None` to replace the
+    /// part by a text part saying what was there.
+    pub fn map_image_urls(&mut self, f: &mut dyn FnMut(&str) -> Result<String, String>) {
+        let Value::Array(parts) = &mut self.content else {
+            return;
+        };
+        for part in parts.iter_mut().filter(|p| p["type"] == "image_url") {
+            let url = part["image_url"]["url"].as_str().unwrap_or_default();
+            *part = match f(url) {
+                Ok(new) => json!({"type": "image_url", "image_url": {"url": new}}),
+                Err(text) => json!({"type": "text", "text": text}),
+            };
+        }
+    }
+
+    /// The URLs of its image parts.
+    pub fn image_urls(&self) -> impl Iterator<Item = &str> {
+        self.content
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["type"] == "image_url")
+            .filter_map(|p| p["image_url"]["url"].as_str())
+    }
+
     /// An answer as the assistant's turn of a kept conversation, with its tool calls in
     /// the wire's shape (`{id, type, function: {name, arguments}}`, arguments as a string).
     pub fn assistant(content: &str, tool_calls: &[Value]) -> Self {

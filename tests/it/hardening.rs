@@ -679,3 +679,52 @@ fn control_characters_from_a_model_are_stripped_on_a_terminal_only() {
     let out = env.run(&["--json", "-m", MID, "q"]);
     assert_eq!(out.json()["content"], hostile);
 }
+
+#[test]
+fn a_kept_conversation_names_its_images_by_file_and_continue_reads_them_again() {
+    let s = server(|r| fake::answer(&r.model(), &["a sign"]));
+    let env = Env::new(&s);
+    let image = env.path("sign.png");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sign.png"),
+        &image,
+    )
+    .unwrap();
+    let image = image.to_str().unwrap();
+    let out = env.run(&["-i", image, "What is this?"]);
+    assert_eq!(out.code, 0, "{out}");
+    let kept = std::fs::read_to_string(env.state_dir().join("conversations.json")).unwrap();
+    assert!(kept.contains(&format!("file://{image}")), "{kept}");
+    assert!(!kept.contains("base64"), "no image bytes are kept");
+    // --continue sends the image again, read from its file.
+    let out = env.run(&["-c", "And its colour?"]);
+    assert_eq!(out.code, 0, "{out}");
+    let last = s.chats().pop().unwrap().json();
+    let sent = last["messages"].to_string();
+    assert!(sent.contains("data:image/png;base64,"), "{sent}");
+    assert!(!sent.contains("file://"), "{sent}");
+    // Gone: a clear input error naming it, nothing sent.
+    std::fs::remove_file(image).unwrap();
+    let before = s.chats().len();
+    let out = env.run(&["-c", "And now?"]);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "The conversation's image {image} cannot be read again"
+        )),
+        "{out}"
+    );
+    assert_eq!(s.chats().len(), before);
+}
+
+#[test]
+fn an_image_from_standard_input_is_not_kept() {
+    let s = server(|r| fake::answer(&r.model(), &["a sign"]));
+    let env = Env::new(&s);
+    let png = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sign.png")).unwrap();
+    let out = env.run_bytes(&["-i", "-", "What is this?"], &png);
+    assert_eq!(out.code, 0, "{out}");
+    let kept = std::fs::read_to_string(env.state_dir().join("conversations.json")).unwrap();
+    assert!(!kept.contains("base64"), "{kept}");
+    assert!(kept.contains("not kept"), "{kept}");
+}
