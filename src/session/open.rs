@@ -160,17 +160,27 @@ pub fn load_catalogs(
         Ok(client.get_or_init(|| c).clone())
     };
     let fetch_timeout = (timeout / 3).min(Duration::from_secs(15));
-    let load = |providers: &[Provider]| {
-        rt.block_on(catalog::load(
-            providers,
-            route.catalog,
-            route.catalog_ttl,
-            &make_client,
-            crate::now_ms(),
-            fetch_timeout,
-        ))
+    // Ctrl-C while the lists are fetched ends the run as Ctrl-C does later: exit 130,
+    // and under --json the contract's one failure object.
+    let load = |providers: &[Provider]| -> Result<Loaded> {
+        rt.block_on(async {
+            tokio::select! {
+                loaded = catalog::load(
+                    providers,
+                    route.catalog,
+                    route.catalog_ttl,
+                    &make_client,
+                    crate::now_ms(),
+                    fetch_timeout,
+                ) => Ok(loaded),
+                _ = tokio::signal::ctrl_c() => Err(Error::new(
+                    ErrorKind::Interrupted,
+                    "Interrupted while the model lists were fetched",
+                )),
+            }
+        })
     };
-    let mut loaded = load(enabled);
+    let mut loaded = load(enabled)?;
     // `keyless = "auto"`: the keyless services only when nothing else offers a model:
     // no provider with a key (or a config entry) and no local server with a model. A keyed
     // provider whose catalog failed does not open the door to services that may log prompts.
@@ -182,7 +192,7 @@ pub fn load_catalogs(
             "No key is set and no local server answered: using keyless free services ({}), which may log prompts",
             names.join(", ")
         ));
-        let more = load(&keyless_waiting);
+        let more = load(&keyless_waiting)?;
         loaded.models.extend(more.models);
         enabled.extend(keyless_waiting);
     }

@@ -80,15 +80,25 @@ impl Client {
         provider: &Provider,
         body: &ChatRequest<'_>,
     ) -> reqwest::Result<reqwest::Response> {
-        let bytes = serde_json::to_vec(body).expect("request serializes");
+        // Shared, not copied, by a second send.
+        let bytes = bytes::Bytes::from(serde_json::to_vec(body).expect("request serializes"));
         let http = self.for_provider(provider).unwrap_or(&self.http);
-        http.post(format!("{}/chat/completions", provider.base_url))
-            .headers(Self::headers(provider))
-            .header(CONTENT_TYPE, "application/json")
-            .header(ACCEPT, "text/event-stream, application/json")
-            .body(bytes)
-            .send()
-            .await
+        let send = || {
+            http.post(format!("{}/chat/completions", provider.base_url))
+                .headers(Self::headers(provider))
+                .header(CONTENT_TYPE, "application/json")
+                .header(ACCEPT, "text/event-stream, application/json")
+                .body(bytes.clone())
+                .send()
+        };
+        match send().await {
+            // A pooled connection the server had closed (it answers nothing, and the
+            // request fails before any reply head): sent once more, on a new connection,
+            // rather than blamed on the model. A connection that cannot be opened, or a
+            // timeout, is the server's state and is not retried.
+            Err(e) if e.is_request() && !e.is_connect() && !e.is_timeout() => send().await,
+            other => other,
+        }
     }
 
     /// A local server's own description of itself (llama.cpp's `GET /props`, LM Studio's

@@ -728,3 +728,60 @@ fn an_image_from_standard_input_is_not_kept() {
     assert!(!kept.contains("base64"), "{kept}");
     assert!(kept.contains("not kept"), "{kept}");
 }
+
+#[test]
+fn ctrl_c_while_the_model_lists_are_fetched_is_exit_130_with_the_json_object() {
+    let s = FakeServer::start(|r| {
+        if r.path.ends_with("/models") {
+            Reply::Hang
+        } else {
+            fake::answer(&r.model(), &["ok"])
+        }
+    });
+    let env = Env::new(&s);
+    let child = env
+        .cmd(&["--json", "q"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waited = std::time::Instant::now();
+    while s.count("/models") == 0 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "no model list was asked for"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = crate::harness::wait_within(child, crate::harness::RUN_LIMIT, "Ctrl-C in the fetch");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(130), "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["error"]["kind"], "interrupted", "{v}");
+}
+
+#[test]
+fn a_pooled_connection_the_server_dropped_is_retried_once_not_blamed_on_the_model() {
+    let s = server(|r| {
+        if r.model() == BIG {
+            fake::upstream_429(BIG)
+        } else {
+            Reply::CloseIfReused(Box::new(fake::answer(&r.model(), &["ok"])))
+        }
+    });
+    let env = Env::new(&s);
+    // The catalog and the 429 leave a connection in the pool; MID's request on it is
+    // dropped, and sent again on a new connection.
+    let out = env.run(&["--json", "-m", BIG, "-m", MID, "q"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(out.json()["content"], "ok");
+    let a = attempts(&out);
+    assert_eq!(a.len(), 2, "{a:?}");
+    assert_eq!(a[1].1, "ok", "{a:?}");
+}

@@ -82,6 +82,9 @@ pub enum Reply {
     },
     /// Read the request, never answer.
     Hang,
+    /// On a connection that already served a request: close it without an answer (a
+    /// pooled connection the server dropped as it was reused); on a new one, the reply.
+    CloseIfReused(Box<Reply>),
 }
 
 impl Reply {
@@ -286,10 +289,12 @@ async fn serve(
 ) {
     let _ = sock.set_nodelay(true);
     let mut reader = BufReader::new(sock);
+    let mut served = 0usize;
     loop {
         let Some(req) = read_request(&mut reader).await else {
             return;
         };
+        served += 1;
         recorded.lock().unwrap().push(req.clone());
         // A panic would otherwise end only this connection's task, unseen by the test.
         let reply = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&req))) {
@@ -306,6 +311,11 @@ async fn serve(
                     .push(format!("{} {}: {msg}", req.method, req.path));
                 return;
             }
+        };
+        let reply = match reply {
+            Reply::CloseIfReused(_) if served > 1 => return,
+            Reply::CloseIfReused(inner) => *inner,
+            other => other,
         };
         let sock = reader.get_mut();
         let keep = match reply {
@@ -326,6 +336,7 @@ async fn serve(
                 head.push_str(&body);
                 sock.write_all(head.as_bytes()).await.is_ok()
             }
+            Reply::CloseIfReused(_) => false,
             Reply::Hang => {
                 // Wait until the client goes away (a read returns 0 or fails).
                 let mut buf = [0u8; 64];
