@@ -279,4 +279,74 @@ data: {\"a\":1}\n\ndata: {\"b\":\r\ndata: 2}\r\n\r\nevent: message\nid: 7\ndata:
             d.looked
         );
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Pieces an SSE stream (or a broken one) is made of.
+        fn piece() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                Just(b"data: ".to_vec()),
+                Just(b"data:".to_vec()),
+                Just(b"{\"choices\":[{\"delta\":{\"content\":\"h\xC3\xA9\"}}]}".to_vec()),
+                Just(b"[DONE]".to_vec()),
+                Just(b"\n".to_vec()),
+                Just(b"\r".to_vec()),
+                Just(b"\r\n".to_vec()),
+                Just(b": OPENROUTER PROCESSING".to_vec()),
+                Just(b"event: x".to_vec()),
+                Just(b"\xEF\xBB\xBF".to_vec()),
+                proptest::collection::vec(any::<u8>(), 0..16),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// No input panics the decoder; its memory stays within the caps; and
+            /// however the bytes are split, it finds the same events (or refuses).
+            #[test]
+            fn any_bytes_in_any_split(
+                pieces in proptest::collection::vec(piece(), 0..40),
+                cuts in proptest::collection::vec(1usize..64, 1..20),
+            ) {
+                let input: Vec<u8> = pieces.concat();
+                let mut whole = Decoder::new();
+                let at_once = whole.feed(&input).and_then(|mut ev| {
+                    ev.extend(whole.finish()?);
+                    Ok(ev)
+                });
+                let mut d = Decoder::new();
+                let mut split = Ok(Vec::new());
+                let mut rest = &input[..];
+                let mut i = 0;
+                while !rest.is_empty() {
+                    let n = cuts[i % cuts.len()].min(rest.len());
+                    let (now, later) = rest.split_at(n);
+                    rest = later;
+                    i += 1;
+                    match d.feed(now) {
+                        Ok(ev) => {
+                            prop_assert!(d.buf.len() <= MAX_LINE && d.data.len() <= MAX_EVENT);
+                            if let Ok(all) = &mut split {
+                                all.extend(ev);
+                            }
+                        }
+                        Err(e) => {
+                            split = Err(e);
+                            break;
+                        }
+                    }
+                }
+                if let Ok(all) = &mut split {
+                    match d.finish() {
+                        Ok(ev) => all.extend(ev),
+                        Err(e) => split = Err(e),
+                    }
+                }
+                prop_assert_eq!(at_once, split);
+            }
+        }
+    }
 }

@@ -13,6 +13,7 @@ mod catalog;
 mod cli;
 mod failures;
 mod first_use;
+mod fuzz;
 mod generated;
 mod hardening;
 mod harness_checks;
