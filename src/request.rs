@@ -153,6 +153,9 @@ pub struct Request {
     pub hedge: Option<Hedge>,
     /// Keep the prompt text in the request log (`[defaults] log_prompts`).
     pub log_prompts: bool,
+    /// Other sampling parameters passed on as they came (`top_p`, `stop`, `seed`, the
+    /// penalties: a server request's, DESIGN §8); empty for a run from the command line.
+    pub params: serde_json::Map<String, Value>,
 }
 
 /// When to start the next candidate beside one that has not produced a token.
@@ -317,6 +320,7 @@ pub fn build(ask: &Ask, input: Input, previous: Option<Vec<Message>>) -> Result<
         race: ask.race,
         log_prompts: ask.log_prompts,
         hedge: ask.hedge,
+        params: serde_json::Map::new(),
     })
 }
 
