@@ -276,13 +276,19 @@ async fn connection(server: Rc<Server>, sock: tokio::net::TcpStream, closing: Ca
         .keep_alive(true)
         .serve_connection(io, svc);
     tokio::pin!(conn);
-    let first = tokio::time::sleep(HEADERS_WITHIN);
+    // A client that sent no request head in time is dropped; one that did is hyper's.
+    let first = async {
+        tokio::time::sleep(HEADERS_WITHIN).await;
+        if asked.get() {
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::pin!(first);
     let mut shutting = false;
     loop {
         tokio::select! {
             _ = conn.as_mut() => return,
-            () = &mut first, if !asked.get() => return,
+            () = &mut first => return,
             () = closing.fired(), if !shutting => {
                 shutting = true;
                 conn.as_mut().graceful_shutdown();
@@ -541,6 +547,11 @@ async fn chat(
         Api::OpenAi => Box::new(openai::Stream::new(requested)),
         Api::Anthropic => Box::new(anthropic::Stream::new(requested)),
     };
+    // Committed by the keep-alive timer: the first keep-alive goes out now.
+    let first_tick = match pending {
+        None => tokio::time::Instant::now(),
+        Some(_) => tokio::time::Instant::now() + KEEPALIVE,
+    };
     let state = Streaming {
         rx,
         pending,
@@ -549,7 +560,7 @@ async fn chat(
         finished: false,
         log: log.take(),
         guard: FireOnDrop(Some(cancel)),
-        tick: tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE),
+        tick: tokio::time::interval_at(first_tick, KEEPALIVE),
     };
     Ok(http::sse(futures_util::stream::unfold(
         state,

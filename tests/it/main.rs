@@ -19,3 +19,4 @@ mod memory;
 mod providers;
 mod real_llama;
 mod regressions;
+mod serve;
