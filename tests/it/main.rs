@@ -20,3 +20,4 @@ mod providers;
 mod real_llama;
 mod regressions;
 mod serve;
+mod serve_sdk;
