@@ -263,7 +263,7 @@ fn turn(i: usize, m: Value, out: &mut Vec<Message>) -> Result<(), Refusal> {
 /// Anthropic's error types for our status codes.
 fn error_type(status: StatusCode) -> &'static str {
     match status.as_u16() {
-        400 | 405 => "invalid_request_error",
+        400 | 405 | 408 => "invalid_request_error",
         401 => "authentication_error",
         403 => "permission_error",
         404 => "not_found_error",

@@ -57,6 +57,7 @@ pub fn endpoint(method: &Method, path: &str) -> &'static str {
     match (method, path) {
         (&Method::POST, "/v1/chat/completions") => "/v1/chat/completions",
         (&Method::POST, "/v1/messages") => "/v1/messages",
+        (&Method::POST, "/v1/messages/count_tokens") => "/v1/messages/count_tokens",
         (&Method::GET, "/v1/models") => "/v1/models",
         (&Method::GET, "/healthz") => "/healthz",
         (&Method::GET, "/metrics") => "/metrics",

@@ -56,6 +56,8 @@ const IDLE: Duration = Duration::from_secs(60);
 const KEEPALIVE: Duration = Duration::from_secs(5);
 /// Requests in flight are given this long to finish after SIGINT/SIGTERM.
 const DRAIN: Duration = Duration::from_secs(10);
+/// Events already waiting are joined into one write of at most about this many bytes.
+const COALESCE_BYTES: usize = 64 * 1024;
 /// Largest request head (request line and headers).
 const MAX_HEAD: usize = 64 * 1024;
 /// Model names that mean "route among every eligible model".
@@ -367,6 +369,8 @@ async fn route(
         (Method::POST, "/v1/chat/completions" | "/v1/messages") => {
             chat(&server, req, api, cancel, &mut log).await
         }
+        // Claude Code asks for a count before long requests: freeroute's own estimate.
+        (Method::POST, "/v1/messages/count_tokens") => count_tokens(req).await,
         (_, "/healthz" | "/v1/models" | "/metrics" | "/v1/chat/completions" | "/v1/messages") => {
             Err(Refusal::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -479,7 +483,20 @@ async fn chat(
     cancel: Cancel,
     log: &mut RequestLog,
 ) -> std::result::Result<Response<Body>, Refusal> {
-    let body = http::read_body(req).await.map_err(|e| match e {
+    // A body that trickles in is bounded like an idle connection.
+    let body = tokio::time::timeout(IDLE, http::read_body(req))
+        .await
+        .map_err(|_| {
+            Refusal::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "The request body did not arrive within {} s",
+                    IDLE.as_secs()
+                ),
+            )
+        })?;
+    let body = body.map_err(|e| match e {
         http::BodyError::TooLarge => Refusal::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
@@ -566,6 +583,24 @@ async fn chat(
         state,
         Streaming::next,
     )))
+}
+
+/// `POST /v1/messages/count_tokens`: the context estimate a plan uses (DESIGN §8: an image
+/// counts as a fixed number of tokens).
+async fn count_tokens(
+    req: hyper::Request<Incoming>,
+) -> std::result::Result<Response<Body>, Refusal> {
+    let body = http::read_body(req)
+        .await
+        .map_err(|_| Refusal::invalid("The request body did not arrive whole"))?;
+    let asked = anthropic::parse(&body)?;
+    let tools = asked.tools.as_ref().map_or(0, |t| {
+        crate::wire::openai::estimate_text(&Value::Array(t.clone()).to_string())
+    });
+    Ok(http::json(
+        StatusCode::OK,
+        &json!({"input_tokens": request::estimate_tokens(&asked.messages) + tools}),
+    ))
 }
 
 fn internal() -> Refusal {
@@ -919,40 +954,66 @@ impl Streaming {
         if self.finished {
             return None;
         }
-        let out = loop {
-            let ev = match self.pending.take() {
-                Some(ev) => Some(ev),
-                None => tokio::select! {
-                    ev = self.rx.recv() => ev,
-                    _ = self.tick.tick(), if !self.forwarded => {
-                        break self.encoder.keepalive();
-                    }
-                },
-            };
+        let mut out = String::new();
+        // Wait for the first event (or a keep-alive), then take whatever else is already
+        // there: a fast upstream's tokens go out in few writes, not one each.
+        let first = match self.pending.take() {
+            Some(ev) => Some(ev),
+            None => tokio::select! {
+                ev = self.rx.recv() => ev,
+                _ = self.tick.tick(), if !self.forwarded => {
+                    return Some((Bytes::from(self.encoder.keepalive()), self));
+                }
+            },
+        };
+        let mut ev = first;
+        loop {
             match ev {
                 Some(Ev::Answering { provider, model }) => {
                     self.encoder.answering(&provider, &model);
                 }
                 Some(Ev::Token(t)) => {
                     self.forwarded = true;
-                    break self.encoder.token(&t);
+                    out += &self.encoder.token(&t);
                 }
                 Some(Ev::Done(d)) => {
                     self.finished = true;
                     self.guard.disarm();
                     self.log.fill(&d);
                     self.log.status = 200;
-                    break match &d.result {
+                    out += &match &d.result {
                         Ok(a) => self.encoder.finish(a, self.forwarded),
                         Err(r) => self.encoder.fail(r),
                     };
+                    break;
                 }
                 None => {
                     self.finished = true;
-                    break self.encoder.fail(&internal());
+                    out += &self.encoder.fail(&internal());
+                    break;
                 }
             }
-        };
+            if out.len() >= COALESCE_BYTES {
+                break;
+            }
+            ev = match self.rx.try_recv() {
+                Ok(e) => Some(e),
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if out.is_empty() {
+                        // Only an `Answering` so far: wait for what follows it.
+                        tokio::select! {
+                            e = self.rx.recv() => e,
+                            _ = self.tick.tick(), if !self.forwarded => {
+                                return Some((Bytes::from(self.encoder.keepalive()), self));
+                            }
+                        }
+                    } else {
+                        break;
+                    }
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+            };
+        }
         Some((Bytes::from(out), self))
     }
 }

@@ -310,7 +310,7 @@ fn response_format(f: &Value) -> Result<Option<AnswerSchema>, Refusal> {
 /// OpenAI's error categories for our status codes.
 fn error_type(status: StatusCode) -> &'static str {
     match status.as_u16() {
-        400 | 404 | 405 | 413 => "invalid_request_error",
+        400 | 404 | 405 | 408 | 413 => "invalid_request_error",
         401 => "authentication_error",
         403 => "permission_error",
         429 => "rate_limit_error",
@@ -401,16 +401,34 @@ pub struct Stream {
     created: u64,
     model: String,
     provider: String,
+    /// A token chunk's text up to its content, for the current model and provider: a
+    /// token is this, its JSON string, and `TOKEN_TAIL` (one allocation, not a `Value`).
+    token_head: String,
 }
+
+const TOKEN_TAIL: &str = "},\"finish_reason\":null}]}\n\n";
 
 impl Stream {
     pub fn new(requested: Option<String>) -> Self {
-        Stream {
+        let mut s = Stream {
             id: response_id("chatcmpl-"),
             created: unix_secs(),
             model: requested.unwrap_or_else(|| "auto".into()),
             provider: "freeroute".into(),
-        }
+            token_head: String::new(),
+        };
+        s.token_head = s.head();
+        s
+    }
+
+    fn head(&self) -> String {
+        format!(
+            "data: {{\"id\":{},\"object\":\"chat.completion.chunk\",\"created\":{},\"model\":{},\"provider\":{},\"choices\":[{{\"index\":0,\"delta\":{{\"role\":\"assistant\",\"content\":",
+            json!(self.id),
+            self.created,
+            json!(self.model),
+            json!(self.provider)
+        )
     }
 
     fn chunk(&self, delta: Value, finish: Option<&str>) -> Value {
@@ -434,16 +452,24 @@ impl Encoder for Stream {
     fn answering(&mut self, provider: &str, model: &str) {
         self.provider = provider.into();
         self.model = model.into();
+        self.token_head = self.head();
     }
 
     fn token(&mut self, text: &str) -> String {
-        event(&self.chunk(json!({"role": "assistant", "content": text}), None))
+        let quoted = serde_json::to_string(text).expect("a string serializes");
+        let mut out =
+            String::with_capacity(self.token_head.len() + quoted.len() + TOKEN_TAIL.len());
+        out.push_str(&self.token_head);
+        out.push_str(&quoted);
+        out.push_str(TOKEN_TAIL);
+        out
     }
 
     fn finish(&mut self, answer: &Answer, forwarded: bool) -> String {
         // The answering model's own name (a router names the model it picked).
         self.model = answer.model.clone();
         self.provider = answer.provider.clone();
+        self.token_head = self.head();
         let mut out = String::new();
         if !forwarded && !answer.content.is_empty() {
             out += &self.token(&answer.content);
@@ -477,6 +503,19 @@ impl Encoder for Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_chunk_is_the_json_of_a_chunk() {
+        let mut s = Stream::new(Some("m".into()));
+        s.answering("openrouter", "x/y:free");
+        let t = s.token("a \"quoted\"\nline");
+        let v: Value = serde_json::from_str(t.strip_prefix("data: ").unwrap().trim_end()).unwrap();
+        assert_eq!(v["choices"][0]["delta"]["content"], "a \"quoted\"\nline");
+        assert_eq!(v["model"], "x/y:free");
+        assert_eq!(v["provider"], "openrouter");
+        assert!(v["choices"][0]["finish_reason"].is_null());
+        assert!(t.ends_with("\n\n"));
+    }
 
     #[test]
     fn image_urls_must_be_urls_or_data_urls() {

@@ -649,6 +649,9 @@ fn serve_answers_the_anthropic_messages_api_with_its_event_sequence() {
         ]
     );
     assert!(r.body.contains(&format!("\"model\":\"{A}\"")));
+    let r = s.post("/v1/messages/count_tokens", &body);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.json()["input_tokens"].as_u64().unwrap() > 0);
 }
 
 #[test]
