@@ -88,8 +88,15 @@ impl Metrics {
         }
     }
 
-    pub fn render(&self, session: &Session) -> String {
+    pub fn render(&self, session: &Session, in_flight: usize, waiting: usize) -> String {
         let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP freeroute_requests_in_flight Chat requests being answered now.\n\
+             # TYPE freeroute_requests_in_flight gauge\nfreeroute_requests_in_flight {in_flight}\n\
+             # HELP freeroute_requests_waiting Chat requests waiting for --max-concurrency.\n\
+             # TYPE freeroute_requests_waiting gauge\nfreeroute_requests_waiting {waiting}"
+        );
         out += "# HELP freeroute_requests_total Requests answered, by endpoint and HTTP status.\n\
                 # TYPE freeroute_requests_total counter\n";
         for ((e, s), n) in &self.requests {

@@ -56,7 +56,7 @@ const IDLE: Duration = Duration::from_secs(60);
 const KEEPALIVE: Duration = Duration::from_secs(5);
 /// Requests in flight are given this long to finish after SIGINT/SIGTERM.
 const DRAIN: Duration = Duration::from_secs(10);
-/// Events already waiting are joined into one write of at most about this many bytes.
+/// Tokens already waiting are joined into one chunk of at most about this many bytes.
 const COALESCE_BYTES: usize = 64 * 1024;
 /// Largest request head (request line and headers).
 const MAX_HEAD: usize = 64 * 1024;
@@ -364,7 +364,11 @@ async fn route(
         (Method::GET, "/metrics") => Ok(http::text(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            server.metrics.borrow().render(&server.session),
+            server.metrics.borrow().render(
+                &server.session,
+                server.settings.max_concurrency - server.gate.available_permits(),
+                server.waiting.get(),
+            ),
         )),
         (Method::POST, "/v1/chat/completions" | "/v1/messages") => {
             chat(&server, req, api, cancel, &mut log).await
@@ -967,6 +971,8 @@ impl Streaming {
             },
         };
         let mut ev = first;
+        // Tokens already waiting become one chunk: clients take any split of the text.
+        let mut text = String::new();
         loop {
             match ev {
                 Some(Ev::Answering { provider, model }) => {
@@ -974,9 +980,12 @@ impl Streaming {
                 }
                 Some(Ev::Token(t)) => {
                     self.forwarded = true;
-                    out += &self.encoder.token(&t);
+                    text += &t;
                 }
                 Some(Ev::Done(d)) => {
+                    if !text.is_empty() {
+                        out += &self.encoder.token(&std::mem::take(&mut text));
+                    }
                     self.finished = true;
                     self.guard.disarm();
                     self.log.fill(&d);
@@ -988,18 +997,21 @@ impl Streaming {
                     break;
                 }
                 None => {
+                    if !text.is_empty() {
+                        out += &self.encoder.token(&std::mem::take(&mut text));
+                    }
                     self.finished = true;
                     out += &self.encoder.fail(&internal());
                     break;
                 }
             }
-            if out.len() >= COALESCE_BYTES {
+            if text.len() >= COALESCE_BYTES {
                 break;
             }
             ev = match self.rx.try_recv() {
                 Ok(e) => Some(e),
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    if out.is_empty() {
+                    if out.is_empty() && text.is_empty() {
                         // Only an `Answering` so far: wait for what follows it.
                         tokio::select! {
                             e = self.rx.recv() => e,
@@ -1013,6 +1025,9 @@ impl Streaming {
                 }
                 Err(mpsc::error::TryRecvError::Disconnected) => None,
             };
+        }
+        if !text.is_empty() {
+            out += &self.encoder.token(&text);
         }
         Some((Bytes::from(out), self))
     }
