@@ -68,6 +68,7 @@ Register-ArgumentCompleter -Native -CommandName 'freeroute' -ScriptBlock {
             [CompletionResult]::new('models', 'models', [CompletionResultType]::ParameterValue, 'List eligible free models in the order they would be tried')
             [CompletionResult]::new('stats', 'stats', [CompletionResultType]::ParameterValue, 'What the router remembers: health, latency, cool-downs, quotas')
             [CompletionResult]::new('config', 'config', [CompletionResultType]::ParameterValue, 'Where the config lives, the merged view, or a commented starter file')
+            [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Serve the OpenAI and Anthropic APIs locally, routed like a single run')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -162,11 +163,38 @@ Register-ArgumentCompleter -Native -CommandName 'freeroute' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             break
         }
+        'freeroute;serve' {
+            [CompletionResult]::new('--listen', '--listen', [CompletionResultType]::ParameterName, 'Address to listen on [default: 127.0.0.1:4020]; off loopback it needs --token-env')
+            [CompletionResult]::new('--token-env', '--token-env', [CompletionResultType]::ParameterName, 'Environment variable holding the token clients must send (Bearer or x-api-key)')
+            [CompletionResult]::new('--max-concurrency', '--max-concurrency', [CompletionResultType]::ParameterName, 'Requests answered at once; four times as many may wait [default: 64]')
+            [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Format of the request log on stderr')
+            [CompletionResult]::new('-m', '-m', [CompletionResultType]::ParameterName, 'Try exactly these models, in this order (repeatable)')
+            [CompletionResult]::new('--model', '--model', [CompletionResultType]::ParameterName, 'Try exactly these models, in this order (repeatable)')
+            [CompletionResult]::new('-p', '-p', [CompletionResultType]::ParameterName, 'Only use these providers (repeatable)')
+            [CompletionResult]::new('--provider', '--provider', [CompletionResultType]::ParameterName, 'Only use these providers (repeatable)')
+            [CompletionResult]::new('--exclude', '--exclude', [CompletionResultType]::ParameterName, 'Drop models whose id matches GLOB (`*` wildcard, repeatable)')
+            [CompletionResult]::new('--prefer', '--prefer', [CompletionResultType]::ParameterName, 'Rank models whose id matches GLOB first (`*` wildcard, repeatable)')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Deadline of each request, in seconds [default: 120]')
+            [CompletionResult]::new('--attempts', '--attempts', [CompletionResultType]::ParameterName, 'Most candidates each request tries [default: 8]')
+            [CompletionResult]::new('--hedge-after', '--hedge-after', [CompletionResultType]::ParameterName, 'When the running attempt has no first token after MS, start the next candidate beside it')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file (default: $XDG_CONFIG_HOME/freeroute/config.toml)')
+            [CompletionResult]::new('--allow-paid', '--allow-paid', [CompletionResultType]::ParameterName, 'Permit models that are not free (never the default)')
+            [CompletionResult]::new('--refresh', '--refresh', [CompletionResultType]::ParameterName, 'Refetch the model catalogs now')
+            [CompletionResult]::new('--offline', '--offline', [CompletionResultType]::ParameterName, 'Never touch the network for catalogs (use the cached copies)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Print the routing trace on stderr')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Print the routing trace on stderr')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'No spinner, no notes on stderr (errors are still printed)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'No spinner, no notes on stderr (errors are still printed)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
         'freeroute;help' {
             [CompletionResult]::new('batch', 'batch', [CompletionResultType]::ParameterValue, 'Answer many prompts: JSONL (or plain lines) in, JSONL out')
             [CompletionResult]::new('models', 'models', [CompletionResultType]::ParameterValue, 'List eligible free models in the order they would be tried')
             [CompletionResult]::new('stats', 'stats', [CompletionResultType]::ParameterValue, 'What the router remembers: health, latency, cool-downs, quotas')
             [CompletionResult]::new('config', 'config', [CompletionResultType]::ParameterValue, 'Where the config lives, the merged view, or a commented starter file')
+            [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Serve the OpenAI and Anthropic APIs locally, routed like a single run')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -180,6 +208,9 @@ Register-ArgumentCompleter -Native -CommandName 'freeroute' -ScriptBlock {
             break
         }
         'freeroute;help;config' {
+            break
+        }
+        'freeroute;help;serve' {
             break
         }
         'freeroute;help;help' {

@@ -28,6 +28,9 @@ _freeroute() {
             freeroute,models)
                 cmd="freeroute__subcmd__models"
                 ;;
+            freeroute,serve)
+                cmd="freeroute__subcmd__serve"
+                ;;
             freeroute,stats)
                 cmd="freeroute__subcmd__stats"
                 ;;
@@ -43,6 +46,9 @@ _freeroute() {
             freeroute__subcmd__help,models)
                 cmd="freeroute__subcmd__help__subcmd__models"
                 ;;
+            freeroute__subcmd__help,serve)
+                cmd="freeroute__subcmd__help__subcmd__serve"
+                ;;
             freeroute__subcmd__help,stats)
                 cmd="freeroute__subcmd__help__subcmd__stats"
                 ;;
@@ -53,7 +59,7 @@ _freeroute() {
 
     case "${cmd}" in
         freeroute)
-            opts="-m -p -s -i -c -v -q -h -V --model --provider --exclude --prefer --allow-paid --refresh --offline --system --image --vision --ocr --translate --to --from --tools --tool-choice --schema --messages --continue --json --stream --no-stream --max-tokens --temperature --timeout --attempts --race --hedge-after --dry-run --config --verbose --quiet --help --version batch models stats config help"
+            opts="-m -p -s -i -c -v -q -h -V --model --provider --exclude --prefer --allow-paid --refresh --offline --system --image --vision --ocr --translate --to --from --tools --tool-choice --schema --messages --continue --json --stream --no-stream --max-tokens --temperature --timeout --attempts --race --hedge-after --dry-run --config --verbose --quiet --help --version batch models stats config serve help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -295,7 +301,7 @@ _freeroute() {
             return 0
             ;;
         freeroute__subcmd__help)
-            opts="batch models stats config help"
+            opts="batch models stats config serve help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -364,6 +370,20 @@ _freeroute() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        freeroute__subcmd__help__subcmd__serve)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         freeroute__subcmd__help__subcmd__stats)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -406,6 +426,76 @@ _freeroute() {
                     return 0
                     ;;
                 --prefer)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        freeroute__subcmd__serve)
+            opts="-m -p -v -q -h --listen --token-env --max-concurrency --log-format --model --provider --exclude --prefer --allow-paid --refresh --offline --timeout --attempts --hedge-after --config --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token-env)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-concurrency)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --model)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -m)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --provider)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --exclude)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --prefer)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --attempts)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --hedge-after)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

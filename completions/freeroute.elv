@@ -65,6 +65,7 @@ set edit:completion:arg-completer[freeroute] = {|@words|
             cand models 'List eligible free models in the order they would be tried'
             cand stats 'What the router remembers: health, latency, cool-downs, quotas'
             cand config 'Where the config lives, the merged view, or a commented starter file'
+            cand serve 'Serve the OpenAI and Anthropic APIs locally, routed like a single run'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'freeroute;batch'= {
@@ -154,11 +155,37 @@ set edit:completion:arg-completer[freeroute] = {|@words|
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }
+        &'freeroute;serve'= {
+            cand --listen 'Address to listen on [default: 127.0.0.1:4020]; off loopback it needs --token-env'
+            cand --token-env 'Environment variable holding the token clients must send (Bearer or x-api-key)'
+            cand --max-concurrency 'Requests answered at once; four times as many may wait [default: 64]'
+            cand --log-format 'Format of the request log on stderr'
+            cand -m 'Try exactly these models, in this order (repeatable)'
+            cand --model 'Try exactly these models, in this order (repeatable)'
+            cand -p 'Only use these providers (repeatable)'
+            cand --provider 'Only use these providers (repeatable)'
+            cand --exclude 'Drop models whose id matches GLOB (`*` wildcard, repeatable)'
+            cand --prefer 'Rank models whose id matches GLOB first (`*` wildcard, repeatable)'
+            cand --timeout 'Deadline of each request, in seconds [default: 120]'
+            cand --attempts 'Most candidates each request tries [default: 8]'
+            cand --hedge-after 'When the running attempt has no first token after MS, start the next candidate beside it'
+            cand --config 'Config file (default: $XDG_CONFIG_HOME/freeroute/config.toml)'
+            cand --allow-paid 'Permit models that are not free (never the default)'
+            cand --refresh 'Refetch the model catalogs now'
+            cand --offline 'Never touch the network for catalogs (use the cached copies)'
+            cand -v 'Print the routing trace on stderr'
+            cand --verbose 'Print the routing trace on stderr'
+            cand -q 'No spinner, no notes on stderr (errors are still printed)'
+            cand --quiet 'No spinner, no notes on stderr (errors are still printed)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
         &'freeroute;help'= {
             cand batch 'Answer many prompts: JSONL (or plain lines) in, JSONL out'
             cand models 'List eligible free models in the order they would be tried'
             cand stats 'What the router remembers: health, latency, cool-downs, quotas'
             cand config 'Where the config lives, the merged view, or a commented starter file'
+            cand serve 'Serve the OpenAI and Anthropic APIs locally, routed like a single run'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'freeroute;help;batch'= {
@@ -168,6 +195,8 @@ set edit:completion:arg-completer[freeroute] = {|@words|
         &'freeroute;help;stats'= {
         }
         &'freeroute;help;config'= {
+        }
+        &'freeroute;help;serve'= {
         }
         &'freeroute;help;help'= {
         }

@@ -62,6 +62,7 @@ complete -c freeroute -n "__fish_freeroute_needs_command" -a "batch" -d 'Answer 
 complete -c freeroute -n "__fish_freeroute_needs_command" -a "models" -d 'List eligible free models in the order they would be tried'
 complete -c freeroute -n "__fish_freeroute_needs_command" -a "stats" -d 'What the router remembers: health, latency, cool-downs, quotas'
 complete -c freeroute -n "__fish_freeroute_needs_command" -a "config" -d 'Where the config lives, the merged view, or a commented starter file'
+complete -c freeroute -n "__fish_freeroute_needs_command" -a "serve" -d 'Serve the OpenAI and Anthropic APIs locally, routed like a single run'
 complete -c freeroute -n "__fish_freeroute_needs_command" -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -s o -l output -d 'Write results here (appended as items finish; ids already answered are skipped)' -r -F
 complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l concurrency -d 'Items in flight at once [default: 4]' -r
@@ -122,8 +123,28 @@ complete -c freeroute -n "__fish_freeroute_using_subcommand config" -l force -d 
 complete -c freeroute -n "__fish_freeroute_using_subcommand config" -s v -l verbose -d 'Print the routing trace on stderr'
 complete -c freeroute -n "__fish_freeroute_using_subcommand config" -s q -l quiet -d 'No spinner, no notes on stderr (errors are still printed)'
 complete -c freeroute -n "__fish_freeroute_using_subcommand config" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c freeroute -n "__fish_freeroute_using_subcommand help; and not __fish_seen_subcommand_from batch models stats config help" -f -a "batch" -d 'Answer many prompts: JSONL (or plain lines) in, JSONL out'
-complete -c freeroute -n "__fish_freeroute_using_subcommand help; and not __fish_seen_subcommand_from batch models stats config help" -f -a "models" -d 'List eligible free models in the order they would be tried'
-complete -c freeroute -n "__fish_freeroute_using_subcommand help; and not __fish_seen_subcommand_from batch models stats config help" -f -a "stats" -d 'What the router remembers: health, latency, cool-downs, quotas'
-complete -c freeroute -n "__fish_freeroute_using_subcommand help; and not __fish_seen_subcommand_from batch models stats config help" -f -a "config" -d 'Where the config lives, the merged view, or a commented starter file'
-complete -c freeroute -n "__fish_freeroute_using_subcommand help; and not __fish_seen_subcommand_from batch models stats config help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c freeroute -n "__fish_freeroute_using_subcommand serve" -l listen -d 'Address to listen on [default: 127.0.0.1:4020]; off loopback it needs --token-env' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand serve" -l token-env -d 'Environment variable holding the token clients must send (Bearer or x-api-key)' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand serve" -l max-concurrency -d 'Requests answered at once; four times as many may wait [default: 64]' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand serve" -l log-format -d 'Format of the request log on stderr' -r -f -a "text\t'One readable line per request'
+json\t'One JSON object per request'"
+complete -c freeroute -n "__fish_freeroute_using_subcommand serve" -s m -l model -d 'Try exactly these models, in this order (repeatable)' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand serve" -s p -l provider -d 'Only use these providers (repeatable)' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand serve" -l exclude -d 'Drop models whose id matches GLOB (`*` wildcard, repeatable)' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand serve" -l prefer -d 'Rank models whose id matches GLOB first (`*` wildcard, repeatable)' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand serve" -l timeout -d 'Deadline of each request, in seconds [default: 120]' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand serve" -l attempts -d 'Most candidates each request tries [default: 8]' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand serve" -l hedge-after -d 'When the running attempt has no first token after MS, start the next candidate beside it' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand serve" -l config -d 'Config file (default: $XDG_CONFIG_HOME/freeroute/config.toml)' -r -F
+complete -c freeroute -n "__fish_freeroute_using_subcommand serve" -l allow-paid -d 'Permit models that are not free (never the default)'
+complete -c freeroute -n "__fish_freeroute_using_subcommand serve" -l refresh -d 'Refetch the model catalogs now'
+complete -c freeroute -n "__fish_freeroute_using_subcommand serve" -l offline -d 'Never touch the network for catalogs (use the cached copies)'
+complete -c freeroute -n "__fish_freeroute_using_subcommand serve" -s v -l verbose -d 'Print the routing trace on stderr'
+complete -c freeroute -n "__fish_freeroute_using_subcommand serve" -s q -l quiet -d 'No spinner, no notes on stderr (errors are still printed)'
+complete -c freeroute -n "__fish_freeroute_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c freeroute -n "__fish_freeroute_using_subcommand help; and not __fish_seen_subcommand_from batch models stats config serve help" -f -a "batch" -d 'Answer many prompts: JSONL (or plain lines) in, JSONL out'
+complete -c freeroute -n "__fish_freeroute_using_subcommand help; and not __fish_seen_subcommand_from batch models stats config serve help" -f -a "models" -d 'List eligible free models in the order they would be tried'
+complete -c freeroute -n "__fish_freeroute_using_subcommand help; and not __fish_seen_subcommand_from batch models stats config serve help" -f -a "stats" -d 'What the router remembers: health, latency, cool-downs, quotas'
+complete -c freeroute -n "__fish_freeroute_using_subcommand help; and not __fish_seen_subcommand_from batch models stats config serve help" -f -a "config" -d 'Where the config lives, the merged view, or a commented starter file'
+complete -c freeroute -n "__fish_freeroute_using_subcommand help; and not __fish_seen_subcommand_from batch models stats config serve help" -f -a "serve" -d 'Serve the OpenAI and Anthropic APIs locally, routed like a single run'
+complete -c freeroute -n "__fish_freeroute_using_subcommand help; and not __fish_seen_subcommand_from batch models stats config serve help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -5,7 +5,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::cli::{AskArgs, Cli, Command, ConfigAction, ConfigArgs, ModelsArgs, StatsArgs};
+use crate::cli::{
+    AskArgs, Cli, Command, ConfigAction, ConfigArgs, ModelsArgs, ServeArgs, StatsArgs,
+};
 use crate::config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::input;
@@ -28,6 +30,7 @@ pub fn run(cli: Cli) -> i32 {
         Some(Command::Config(args)) => config_cmd(&args, config, &printer),
         Some(Command::Stats(args)) => stats(&args, &printer),
         Some(Command::Batch(args)) => crate::batch::run(&args, config, &printer),
+        Some(Command::Serve(args)) => serve(&args, config, &printer),
     };
     // Stdout that could not be written (a full disk) fails the run, whatever it was.
     let result = match (result, printer.output_failure()) {
@@ -241,6 +244,25 @@ fn deliver(
         ));
     }
     Ok(())
+}
+
+/// `freeroute serve`: one session for the life of the server, every request asked through it
+/// (DESIGN §8).
+fn serve(args: &ServeArgs, config_flag: Option<&Path>, printer: &Printer) -> Result<()> {
+    let (config, config_path) = config::load(config_flag)?;
+    let settings = settings::Serve::resolve(args, &config)?;
+    let rt = runtime()?;
+    let session = Session::open(
+        &config,
+        config_path.as_deref(),
+        &Sources::resolve(&config),
+        &settings.ask.route,
+        settings.ask.timeout,
+        settings::rng(),
+        &rt,
+        printer,
+    )?;
+    crate::serve::run(session, settings, &rt, printer)
 }
 
 fn models(args: &ModelsArgs, config_flag: Option<&Path>, printer: &Printer) -> Result<()> {

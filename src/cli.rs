@@ -235,6 +235,52 @@ pub enum Command {
     Stats(StatsArgs),
     /// Where the config lives, the merged view, or a commented starter file
     Config(ConfigArgs),
+    /// Serve the OpenAI and Anthropic APIs locally, routed like a single run
+    Serve(Box<ServeArgs>),
+}
+
+/// `freeroute serve` (DESIGN §8): the options of the default action that make sense for a
+/// server are the defaults of every request.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:4020]; off loopback it needs --token-env
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<std::net::SocketAddr>,
+
+    /// Environment variable holding the token clients must send (Bearer or x-api-key)
+    #[arg(long, value_name = "VAR")]
+    pub token_env: Option<String>,
+
+    /// Requests answered at once; four times as many may wait [default: 64]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_concurrency: Option<u32>,
+
+    /// Format of the request log on stderr
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    #[command(flatten)]
+    pub route: RouteArgs,
+
+    /// Deadline of each request, in seconds [default: 120]
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+
+    /// Most candidates each request tries [default: 8]
+    #[arg(long, value_name = "N")]
+    pub attempts: Option<u32>,
+
+    /// When the running attempt has no first token after MS, start the next candidate beside it
+    #[arg(long, value_name = "MS")]
+    pub hedge_after: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per request
+    Text,
+    /// One JSON object per request
+    Json,
 }
 
 #[derive(Debug, Args)]

@@ -7,7 +7,7 @@
 //! ```
 //!
 //! `settings` resolves every setting once; `session` is the one ask path that a single run
-//! (`app`) and each `batch` item share; policy (filter, rank, classify, `health`) is pure.
+//! (`app`), each `batch` item and each `serve` request share; policy (filter, rank, classify, `health`) is pure.
 
 pub mod app;
 pub mod attempt;
@@ -28,6 +28,7 @@ pub mod presets;
 pub mod providers;
 pub mod request;
 pub mod secret;
+pub mod serve;
 pub mod session;
 pub mod settings;
 pub mod store;

@@ -170,6 +170,9 @@ pub struct Request {
     /// The images read from files, by `url_key` of their data URL: a kept conversation
     /// names them by file instead of keeping their bytes.
     pub image_files: Vec<(u64, String)>,
+    /// Other sampling parameters passed on as they came (`top_p`, `stop`, `seed`, the
+    /// penalties: a server request's, DESIGN §8); empty for a run from the command line.
+    pub params: serde_json::Map<String, Value>,
 }
 
 /// A short key of a (possibly huge) image URL.
@@ -356,6 +359,7 @@ pub fn build(ask: &Ask, input: Input, previous: Option<Vec<Message>>) -> Result<
         log_prompts: ask.log_prompts,
         hedge: ask.hedge,
         image_files,
+        params: serde_json::Map::new(),
     })
 }
 

@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use crate::cli::{AskOptions, RouteArgs};
+use crate::cli::{AskOptions, LogFormat, RouteArgs, ServeArgs};
 use crate::config::{Config, HedgeSetting, Keyless};
 use crate::discover;
 use crate::error::{Error, Result};
@@ -266,6 +266,73 @@ impl Batch {
         Ok(Batch {
             item,
             deadline: args.timeout.map(timeout).transpose()?,
+        })
+    }
+}
+
+/// `--listen` when not given (DESIGN §8).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:4020";
+/// `--max-concurrency` when not given (DESIGN §8).
+pub const DEFAULT_MAX_CONCURRENCY: usize = 64;
+
+/// `freeroute serve`: where it listens, who may ask, and every request's default settings.
+#[derive(Debug, Clone)]
+pub struct Serve {
+    pub listen: std::net::SocketAddr,
+    /// The token clients must send; required off loopback (DESIGN §8).
+    pub token: Option<crate::secret::Secret>,
+    /// Requests answered at once; four times as many may wait.
+    pub max_concurrency: usize,
+    pub log_json: bool,
+    /// Each request's defaults: `-p`, `--exclude`, `--prefer`, `--timeout`, `--attempts`,
+    /// `--hedge-after`, `--allow-paid` and the config's `[defaults]`. A client's own
+    /// messages, limits and sampling replace the rest per request.
+    pub ask: Ask,
+}
+
+impl Serve {
+    pub fn resolve(args: &ServeArgs, config: &Config) -> Result<Serve> {
+        let listen = args
+            .listen
+            .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("a valid address"));
+        let token = match &args.token_env {
+            None => None,
+            Some(var) => match env_var(var).filter(|v| !v.trim().is_empty()) {
+                Some(v) => Some(crate::secret::Secret::new(v.trim().to_string())),
+                None => {
+                    return Err(Error::config(format!(
+                        "--token-env {var}: the variable {var} is not set"
+                    ))
+                    .with_hint(format!("export {var}=<a long random string>, and send it as `Authorization: Bearer …`")));
+                }
+            },
+        };
+        if !listen.ip().is_loopback() && token.is_none() {
+            return Err(Error::config(format!(
+                "Listening on {listen}, which is not loopback, needs a token"
+            ))
+            .with_hint("Pass --token-env VAR with VAR set to a secret clients send, or listen on 127.0.0.1"));
+        }
+        let opts = AskOptions {
+            route: args.route.clone(),
+            timeout: args.timeout,
+            attempts: args.attempts,
+            hedge_after: args.hedge_after,
+            ..Default::default()
+        };
+        let mut ask = Ask::resolve(&opts, config, false)?;
+        // The client's conversation is the prompt: no system prompt of ours replaces its own.
+        ask.system = None;
+        ask.json = false;
+        ask.log_prompts = false;
+        Ok(Serve {
+            listen,
+            token,
+            max_concurrency: args
+                .max_concurrency
+                .map_or(DEFAULT_MAX_CONCURRENCY, |n| n as usize),
+            log_json: args.log_format == LogFormat::Json,
+            ask,
         })
     }
 }

@@ -61,6 +61,9 @@ pub trait TokenSink {
     fn note(&mut self, msg: String) {
         self.trace(msg);
     }
+    /// The attempt whose tokens follow won (produced the first token): a server names it
+    /// in every chunk it forwards (DESIGN §8).
+    fn answering(&mut self, _provider: &str, _model: &str) {}
 }
 
 /// A finished answer from one attempt.
@@ -436,6 +439,7 @@ pub async fn run(
                 width = req.race.max(1);
                 let has_next = st.more();
                 let first_token_ms = live.first_token_ms();
+                sink.answering(&provider.name, &cand.model.id);
                 let streaming = req.stream.then_some(&mut *sink as &mut dyn TokenSink);
                 let finished = stream::finish(
                     live,

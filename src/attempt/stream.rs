@@ -189,6 +189,7 @@ pub(super) async fn open(
         .then_some(ProviderPreferences {
             require_parameters: true,
         }),
+        params: &req.params,
     };
     let wait = first_by.duration_since(started).as_secs_f64();
     let mut resp = match timeout_at(first_by.into(), client.chat(provider, &body)).await {

@@ -202,7 +202,8 @@ impl Printer {
         self.json(&Failure::of(err, None))
     }
 
-    /// A line of batch's own report (its summary), on stderr whatever `--quiet` says.
+    /// A line of a report (batch's summary, serve's request log), on stderr whatever
+    /// `--quiet` says.
     pub fn report(&self, line: &str) {
         self.clear_spinner();
         to_stderr(line);

@@ -421,6 +421,11 @@ impl Session {
         notes
     }
 
+    /// The health the plans read now (for a server's `/metrics` quota gauge).
+    pub fn health(&self) -> std::cell::Ref<'_, Health> {
+        self.health.borrow()
+    }
+
     /// Keeps an answered conversation for `--continue` (this host's state dir).
     pub fn save_conversation(
         &self,

@@ -220,6 +220,9 @@ pub struct ChatRequest<'a> {
     /// OpenRouter's provider preferences (`require_parameters` for tools and schemas).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provider: Option<ProviderPreferences>,
+    /// Sampling parameters passed on as given (`Request::params`).
+    #[serde(flatten)]
+    pub params: &'a serde_json::Map<String, Value>,
 }
 
 /// OpenRouter's `provider` object: only what freeroute sets.

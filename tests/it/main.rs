@@ -22,3 +22,5 @@ mod memory;
 mod providers;
 mod real_llama;
 mod regressions;
+mod serve;
+mod serve_sdk;
