@@ -136,7 +136,8 @@ set edit:completion:arg-completer[freeroute] = {|@words|
         &'freeroute;stats'= {
             cand --config 'Config file (default: $XDG_CONFIG_HOME/freeroute/config.toml)'
             cand --json 'Print one JSON object'
-            cand --reset 'Forget everything remembered (state and request log)'
+            cand --reset 'Forget everything remembered on this host (state and request log)'
+            cand --shared 'With --reset: forget the memory shared in Redis instead (every host''s)'
             cand -v 'Print the routing trace on stderr'
             cand --verbose 'Print the routing trace on stderr'
             cand -q 'No spinner, no notes on stderr (errors are still printed)'

@@ -266,9 +266,13 @@ pub struct StatsArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Forget everything remembered (state and request log)
+    /// Forget everything remembered on this host (state and request log)
     #[arg(long)]
     pub reset: bool,
+
+    /// With --reset: forget the memory shared in Redis instead (every host's)
+    #[arg(long, requires = "reset")]
+    pub shared: bool,
 }
 
 #[derive(Debug, Args)]

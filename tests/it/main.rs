@@ -18,4 +18,5 @@ mod latency;
 mod memory;
 mod providers;
 mod real_llama;
+mod redis;
 mod regressions;
