@@ -709,10 +709,19 @@ impl RedisStore {
             DAY_SLACK_MS.to_string(),
         ];
         let (taken, until): (u8, u64) = self.remote.eval(&Script::new(RESERVE), keys, args)?;
-        Ok(match taken {
-            1 => Reserved::Taken,
-            _ => Reserved::Full { until_ms: until },
-        })
+        if taken != 1 {
+            return Ok(Reserved::Full { until_ms: until });
+        }
+        // This run's view counts it too, as the file store's state would.
+        let mut read = self.read.borrow_mut();
+        let p = read
+            .health
+            .providers
+            .entry(r.provider.to_string())
+            .or_default();
+        p.day_offset_ms = scope.day_offset_ms;
+        p.count_request(r.now_ms);
+        Ok(Reserved::Taken)
     }
 
     /// Every key of this layout under the namespace, deleted (`stats --reset --shared`).
