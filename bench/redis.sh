@@ -210,7 +210,7 @@ CONNS=$(jq -r --arg n "$COUNT" '.connections / ($n | tonumber)' "$TMP/proxy/coun
 TRIPS=$(jq -r --arg n "$COUNT" '.writes / ($n | tonumber)' "$TMP/proxy/counts.json")
 log "redis-bench: (A) per run: $CONNS connections, $TRIPS round trips"
 COMMANDS=$(rcli info commandstats | tr -d '\r' | awk -F'[:=,]' -v n="$COUNT" '
-    /^cmdstat_/ && $1 !~ /cmdstat_(config|info)$/ {sub("cmdstat_", "", $1); printf "%s %.1f, ", $1, $3 / n}' |
+    /^cmdstat_/ && $1 !~ /^cmdstat_(config|info)/ {sub("cmdstat_", "", $1); printf "%s %.1f, ", $1, $3 / n}' |
     sed 's/, $//')
 
 # ---- (B) four hosts, one set of keys -------------------------------------------------------

@@ -669,3 +669,119 @@ fn stats_shows_the_shared_view_and_reset_shared_forgets_it() {
         "{out}"
     );
 }
+
+/// A CA and a certificate for 127.0.0.1 signed by it, made with the `openssl` tool.
+fn tls_files(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("the openssl tool (.ci/run installs it)");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    let ca = [
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-subj",
+        "/CN=freeroute test CA",
+    ];
+    run(&[
+        &[
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ][..],
+        &ca[..],
+    ]
+    .concat());
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    let csr = [
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ];
+    run(&[&["req", "-newkey", "rsa:2048", "-nodes"][..], &csr[..]].concat());
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+}
+
+#[test]
+#[ignore = "needs redis-server: .ci/run installs it and runs these with --ignored"]
+fn a_rediss_url_shares_over_tls_and_an_untrusted_certificate_is_a_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    tls_files(dir.path());
+    let port = free_port();
+    let mut child = Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", "0"])
+        .args(["--tls-port", &port.to_string(), "--tls-auth-clients", "no"])
+        .args([
+            "--tls-cert-file",
+            "server.pem",
+            "--tls-key-file",
+            "server.key",
+        ])
+        .args(["--tls-ca-cert-file", "ca.pem", "--requirepass", PASSWORD])
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server");
+    struct Kill<'a>(&'a mut Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _kill = Kill(&mut child);
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(10), "no TLS redis");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let s = server(|r| fake::answer(&r.model(), &["ok"]));
+    let url = format!("rediss://:{PASSWORD}@127.0.0.1:{port}/0");
+    let ca = dir.path().join("ca.pem");
+    let env = host(&s, &url, 100).var("SSL_CERT_FILE", ca.to_str().unwrap());
+    let out = env.run(&["q"]);
+    assert_eq!(
+        (out.code, out.stdout.as_str(), notes(&out)),
+        (0, "ok\n", 0),
+        "{out}"
+    );
+    let stats = env.run(&["stats", "--json"]).json();
+    assert_eq!(stats["memory"]["shared"], true, "{stats}");
+    assert_eq!(
+        stats_row(&stats, "providers", "provider", "openrouter")["requests_today"],
+        1
+    );
+    // Without the CA, the certificate is not trusted: this host's memory, one note.
+    let untrusted = host(&s, &url, 100);
+    let out = untrusted.run(&["q"]);
+    assert_eq!(
+        (out.code, out.stdout.as_str(), notes(&out)),
+        (0, "ok\n", 1),
+        "{out}"
+    );
+    assert!(!out.stderr.contains(PASSWORD), "{out}");
+}
