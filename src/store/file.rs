@@ -4,7 +4,7 @@
 //! temporary file and a rename, so concurrent runs lose nothing and a crash never leaves a
 //! torn file. An unreadable state file is set aside and rebuilt, never fatal.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -41,6 +41,8 @@ pub struct FileStore {
     /// What reservations have to tell (a state file set aside, a request that could not
     /// be counted), told by the next `update`.
     pending: RefCell<Vec<String>>,
+    /// The lock was not had within `LOCK_WAIT` once: this run waits for it no more.
+    stuck: Cell<bool>,
 }
 
 impl FileStore {
@@ -48,6 +50,7 @@ impl FileStore {
         FileStore {
             dir,
             pending: RefCell::new(Vec::new()),
+            stuck: Cell::new(false),
         }
     }
 
@@ -152,11 +155,14 @@ impl FileStore {
         loop {
             match lock.try_lock() {
                 Ok(()) => return Ok(lock),
-                Err(TryLockError::WouldBlock) if started.elapsed() < LOCK_WAIT => {
+                Err(TryLockError::WouldBlock)
+                    if !self.stuck.get() && started.elapsed() < LOCK_WAIT =>
+                {
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(10));
                 }
                 Err(TryLockError::WouldBlock) => {
+                    self.stuck.set(true);
                     return Err(err(format!(
                         "another process has held the state's lock for over {} s",
                         LOCK_WAIT.as_secs()

@@ -458,3 +458,18 @@ fn sixty_four_parallel_runs_never_send_a_provider_more_than_its_minute_limit() {
     let v = stats(&env);
     assert_eq!(v["providers"][0]["requests_this_minute"], 20, "{v}");
 }
+
+#[test]
+fn a_state_lock_held_by_another_process_costs_a_run_only_its_memory() {
+    let s = FakeServer::start(|r| fake::answer(&r.model(), &["ok"])).expect_chats(1);
+    let env = local(&s);
+    std::fs::create_dir_all(env.state_dir()).unwrap();
+    let lock = std::fs::File::create(env.state_dir().join("state.lock")).unwrap();
+    lock.lock().unwrap();
+    let out = env
+        .limit(Duration::from_secs(20))
+        .run(&["-m", "fast-7b", "q"]);
+    drop(lock);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "ok\n"), "{out}");
+    assert!(out.stderr.contains("held the state's lock"), "{out}");
+}

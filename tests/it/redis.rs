@@ -531,6 +531,31 @@ fn a_wrong_password_a_slow_redis_and_a_key_of_the_wrong_type_cost_no_answer() {
         .query(&mut c)
         .unwrap();
     assert_eq!(newer, ["x", "{\"newer\":1}"]);
+    // A value that is not what this layout writes, in a field this run reads.
+    redis::cmd("DEL")
+        .arg("freeroute:v1:models")
+        .query::<()>(&mut c)
+        .unwrap();
+    let field = format!("openrouter/{BIG}");
+    redis::cmd("HSET")
+        .arg("freeroute:v1:models")
+        .arg(&field)
+        .arg("{not json")
+        .query::<()>(&mut c)
+        .unwrap();
+    let out = env.run(&["q"]);
+    assert_eq!(
+        (out.code, out.stdout.as_str(), notes(&out)),
+        (0, "ok\n", 1),
+        "{out}"
+    );
+    assert!(out.stderr.contains("unreadable data"), "{out}");
+    let kept: String = redis::cmd("HGET")
+        .arg("freeroute:v1:models")
+        .arg(&field)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(kept, "{not json", "never written over");
     // The same at the window a reservation reads, planted after the run read the health.
     redis::cmd("DEL")
         .arg("freeroute:v1:models")
