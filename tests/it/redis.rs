@@ -151,18 +151,20 @@ impl Drop for Redis {
 }
 
 /// A host: its own HOME and XDG folders, OpenRouter on the fake with the shared key, its
-/// memory at `url`, and OpenRouter's documented 20 a minute raised to `per_minute`.
+/// memory at `url`, and OpenRouter's documented 20 a minute raised to `per_minute`. The
+/// Redis budget is raised to 3 s: these tests run beside each other, one of them starting
+/// 64 runs at once on a small machine, and only `budget_host`'s are about the budget.
 fn host(s: &FakeServer, url: &str, per_minute: u32) -> Env {
-    Env::new(s)
-        .config(&format!("requests_per_minute = {per_minute}\n"))
-        .var("FREEROUTE_REDIS_URL", url)
+    budget_host(s, url, per_minute, 3_000)
 }
 
-/// A host among dozens of runs started at once on a small machine: their Redis round
-/// trips wait for a CPU far longer than the built-in 150 ms budget, which these tests of
-/// counting are not about (the budget has its own test).
-fn busy_host(s: &FakeServer, url: &str, per_minute: u32) -> Env {
-    host(s, url, per_minute).config("[state]\ntimeout_ms = 3000\n")
+/// A host whose Redis round trips may take `budget_ms` (`[state] timeout_ms`).
+fn budget_host(s: &FakeServer, url: &str, per_minute: u32, budget_ms: u64) -> Env {
+    Env::new(s)
+        .config(&format!(
+            "requests_per_minute = {per_minute}\n\n[state]\ntimeout_ms = {budget_ms}\n"
+        ))
+        .var("FREEROUTE_REDIS_URL", url)
 }
 
 const NOTE: &str = "Shared memory unavailable";
@@ -212,7 +214,7 @@ fn four_hosts_together_never_exceed_a_strict_minute_limit_and_use_every_slot() {
     let redis = Redis::start();
     let (s, sent, over) = limited(6);
     let hosts: Vec<Env> = (0..4)
-        .map(|_| busy_host(&s, &redis.url(), 6).var("FREEROUTE_NOW_MS", "1800000000000"))
+        .map(|_| host(&s, &redis.url(), 6).var("FREEROUTE_NOW_MS", "1800000000000"))
         .collect();
     let runs: Vec<Child> = hosts
         .iter()
@@ -467,9 +469,9 @@ fn a_wrong_password_a_slow_redis_and_a_key_of_the_wrong_type_cost_no_answer() {
     assert!(!out.stderr.contains("not-the-pw-123"), "{out}");
 
     // Slower than timeout_ms from the start.
-    let proxy = SlowProxy::start(redis.port, 400);
+    let proxy = SlowProxy::start(redis.port, 2_000);
     let slow = format!("redis://:{PASSWORD}@127.0.0.1:{}/0", proxy.port);
-    let env = host(&s, &slow, 100).config("[state]\ntimeout_ms = 100\n");
+    let env = budget_host(&s, &slow, 100, 300);
     let out = env.run(&["q"]);
     assert_eq!(
         (out.code, out.stdout.as_str(), notes(&out)),
@@ -484,12 +486,12 @@ fn a_wrong_password_a_slow_redis_and_a_key_of_the_wrong_type_cost_no_answer() {
     let d = proxy.delay_ms.clone();
     let s2 = server(move |r| {
         if r.model() == BIG {
-            d.store(400, Ordering::SeqCst);
+            d.store(2_000, Ordering::SeqCst);
             return fake::error_json(500, "down");
         }
         fake::answer(&r.model(), &["second"])
     });
-    let env = host(&s2, &slow, 100).config("[state]\ntimeout_ms = 100\n");
+    let env = budget_host(&s2, &slow, 100, 300);
     let out = env.run(&["--json", "-m", BIG, "-m", MID, "q"]);
     assert_eq!((out.code, notes(&out)), (0, 1), "{out}");
     let answer: JsonAnswer = serde_json::from_str(&out.stdout).unwrap();
@@ -601,7 +603,7 @@ fn sixty_four_runs_on_four_hosts_count_every_attempt_and_no_key_reaches_redis() 
             } else {
                 redis.unix_url()
             };
-            busy_host(&s, &url, 1_000)
+            host(&s, &url, 1_000)
         })
         .collect();
     let runs: Vec<Child> = hosts
