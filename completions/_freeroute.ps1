@@ -143,7 +143,8 @@ Register-ArgumentCompleter -Native -CommandName 'freeroute' -ScriptBlock {
         'freeroute;stats' {
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file (default: $XDG_CONFIG_HOME/freeroute/config.toml)')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print one JSON object')
-            [CompletionResult]::new('--reset', '--reset', [CompletionResultType]::ParameterName, 'Forget everything remembered (state, request log and conversations)')
+            [CompletionResult]::new('--reset', '--reset', [CompletionResultType]::ParameterName, 'Forget everything remembered on this host (state, request log and conversations)')
+            [CompletionResult]::new('--shared', '--shared', [CompletionResultType]::ParameterName, 'With --reset: forget the memory shared in Redis instead (every host''s)')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Print the routing trace on stderr')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Print the routing trace on stderr')
             [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'No spinner, no notes on stderr (errors are still printed)')

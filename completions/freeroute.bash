@@ -511,7 +511,7 @@ _freeroute() {
             return 0
             ;;
         freeroute__subcmd__stats)
-            opts="-v -q -h --json --reset --config --verbose --quiet --help"
+            opts="-v -q -h --json --reset --shared --config --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

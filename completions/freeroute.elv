@@ -137,7 +137,8 @@ set edit:completion:arg-completer[freeroute] = {|@words|
         &'freeroute;stats'= {
             cand --config 'Config file (default: $XDG_CONFIG_HOME/freeroute/config.toml)'
             cand --json 'Print one JSON object'
-            cand --reset 'Forget everything remembered (state, request log and conversations)'
+            cand --reset 'Forget everything remembered on this host (state, request log and conversations)'
+            cand --shared 'With --reset: forget the memory shared in Redis instead (every host''s)'
             cand -v 'Print the routing trace on stderr'
             cand --verbose 'Print the routing trace on stderr'
             cand -q 'No spinner, no notes on stderr (errors are still printed)'

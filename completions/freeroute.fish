@@ -114,7 +114,8 @@ complete -c freeroute -n "__fish_freeroute_using_subcommand models" -s q -l quie
 complete -c freeroute -n "__fish_freeroute_using_subcommand models" -s h -l help -d 'Print help'
 complete -c freeroute -n "__fish_freeroute_using_subcommand stats" -l config -d 'Config file (default: $XDG_CONFIG_HOME/freeroute/config.toml)' -r -F
 complete -c freeroute -n "__fish_freeroute_using_subcommand stats" -l json -d 'Print one JSON object'
-complete -c freeroute -n "__fish_freeroute_using_subcommand stats" -l reset -d 'Forget everything remembered (state, request log and conversations)'
+complete -c freeroute -n "__fish_freeroute_using_subcommand stats" -l reset -d 'Forget everything remembered on this host (state, request log and conversations)'
+complete -c freeroute -n "__fish_freeroute_using_subcommand stats" -l shared -d 'With --reset: forget the memory shared in Redis instead (every host\'s)'
 complete -c freeroute -n "__fish_freeroute_using_subcommand stats" -s v -l verbose -d 'Print the routing trace on stderr'
 complete -c freeroute -n "__fish_freeroute_using_subcommand stats" -s q -l quiet -d 'No spinner, no notes on stderr (errors are still printed)'
 complete -c freeroute -n "__fish_freeroute_using_subcommand stats" -s h -l help -d 'Print help'

@@ -13,10 +13,11 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::input;
 use crate::outcome::AttemptRecord;
 use crate::output::{Printer, Sink, report};
+use crate::providers;
 use crate::request::{self, Needs, Request};
 use crate::session::{self, LogLine, Session, Stop, Success};
 use crate::settings::{self, Ask, Sources};
-use crate::store::{FileStore, Store};
+use crate::store::{FileStore, RedisStore, Store};
 
 /// Runs the parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
@@ -28,7 +29,7 @@ pub fn run(cli: Cli) -> i32 {
         None => ask(&cli.ask, config, &mut printer),
         Some(Command::Models(args)) => models(&args, config, &printer),
         Some(Command::Config(args)) => config_cmd(&args, config, &printer),
-        Some(Command::Stats(args)) => stats(&args, &printer),
+        Some(Command::Stats(args)) => stats(&args, config, &printer),
         Some(Command::Batch(args)) => crate::batch::run(&args, config, &printer),
         Some(Command::Serve(args)) => serve(&args, config, &printer),
     };
@@ -322,6 +323,7 @@ fn config_cmd(args: &ConfigArgs, config_flag: Option<&Path>, printer: &Printer) 
                 keyless: sources.keyless,
                 discover: sources.discover,
                 discover_ports: &sources.discover_ports,
+                memory: &sources.memory,
             };
             report::config(&file, &shown, &found, printer);
         }
@@ -329,23 +331,57 @@ fn config_cmd(args: &ConfigArgs, config_flag: Option<&Path>, printer: &Printer) 
     Ok(())
 }
 
-/// `freeroute stats`: what the router remembers, as a table or one JSON object.
-fn stats(args: &StatsArgs, printer: &Printer) -> Result<()> {
-    let store = FileStore::new(crate::store::file::state_dir());
-    if args.reset {
+/// `freeroute stats`: what the router remembers, as a table or one JSON object: the shared
+/// memory's view when `[state]` points at one that answers (DESIGN §9), else this host's.
+fn stats(args: &StatsArgs, config_flag: Option<&Path>, printer: &Printer) -> Result<()> {
+    let (config, _) = config::load(config_flag)?;
+    let memory = settings::Memory::resolve(&config);
+    let dir = crate::store::file::state_dir();
+    let host = FileStore::new(dir.clone());
+    let resolved = providers::resolve(&config, &settings::env_var);
+    let providers: Vec<_> = resolved
+        .enabled
+        .into_iter()
+        .chain(resolved.keyless)
+        .collect();
+    if args.reset && args.shared {
+        let url = memory.redis_url.as_ref().ok_or_else(|| {
+            Error::usage(format!(
+                "No shared memory to reset: {} is not set",
+                memory.url_env
+            ))
+        })?;
+        let store = RedisStore::connect(&memory, url, &providers, host)
+            .map_err(|(why, _)| Error::config(format!("Cannot reach the shared memory: {why}")))?;
         store
             .reset()
+            .map_err(|e| Error::config("Cannot reset the shared memory").with_source(e))?;
+        printer.note(&format!(
+            "Forgot the shared health, cool-downs, quotas and windows at {}",
+            store.location().unwrap_or_default()
+        ));
+        return Ok(());
+    }
+    if args.reset {
+        host.reset()
             .map_err(|e| Error::internal("Cannot reset the state").with_source(e))?;
         printer
             .note("Forgot all remembered health, latency, cool-downs, quotas, the request log and the conversations kept for --continue");
         return Ok(());
     }
-    let location = store.location();
-    let log = store.log_counts();
+    let (store, fault) = crate::store::open(&memory, &providers, dir);
+    if let Some(note) = &fault {
+        printer.note(note);
+    }
+    let shared = (memory.redis_url.is_some() && fault.is_none())
+        .then(|| store.location())
+        .flatten();
+    let location = host.location();
     report::stats(
         &store.snapshot().bounded(crate::now_ms()),
         location.as_deref(),
-        log,
+        shared.as_deref(),
+        host.log_counts(),
         crate::now_ms(),
         args.json,
         printer,

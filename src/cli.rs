@@ -312,9 +312,13 @@ pub struct StatsArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Forget everything remembered (state, request log and conversations)
+    /// Forget everything remembered on this host (state, request log and conversations)
     #[arg(long)]
     pub reset: bool,
+
+    /// With --reset: forget the memory shared in Redis instead (every host's)
+    #[arg(long, requires = "reset")]
+    pub shared: bool,
 }
 
 #[derive(Debug, Args)]

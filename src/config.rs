@@ -18,6 +18,22 @@ pub struct Config {
     /// Built-in providers to adjust, and OpenAI-compatible endpoints to add, by name.
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// Where the memory lives: this host's files, or a Redis shared by many hosts.
+    #[serde(default)]
+    pub state: StateConfig,
+}
+
+/// `[state]`: the memory shared by many hosts (DESIGN §9).
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// The environment variable holding the Redis URL (built-in `FREEROUTE_REDIS_URL`);
+    /// the URL itself is never in the file, since it may carry a password.
+    pub redis_url_env: Option<String>,
+    /// Key prefix, so that two teams can share one Redis (built-in `freeroute`).
+    pub namespace: Option<String>,
+    /// Budget for each Redis round trip, in milliseconds (built-in 150).
+    pub timeout_ms: Option<u64>,
 }
 
 /// `[defaults]`: each key is the default of the flag of the same name.
@@ -346,6 +362,13 @@ pub const STARTER: &str = r#"# freeroute configuration. Every key is optional; d
 # [providers.openrouter2]
 # base_url = "https://openrouter.ai/api/v1"
 # api_key_env = "OPENROUTER_API_KEY_2"
+
+# Memory shared by many hosts in Redis or Valkey, used when the variable below is set to
+# redis://[:password@]host:port/db, rediss://… (TLS) or unix:///path.
+# [state]
+# redis_url_env = "FREEROUTE_REDIS_URL"
+# namespace = "freeroute"  # key prefix, so two teams can share one Redis
+# timeout_ms = 150         # budget for each Redis round trip
 "#;
 
 /// `config init`: the commented starter config at `path`, never over an existing file

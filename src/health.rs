@@ -33,6 +33,8 @@ pub const HINTED_429_MAX_MS: u64 = 120_000;
 pub const SERVER_WAIT_MAX_MS: u64 = 3 * 3_600_000;
 /// The largest latency taken from memory (a day): anything beyond is damage.
 const LATENCY_MAX_MS: f64 = 86_400_000.0;
+/// The most sends one minute window keeps (far beyond any free tier's limit).
+const MAX_WINDOW_SENDS: usize = 10_000;
 /// The largest count, rate or load taken from memory.
 const COUNT_MAX: f64 = 1e9;
 
@@ -98,9 +100,9 @@ pub struct ProviderStats {
     pub blocked_until_ms: u64,
     pub blocked_outcome: Option<AttemptOutcome>,
     pub blocked_reason: Option<String>,
-    /// Requests sent in the current minute window, which started at `minute_start_ms`.
-    pub minute_start_ms: u64,
-    pub minute_count: u32,
+    /// When the requests of the last minute window were reserved (a sliding window, as
+    /// the limiter's: no stretch of a minute ever holds more than the limit), oldest first.
+    pub minute_sent_ms: Vec<u64>,
     /// Requests sent on the UTC day `day` (days since the epoch).
     pub day: u64,
     pub day_count: u32,
@@ -369,7 +371,17 @@ pub fn backoff(
     }
 }
 
-const DAY_MS: u64 = 86_400_000;
+pub const DAY_MS: u64 = 86_400_000;
+/// Added to a minute window, so that the delay between a reservation and the request's
+/// arrival cannot squeeze one more request into the provider's own window.
+pub const WINDOW_SLACK_MS: u64 = 50;
+
+/// The sliding window a per-minute limit is counted in, slack included.
+pub fn window_ms() -> u64 {
+    crate::minute_ms() + WINDOW_SLACK_MS
+}
+/// The most request times a provider's minute window keeps.
+const MAX_MINUTE_SENT: usize = 10_000;
 
 /// The provider's day number at `now_ms`: days since the epoch, shifted by the offset at
 /// which its daily quota resets (Gemini's at midnight Pacific time, say).
@@ -402,14 +414,19 @@ impl ProviderStats {
         provider_day(now_ms, self.day_offset_ms)
     }
 
-    /// When the current minute window ends.
-    fn minute_end_ms(&self) -> u64 {
-        self.minute_start_ms.saturating_add(crate::minute_ms())
+    /// The requests reserved within the minute window that ends at `now_ms`.
+    fn in_window(&self, now_ms: u64) -> impl Iterator<Item = &u64> {
+        let window = window_ms();
+        self.minute_sent_ms
+            .iter()
+            .filter(move |&&t| t.saturating_add(window) > now_ms)
     }
 
-    /// The counted minute window is still open at `now_ms`.
-    fn in_minute(&self, now_ms: u64) -> bool {
-        now_ms < self.minute_end_ms()
+    /// When the oldest request of the current minute window leaves it.
+    pub fn minute_frees_at(&self, now_ms: u64) -> Option<u64> {
+        self.in_window(now_ms)
+            .next()
+            .map(|t| t.saturating_add(window_ms()))
     }
 
     /// The counted day is the provider's current day (its quota's day, not always UTC's).
@@ -419,11 +436,7 @@ impl ProviderStats {
 
     /// Requests counted in the current minute window.
     pub fn requests_this_minute(&self, now_ms: u64) -> u32 {
-        if self.in_minute(now_ms) {
-            self.minute_count
-        } else {
-            0
-        }
+        self.in_window(now_ms).count() as u32
     }
 
     /// Requests counted on the provider's current day.
@@ -464,10 +477,10 @@ impl ProviderStats {
     /// When the requests counted so far already fill a known window: until when, and why.
     pub fn quota_block(&self, now_ms: u64) -> Option<(u64, String)> {
         if let Some(n) = self.per_minute
-            && self.minute_count >= n
-            && self.in_minute(now_ms)
+            && self.requests_this_minute(now_ms) >= n
+            && let Some(at) = self.minute_frees_at(now_ms)
         {
-            return Some((self.minute_end_ms(), format!("{n} requests this minute")));
+            return Some((at, format!("{n} requests this minute")));
         }
         if let Some(n) = self.day_limit.or(self.per_day)
             && self.is_today(now_ms)
@@ -481,12 +494,34 @@ impl ProviderStats {
         None
     }
 
-    fn count_request(&mut self, now_ms: u64) {
-        if now_ms.saturating_sub(self.minute_start_ms) >= crate::minute_ms() {
-            self.minute_start_ms = now_ms;
-            self.minute_count = 0;
+    /// Reserves one request before it is sent (DESIGN §9 "reserve, then send"): counted in
+    /// the minute and the day when every known window has room, else `Err` with when the
+    /// first of them has room again (a block included).
+    pub fn reserve(&mut self, limits: Limits, offset_ms: i64, now_ms: u64) -> Result<(), u64> {
+        (self.per_minute, self.per_day, self.day_offset_ms) =
+            (limits.per_minute, limits.per_day, offset_ms);
+        if self.blocked_until_ms > now_ms {
+            return Err(self.blocked_until_ms);
         }
-        self.minute_count += 1;
+        if let Some((until, _)) = self.quota_block(now_ms) {
+            return Err(until);
+        }
+        self.count_request(now_ms);
+        Ok(())
+    }
+
+    /// Counts a request sent (by `reserve`, or in memory when the store is unavailable).
+    pub fn count_request(&mut self, now_ms: u64) {
+        let window = window_ms();
+        self.minute_sent_ms
+            .retain(|&t| t.saturating_add(window) > now_ms);
+        // Bounded whatever the limit: a provider without one keeps the last few only.
+        let excess = self
+            .minute_sent_ms
+            .len()
+            .saturating_sub(MAX_MINUTE_SENT - 1);
+        self.minute_sent_ms.drain(..excess);
+        self.minute_sent_ms.push(now_ms);
         let day = self.day_of(now_ms);
         if day != self.day {
             self.day = day;
@@ -540,9 +575,10 @@ impl ProviderStats {
     fn bound(&mut self, now_ms: u64) {
         self.day_offset_ms = self.day_offset_ms.clamp(-(DAY_MS as i64), DAY_MS as i64);
         self.blocked_until_ms = self.blocked_until_ms.min(self.block_limit_ms(now_ms));
-        if self.minute_start_ms > now_ms {
-            (self.minute_start_ms, self.minute_count) = (0, 0);
-        }
+        // Sends in the future cannot be, and a window holds what a minute can.
+        self.minute_sent_ms.retain(|&t| t <= now_ms);
+        let excess = self.minute_sent_ms.len().saturating_sub(MAX_WINDOW_SENDS);
+        self.minute_sent_ms.drain(..excess);
         if self.day > self.day_of(now_ms) {
             (self.day, self.day_count) = (0, 0);
         }
@@ -601,8 +637,8 @@ impl Health {
         for a in attempts {
             let p = self.providers.entry(a.provider.clone()).or_default();
             let (l, offset) = limits(&a.provider);
+            // The request itself was counted when it was reserved (`ProviderStats::reserve`).
             (p.per_minute, p.per_day, p.day_offset_ms) = (l.per_minute, l.per_day, offset);
-            p.count_request(now_ms);
             if a.day_limit.is_some() {
                 p.day_limit = a.day_limit;
             }
@@ -758,7 +794,12 @@ pub(crate) mod tests {
         st.record_attempts(&[a], 1_000, &|_| (Limits::default(), 0));
         let p = &st.providers["or"];
         assert_eq!(p.blocked_until_ms, 5_000_000);
-        assert_eq!(p.day_count, 1);
+        let mut p = p.clone();
+        assert_eq!(
+            p.reserve(Limits::default(), 0, 1_000),
+            Err(5_000_000),
+            "a blocked provider takes no reservation"
+        );
         assert_eq!(
             st.model("or", "m").unwrap().fail,
             0.0,
@@ -767,37 +808,36 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn counted_requests_fill_the_minute_and_the_day() {
-        let mut st = Health::default();
-        let limits = |_: &str| {
-            (
-                Limits {
-                    per_minute: Some(2),
-                    per_day: Some(3),
-                },
-                0,
-            )
+    fn reservations_fill_a_sliding_minute_and_the_day() {
+        let limits = Limits {
+            per_minute: Some(2),
+            per_day: Some(3),
         };
+        let w = window_ms();
+        let mut p = ProviderStats::default();
         let t0 = 10 * 86_400_000;
-        st.record_attempts(
-            &[attempt(AttemptOutcome::Ok), attempt(AttemptOutcome::Ok)],
-            t0,
-            &limits,
-        );
-        let p = &st.providers["or"];
+        assert_eq!(p.reserve(limits, 0, t0), Ok(()));
+        assert_eq!(p.reserve(limits, 0, t0 + 30_000), Ok(()));
         assert_eq!(
-            p.quota_block(t0 + 1),
-            Some((t0 + 60_000, "2 requests this minute".into()))
+            p.reserve(limits, 0, t0 + 31_000),
+            Err(t0 + w),
+            "full until the oldest leaves the window"
         );
-        assert_eq!(p.quota_block(t0 + 60_000), None);
-        st.record_attempts(&[attempt(AttemptOutcome::Ok)], t0 + 61_000, &limits);
-        let p = &st.providers["or"];
         assert_eq!(
-            p.quota_block(t0 + 62_000).unwrap().0,
-            11 * 86_400_000,
+            p.quota_block(t0 + 31_000),
+            Some((t0 + w, "2 requests this minute".into()))
+        );
+        // Sliding: once the first has left the window one slot is free, not two.
+        assert_eq!(p.requests_this_minute(t0 + w), 1);
+        assert_eq!(p.reserve(limits, 0, t0 + w), Ok(()));
+        assert_eq!(p.reserve(limits, 0, t0 + w + 1), Err(t0 + 30_000 + w));
+        assert_eq!(
+            p.reserve(limits, 0, t0 + 200_000),
+            Err(11 * 86_400_000),
             "the day is full until UTC midnight"
         );
-        assert_eq!(p.quota_block(11 * 86_400_000), None);
+        assert_eq!(p.requests_today(t0 + 200_000), 3);
+        assert_eq!(p.reserve(limits, 0, 11 * 86_400_000), Ok(()));
     }
 
     #[test]

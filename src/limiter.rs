@@ -22,6 +22,9 @@ struct Slot {
     day_used: u32,
     day: u64,
     blocked_until_ms: u64,
+    /// The store refused a reservation: every window of the provider is full until then,
+    /// as all processes sharing the store count it (DESIGN §9).
+    full_until_ms: u64,
     /// Sent by this process and not yet folded into the state.
     unrecorded: u32,
     /// When this process sent its requests within the last window (a sliding window,
@@ -74,7 +77,10 @@ impl Slot {
     }
 
     fn has_room(&self, now_ms: u64) -> bool {
-        self.blocked_until_ms <= now_ms && !self.minute_full(now_ms) && !self.day_full(now_ms)
+        self.blocked_until_ms <= now_ms
+            && self.full_until_ms <= now_ms
+            && !self.minute_full(now_ms)
+            && !self.day_full(now_ms)
     }
 }
 
@@ -103,13 +109,13 @@ impl Limiter {
     }
 
     /// Takes the state's latest counts (other processes included) and learned limits.
-    pub fn sync(&mut self, state: &Health, _now_ms: u64) {
+    pub fn sync(&mut self, state: &Health, now_ms: u64) {
         for (name, slot) in self.slots.iter_mut() {
             let Some(p) = state.providers.get(name) else {
                 continue;
             };
-            slot.minute_used = p.minute_count;
-            slot.minute_end_ms = p.minute_start_ms + crate::minute_ms();
+            slot.minute_used = p.requests_this_minute(now_ms);
+            slot.minute_end_ms = p.minute_frees_at(now_ms).unwrap_or(0);
             slot.day_used = p.day_count;
             slot.day = p.day;
             slot.blocked_until_ms = p.blocked_until_ms;
@@ -143,6 +149,14 @@ impl Limiter {
         }
     }
 
+    /// The store found no room for a request at the provider until `until_ms` (other
+    /// processes' requests fill its window): no request is tried there before then.
+    pub fn refused(&mut self, provider: &str, until_ms: u64) {
+        if let Some(s) = self.slots.get_mut(provider) {
+            s.full_until_ms = s.full_until_ms.max(until_ms);
+        }
+    }
+
     /// `n` requests sent to the provider are now in the state.
     pub fn recorded(&mut self, provider: &str, n: u32) {
         if let Some(s) = self.slots.get_mut(provider) {
@@ -162,6 +176,9 @@ impl Limiter {
         let mut at = now_ms;
         if s.blocked_until_ms > now_ms {
             at = at.max(s.blocked_until_ms);
+        }
+        if s.full_until_ms > now_ms {
+            at = at.max(s.full_until_ms);
         }
         if s.minute_full(now_ms) {
             let state_full =
@@ -202,8 +219,7 @@ mod tests {
         state.providers.insert(
             "p".into(),
             ProviderStats {
-                minute_start_ms: 1_000,
-                minute_count: 2,
+                minute_sent_ms: vec![1_000, 1_000],
                 ..Default::default()
             },
         );
@@ -216,14 +232,19 @@ mod tests {
             "a window after our own send, plus slack"
         );
         l.recorded("p", 1);
-        state.providers.get_mut("p").unwrap().minute_count = 3;
+        state
+            .providers
+            .get_mut("p")
+            .unwrap()
+            .minute_sent_ms
+            .push(1_500);
         l.sync(&state, 1_700);
         assert_eq!(
             l.room_at("p", 1_700),
-            Some(61_000),
-            "the state's window ends a minute after it began"
+            Some(61_050),
+            "the state's window ends a minute (plus slack) after its oldest request"
         );
-        assert!(l.try_take("p", 61_000));
+        assert!(l.try_take("p", 61_050));
         assert!(
             l.try_take("unknown", 0),
             "providers without limits always have room"

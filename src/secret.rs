@@ -16,6 +16,16 @@ impl Secret {
         &self.0
     }
 
+    /// Who the key belongs to, without the key (DESIGN §9: quota belongs to a key): the
+    /// first 16 hex digits of its SHA-256, enough to tell keys apart, useless to recover it.
+    pub fn fingerprint(&self) -> String {
+        let digest = ring::digest::digest(&ring::digest::SHA256, self.0.as_bytes());
+        digest.as_ref()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// Replaces every occurrence of the key in `text` (a server may echo a header back),
     /// and every piece of it: a word of `FRAGMENT` or more key characters that is part of
     /// the key, as a cut (ours or the server's) leaves behind.
@@ -134,6 +144,21 @@ mod tests {
             public_url("http://127.0.0.1:8080/v1"),
             "http://127.0.0.1:8080/v1"
         );
+    }
+
+    #[test]
+    fn a_fingerprint_tells_keys_apart_and_hides_them() {
+        let a = Secret::new("sk-or-v1-abcdef".into());
+        assert_eq!(a.fingerprint().len(), 16);
+        assert_eq!(
+            a.fingerprint(),
+            Secret::new("sk-or-v1-abcdef".into()).fingerprint()
+        );
+        assert_ne!(
+            a.fingerprint(),
+            Secret::new("sk-or-v1-abcdeg".into()).fingerprint()
+        );
+        assert!(!a.fingerprint().contains("abcdef"));
     }
 
     #[test]

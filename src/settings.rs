@@ -7,7 +7,8 @@
 //! ```
 //!
 //! This is the only module that reads the environment (the memory's clock, in `clock.rs`,
-//! aside): `FREEROUTE_KEYLESS`, `FREEROUTE_DISCOVER`, `FREEROUTE_SEED`, `NO_COLOR` and the
+//! aside): `FREEROUTE_KEYLESS`, `FREEROUTE_DISCOVER`, `FREEROUTE_SEED`, `NO_COLOR`, the
+//! shared memory's URL (`FREEROUTE_REDIS_URL` or `[state] redis_url_env`) and the
 //! providers' key variables. Past it nothing looks at clap, the config's `[defaults]` or the
 //! environment: a single run, each batch item and each server request get these values.
 
@@ -18,6 +19,7 @@ use crate::config::{Config, HedgeSetting, Keyless};
 use crate::discover;
 use crate::error::{Error, Result};
 use crate::request::{CatalogMode, Hedge, Route};
+use crate::secret::Secret;
 
 pub const DEFAULT_TIMEOUT_SECS: f64 = 120.0;
 pub const DEFAULT_ATTEMPTS: u32 = 8;
@@ -61,6 +63,54 @@ pub struct Sources {
     pub discover: bool,
     /// Loopback ports probed for local servers.
     pub discover_ports: Vec<u16>,
+    /// Where the memory lives (DESIGN §9).
+    pub memory: Memory,
+}
+
+pub const DEFAULT_REDIS_URL_ENV: &str = "FREEROUTE_REDIS_URL";
+pub const DEFAULT_NAMESPACE: &str = "freeroute";
+pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 150;
+/// Longer Redis budgets would let a slow Redis eat a run's deadline.
+pub const MAX_REDIS_TIMEOUT_MS: u64 = 10_000;
+
+/// The memory's home: this host's files, or also a Redis shared by many hosts.
+#[derive(Debug, Clone)]
+pub struct Memory {
+    /// The variable the URL is read from (named in notes and `config show`).
+    pub url_env: String,
+    /// Its value: it may carry a password, so it is a `Secret`.
+    pub redis_url: Option<Secret>,
+    pub namespace: String,
+    /// Budget for each round trip (connect, read, reserve, record).
+    pub timeout: Duration,
+}
+
+impl Memory {
+    pub fn resolve(config: &Config) -> Memory {
+        let s = &config.state;
+        let url_env = s
+            .redis_url_env
+            .clone()
+            .unwrap_or_else(|| DEFAULT_REDIS_URL_ENV.to_string());
+        let namespace = s
+            .namespace
+            .clone()
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+        let ms = s
+            .timeout_ms
+            .unwrap_or(DEFAULT_REDIS_TIMEOUT_MS)
+            .clamp(1, MAX_REDIS_TIMEOUT_MS);
+        Memory {
+            redis_url: env_var(&url_env)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+                .map(Secret::new),
+            url_env,
+            namespace,
+            timeout: Duration::from_millis(ms),
+        }
+    }
 }
 
 impl Sources {
@@ -78,6 +128,7 @@ impl Sources {
                 .discover_ports
                 .clone()
                 .unwrap_or_else(|| discover::DEFAULT_PORTS.to_vec()),
+            memory: Memory::resolve(config),
         }
     }
 }

@@ -24,6 +24,7 @@ use crate::output::explain;
 use crate::plan::{Candidate, Plan};
 use crate::providers::Provider;
 use crate::request::{Hedge, Request};
+use crate::store::{Reservation, Reserved, Store};
 use crate::wire::client::Client;
 use crate::wire::openai::Usage;
 use classify::Failure;
@@ -131,12 +132,17 @@ struct Progress<'a> {
     too_small: Option<u64>,
     /// Requests each provider may still take in its windows (DESIGN §5 quotas).
     limiter: &'a RefCell<Limiter>,
+    /// Where each request is reserved before it is sent (DESIGN §9).
+    store: &'a dyn Store,
+    /// A reservation was refused: another process filled a provider's window.
+    refused: bool,
     /// The request's estimated size (learned as a model's limit when it is too long).
     context_tokens: u64,
     /// Candidates that answered 429 with a time to come back (`Retry-After`, a quota's
-    /// reset), with that time: once every candidate is spent, the run waits for the
-    /// soonest and tries it again, if the deadline and attempts allow.
-    comeback: Vec<(usize, u64)>,
+    /// reset), or whose provider had no room, with that time: once every candidate is
+    /// spent, the run waits for the soonest and tries it again, if the deadline and
+    /// attempts allow.
+    comeback: Vec<Comeback>,
     /// A candidate to try again before any other (the one waited for).
     again: Option<usize>,
 }
@@ -162,13 +168,44 @@ impl Progress<'_> {
             && self.limiter.borrow().has_room(&c.provider, at_ms)
     }
 
-    /// Launches candidate `i` if it is usable and its provider's quota takes the request.
-    fn claim(&mut self, i: usize) -> bool {
-        let taken = self.usable(i)
-            && self
-                .limiter
-                .borrow_mut()
-                .try_take(&self.cands[i].model.provider, crate::now_ms());
+    /// Launches candidate `i` if it is usable and its provider's windows take the request:
+    /// this process's (the limiter) and those of every process sharing the store.
+    fn claim(&mut self, i: usize, provider: &Provider) -> bool {
+        let c = &self.cands[i].model;
+        let now_ms = crate::now_ms();
+        if !self.usable(i) {
+            // No room in this process's view of the windows: as good as a refusal.
+            let l = self.limiter.borrow();
+            if !self.blocked.contains_key(&c.provider) && !l.has_room(&c.provider, now_ms) {
+                self.refused = true;
+                if let Some(at_ms) = l.room_at(&c.provider, now_ms) {
+                    self.comeback.push(Comeback {
+                        i,
+                        at_ms,
+                        full: true,
+                    });
+                }
+            }
+            return false;
+        }
+        let reservation = Reservation {
+            provider: &c.provider,
+            model: &c.id,
+            limits: provider.limits,
+            day_offset_ms: provider.day_offset_ms,
+            now_ms,
+        };
+        if let Reserved::Full { until_ms } = self.store.reserve(&reservation) {
+            self.limiter.borrow_mut().refused(&c.provider, until_ms);
+            self.refused = true;
+            self.comeback.push(Comeback {
+                i,
+                at_ms: until_ms,
+                full: true,
+            });
+            return false;
+        }
+        let taken = self.limiter.borrow_mut().try_take(&c.provider, now_ms);
         if taken {
             self.launched += 1;
         }
@@ -183,14 +220,17 @@ impl Progress<'_> {
         }
         // The one waited for was launched before, so its provider is known.
         if let Some(i) = self.again.take()
-            && self.claim(i)
+            && let Some(p) = provider_of(i)
+            && self.claim(i, p)
         {
             return Some(i);
         }
         while self.next < self.cands.len() {
             let i = self.next;
             self.next += 1;
-            if provider_of(i).is_some() && self.claim(i) {
+            if let Some(p) = provider_of(i)
+                && self.claim(i, p)
+            {
                 return Some(i);
             }
         }
@@ -205,17 +245,22 @@ impl Progress<'_> {
     /// When every candidate is spent and nothing runs: the one to wait for, and how long,
     /// if it comes back with `FIRST_TOKEN_FLOOR` to spare before the deadline and an
     /// attempt is left (DESIGN §3: a run sleeps only when no other candidate is available).
-    fn wait_for_comeback(&mut self, now: Instant, deadline: Instant) -> Option<(usize, Duration)> {
+    fn wait_for_comeback(
+        &mut self,
+        now: Instant,
+        deadline: Instant,
+    ) -> Option<(Comeback, Duration)> {
         if self.launched >= self.attempts {
             return None;
         }
         let now_ms = crate::now_ms();
-        let (pos, &(i, at)) = self
+        let (pos, &back) = self
             .comeback
             .iter()
             .enumerate()
-            .filter(|(_, (i, at))| self.usable_at(*i, *at))
-            .min_by_key(|(_, (_, at))| *at)?;
+            .filter(|(_, c)| self.usable_at(c.i, c.at_ms))
+            .min_by_key(|(_, c)| c.at_ms)?;
+        let (i, at) = (back.i, back.at_ms);
         let wait = crate::wall_time(at.saturating_sub(now_ms));
         if crate::later(now, wait.saturating_add(FIRST_TOKEN_FLOOR)) > deadline {
             return None;
@@ -231,7 +276,7 @@ impl Progress<'_> {
             self.blocked.remove(provider);
         }
         self.again = Some(i);
-        Some((i, wait))
+        Some((back, wait))
     }
 
     fn learn(&mut self, cand: &Candidate, failure: &Failure) {
@@ -255,21 +300,33 @@ impl Progress<'_> {
     }
 }
 
+/// A candidate worth trying again at `at_ms`: after a 429 that said when, or (`full`)
+/// when its provider's window has room again.
+#[derive(Debug, Clone, Copy)]
+struct Comeback {
+    i: usize,
+    at_ms: u64,
+    full: bool,
+}
+
 /// What a run writes down as it goes: its attempts (kept by the caller, so an interrupted
 /// run still knows what was tried) and the quota each request takes from the limiter.
 pub struct Ledger<'a> {
     pub log: RefCell<Vec<AttemptRecord>>,
     pub limiter: &'a RefCell<Limiter>,
+    /// Where each request is reserved before it is sent.
+    pub store: &'a dyn Store,
     /// Requests sent and not finished: (provider, model, sent at). An interrupted run
     /// records them as `cancelled`, so the quota they spent is still counted.
     pub inflight: RefCell<Vec<(String, String, Instant)>>,
 }
 
 impl<'a> Ledger<'a> {
-    pub fn new(limiter: &'a RefCell<Limiter>) -> Self {
+    pub fn new(limiter: &'a RefCell<Limiter>, store: &'a dyn Store) -> Self {
         Ledger {
             log: RefCell::new(Vec::new()),
             limiter,
+            store,
             inflight: RefCell::new(Vec::new()),
         }
     }
@@ -311,6 +368,8 @@ pub async fn run(
         blocked: HashMap::new(),
         too_small: None,
         limiter,
+        store: ledger.store,
+        refused: false,
         context_tokens: req.needs.context_tokens,
         comeback: Vec::new(),
         again: None,
@@ -377,16 +436,24 @@ pub async fn run(
             last_launch = now;
         }
         if opening.is_empty() {
-            let Some((i, wait)) = st.wait_for_comeback(Instant::now(), deadline) else {
+            let Some((back, wait)) = st.wait_for_comeback(Instant::now(), deadline) else {
                 break;
             };
-            let c = &plan.candidates[i].model;
-            sink.note(format!(
-                "every model has failed for now; waiting {:.1}s for {}/{} to come back",
-                wait.as_secs_f64(),
-                c.provider,
-                c.id
-            ));
+            let c = &plan.candidates[back.i].model;
+            sink.note(if back.full {
+                format!(
+                    "no provider has room for a request now; waiting {:.1}s for room at {}",
+                    wait.as_secs_f64(),
+                    c.provider
+                )
+            } else {
+                format!(
+                    "every model has failed for now; waiting {:.1}s for {}/{} to come back",
+                    wait.as_secs_f64(),
+                    c.provider,
+                    c.id
+                )
+            });
             tokio::time::sleep(wait).await;
             continue;
         }
@@ -519,6 +586,7 @@ pub async fn run(
         log.borrow().clone(),
         out_of_time,
         st.launched,
+        st.refused,
     )))
 }
 
@@ -596,7 +664,11 @@ fn failure(
     if let (AttemptOutcome::RateLimited | AttemptOutcome::QuotaExhausted, Some(at)) =
         (failure.outcome, failure.hint_ms)
     {
-        st.comeback.push((i, at));
+        st.comeback.push(Comeback {
+            i,
+            at_ms: at,
+            full: false,
+        });
     }
     None
 }
@@ -607,10 +679,18 @@ fn give_up(
     attempts: Vec<AttemptRecord>,
     out_of_time: bool,
     tried: usize,
+    refused: bool,
 ) -> Error {
     if tried == 0 && !out_of_time {
-        return Error::new(ErrorKind::AllFailed, "No candidate could be tried")
-            .with_attempts(attempts);
+        let message = match refused {
+            true => "No candidate could be tried: every provider's request window is full",
+            false => "No candidate could be tried",
+        };
+        let err = Error::new(ErrorKind::AllFailed, message).with_attempts(attempts);
+        return match refused {
+            true => err.with_hint("See `freeroute stats` for when each provider has room"),
+            false => err,
+        };
     }
     if !attempts.is_empty()
         && attempts

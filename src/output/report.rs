@@ -312,16 +312,26 @@ impl<'a> StatsProvider<'a> {
 #[derive(Serialize)]
 struct StatsReport<'a> {
     state_dir: Option<&'a str>,
+    /// Where the health shown comes from: the shared memory (DESIGN §9), or this host's.
+    memory: Memory<'a>,
     models: Vec<StatsModel<'a>>,
     providers: Vec<StatsProvider<'a>>,
     runs_logged: usize,
     runs_answered: usize,
 }
 
-/// `stats`: what the router remembers, as a table or one JSON object.
+#[derive(Serialize)]
+struct Memory<'a> {
+    shared: bool,
+    from: Option<&'a str>,
+}
+
+/// `stats`: what the router remembers, as a table or one JSON object. `shared`: the
+/// shared memory the health was read from, when it was.
 pub fn stats(
     health: &Health,
     location: Option<&str>,
+    shared: Option<&str>,
     log: LogCounts,
     now: u64,
     json: bool,
@@ -340,6 +350,10 @@ pub fn stats(
     if json {
         printer.json(&StatsReport {
             state_dir: location,
+            memory: Memory {
+                shared: shared.is_some(),
+                from: shared.or(location),
+            },
             models,
             providers,
             runs_logged: log.runs,
@@ -348,6 +362,9 @@ pub fn stats(
         return;
     }
     let mut s = String::new();
+    if let Some(from) = shared {
+        s.push_str(&format!("# shared memory: {from}\n"));
+    }
     if let Some(d) = location {
         s.push_str(&format!(
             "# {d}: {} runs logged, {} answered\n",
@@ -424,6 +441,7 @@ pub struct ShownDefaults<'a> {
     pub keyless: Keyless,
     pub discover: bool,
     pub discover_ports: &'a [u16],
+    pub memory: &'a crate::settings::Memory,
 }
 
 /// `config show`: the merged configuration; keys are never shown, only whether set.
@@ -446,6 +464,24 @@ pub fn config(file: &str, d: &ShownDefaults, found: &Providers, printer: &Printe
     s.push_str(&format!(
         "discover = {}\ndiscover_ports = {:?}\n",
         d.discover, d.discover_ports
+    ));
+    let m = d.memory;
+    s.push_str("\n[state]\n");
+    match &m.redis_url {
+        Some(url) => s.push_str(&format!(
+            "redis_url_env = {:?}  # set: {}\n",
+            m.url_env,
+            crate::store::redis::shown_url(url.expose())
+        )),
+        None => s.push_str(&format!(
+            "redis_url_env = {:?}  # not set: this host's memory only\n",
+            m.url_env
+        )),
+    }
+    s.push_str(&format!(
+        "namespace = {:?}\ntimeout_ms = {}\n",
+        m.namespace,
+        m.timeout.as_millis()
     ));
     let describe = |p: &Provider, status: &str, s: &mut String| {
         s.push_str(&format!("\n[providers.{}]  # {status}\n", p.name));

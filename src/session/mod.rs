@@ -99,7 +99,10 @@ impl Session {
         )?;
         let dir = crate::store::file::state_dir();
         let host = FileStore::new(dir.clone());
-        let store: Box<dyn Store> = Box::new(FileStore::new(dir));
+        let (store, fault) = crate::store::open(&sources.memory, &enabled, dir);
+        if let Some(note) = fault {
+            printer.note(&note);
+        }
         // Every number from the store is bounded where it enters (`Health::bounded`).
         let mut health = store.snapshot().bounded(crate::now_ms());
         if route.catalog == request::CatalogMode::Refresh {
@@ -254,7 +257,7 @@ impl Session {
         sink: &mut dyn TokenSink,
         cancel: impl Future<Output = ()>,
     ) -> RunOutcome {
-        let ledger = Ledger::new(&self.limiter);
+        let ledger = Ledger::new(&self.limiter, &*self.store);
         let result = match self.client() {
             Err(e) => Some(Err(Stop::Error(e))),
             Ok(client) => {
@@ -350,6 +353,12 @@ impl Session {
                 // Without the store, keep counting in memory so limits still hold.
                 let mut h = self.health.borrow_mut();
                 h.record_attempts(attempts, now, &limits);
+                for a in attempts {
+                    h.providers
+                        .entry(a.provider.clone())
+                        .or_default()
+                        .count_request(now);
+                }
                 limiter.sync(&h, now);
                 vec![format!("Running without memory: {e}")]
             }

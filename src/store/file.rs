@@ -4,17 +4,22 @@
 //! temporary file and a rename, so concurrent runs lose nothing and a crash never leaves a
 //! torn file. An unreadable state file is set aside and rebuilt, never fatal.
 
-use std::fs::{File, OpenOptions};
+use std::cell::{Cell, RefCell};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError};
+use super::{Reservation, Reserved, Store, StoreError};
 use crate::health::{Health, VERSION};
 use crate::wire::openai::Message;
 
 const LOG_CAP_BYTES: u64 = 1024 * 1024;
+/// The longest a run waits for another process's lock on the state: past it the update
+/// (or the reservation) is given up with a note, never the run (DESIGN §5).
+const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// What the request log says: runs logged and runs answered.
 #[derive(Debug, Clone, Copy, Default)]
@@ -33,11 +38,20 @@ pub fn state_dir() -> Option<PathBuf> {
 /// The file-backed store.
 pub struct FileStore {
     dir: Option<PathBuf>,
+    /// What reservations have to tell (a state file set aside, a request that could not
+    /// be counted), told by the next `update`.
+    pending: RefCell<Vec<String>>,
+    /// The lock was not had within `LOCK_WAIT` once: this run waits for it no more.
+    stuck: Cell<bool>,
 }
 
 impl FileStore {
     pub fn new(dir: Option<PathBuf>) -> Self {
-        FileStore { dir }
+        FileStore {
+            dir,
+            pending: RefCell::new(Vec::new()),
+            stuck: Cell::new(false),
+        }
     }
 
     pub fn dir(&self) -> Option<&Path> {
@@ -134,9 +148,45 @@ impl FileStore {
                     dir.display()
                 ))
             })?;
-        lock.lock()
-            .map_err(|e| err(format!("cannot lock the state: {e}")))?;
-        Ok(lock)
+        // Polled, so that a process that keeps the lock (a stuck run, `flock state.lock
+        // sleep 60`) costs this one at most `LOCK_WAIT`.
+        let started = Instant::now();
+        let mut pause = Duration::from_micros(200);
+        loop {
+            match lock.try_lock() {
+                Ok(()) => return Ok(lock),
+                Err(TryLockError::WouldBlock)
+                    if !self.stuck.get() && started.elapsed() < LOCK_WAIT =>
+                {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(10));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    self.stuck.set(true);
+                    return Err(err(format!(
+                        "another process has held the state's lock for over {} s",
+                        LOCK_WAIT.as_secs()
+                    )));
+                }
+                Err(TryLockError::Error(e)) => {
+                    return Err(err(format!("cannot lock the state: {e}")));
+                }
+            }
+        }
+    }
+
+    /// Appends the run's line to this host's request log, under the lock.
+    pub fn log(&self, line: &str) -> Result<(), StoreError> {
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        std::fs::create_dir_all(dir)
+            .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
+        let lock = self.lock(dir)?;
+        let result = append_log(&dir.join("requests.jsonl"), line)
+            .map_err(|e| err(format!("cannot write the request log: {e}")));
+        drop(lock);
+        result
     }
 
     /// Reads the state once, without a lock (writers rename whole files into place). An
@@ -270,7 +320,36 @@ impl Store for FileStore {
         change: &mut dyn FnMut(&mut Health),
         log_line: Option<&str>,
     ) -> Result<(Vec<String>, Health), StoreError> {
-        self.read_modify_write(change, log_line)
+        let (notes, health) = self.read_modify_write(change, log_line)?;
+        let mut told = std::mem::take(&mut *self.pending.borrow_mut());
+        told.extend(notes);
+        Ok((told, health))
+    }
+
+    /// Under the state's lock, like every update: parallel runs on one machine never
+    /// exceed a provider's known limit (issue 14, item 11).
+    fn reserve(&self, r: &Reservation) -> Reserved {
+        if self.dir.is_none() {
+            return Reserved::Taken;
+        }
+        let mut outcome = Reserved::Taken;
+        let mut take = |h: &mut Health| {
+            let p = h.providers.entry(r.provider.to_string()).or_default();
+            if let Err(until_ms) = p.reserve(r.limits, r.day_offset_ms, r.now_ms) {
+                outcome = Reserved::Full { until_ms };
+            }
+        };
+        let mut pending = self.pending.borrow_mut();
+        match self.read_modify_write(&mut take, None) {
+            Ok((notes, _)) => pending.extend(notes),
+            Err(e) => {
+                let note = format!("Some requests were sent uncounted: {e}");
+                if !pending.contains(&note) {
+                    pending.push(note);
+                }
+            }
+        }
+        outcome
     }
 
     fn reset(&self) -> Result<(), StoreError> {

@@ -1,15 +1,44 @@
-//! Where the health model (`health::Health`) is kept between runs (DESIGN §5): behind the
-//! `Store` trait, so that a shared store (DESIGN §9) can take the file's place without the
-//! plan or the attempts knowing. A run reads one snapshot before planning and makes one
-//! update under the store's lock when it is done; no lock is ever held across network I/O.
-//! What stays on this host whatever the store (conversations, the request log) is in
-//! `file.rs` too.
+//! Where the health model (`health::Health`) is kept between runs (DESIGN §5, §9): behind
+//! the `Store` trait, so that the shared store (`redis.rs`) takes the file's place without
+//! the plan or the attempts knowing. A run reads one snapshot before planning, reserves
+//! each request in its provider's windows just before sending it, and makes one update
+//! when it is done; no lock is ever held across network I/O. What stays on this host
+//! whatever the store (conversations, the request log) is in `file.rs`.
 
 pub mod file;
+pub mod redis;
 
 use crate::health::Health;
+use crate::providers::Limits;
 
 pub use file::{FileStore, LogCounts, write_atomic};
+pub use redis::{RedisStore, open};
+
+/// One request about to be sent: it is counted in every window of its provider before it
+/// goes (DESIGN §9 "reserve, then send"), atomically with every other process sharing the
+/// store, so that all of them together never exceed the provider's limits. The presets
+/// know no per-model window (a model's own limit is learned softly, for ranking), so the
+/// windows are the provider's: the sliding minute and the provider's day, with the daily
+/// limit the provider stated in a 429 in place of the documented one.
+#[derive(Debug, Clone, Copy)]
+pub struct Reservation<'a> {
+    pub provider: &'a str,
+    pub model: &'a str,
+    /// The documented (or configured) limits.
+    pub limits: Limits,
+    /// When the provider's day starts (`Provider::day_offset_ms`).
+    pub day_offset_ms: i64,
+    pub now_ms: u64,
+}
+
+/// What a reservation came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reserved {
+    /// Counted: send it.
+    Taken,
+    /// A window (or a block) of the provider is full until then: send nothing there.
+    Full { until_ms: u64 },
+}
 
 /// Why the store could not be read or written; the run goes on without memory.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +59,11 @@ pub trait Store {
         change: &mut dyn FnMut(&mut Health),
         log_line: Option<&str>,
     ) -> Result<(Vec<String>, Health), StoreError>;
+
+    /// Reserves the request in every window of its provider. A store that cannot be
+    /// reached never costs the answer: the reservation is then `Taken` and the fault is
+    /// told by the next `update`.
+    fn reserve(&self, r: &Reservation) -> Reserved;
 
     /// Forgets the health (the file store also its request log and conversations).
     fn reset(&self) -> Result<(), StoreError>;

@@ -43,7 +43,7 @@ fn absurd_numbers_in_a_state_file_that_parses_never_panic() {
         },
         "providers": {
             "other": {"blocked_until_ms": 99_999_999_999_999u64, "day_offset_ms": i64::MIN,
-                      "minute_start_ms": u64::MAX, "minute_count": u32::MAX,
+                      "minute_sent_ms": [u64::MAX, 5, u64::MAX],
                       "day": u64::MAX, "day_count": u32::MAX}
         }
     });

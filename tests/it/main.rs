@@ -21,6 +21,7 @@ mod latency;
 mod memory;
 mod providers;
 mod real_llama;
+mod redis;
 mod regressions;
 mod serve;
 mod serve_sdk;

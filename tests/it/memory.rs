@@ -421,3 +421,61 @@ fn a_model_at_its_learned_request_limit_is_tried_last() {
     assert_eq!(v["attempts"].as_array().unwrap().len(), 1, "{out}");
     assert_eq!(s.chats().len(), sent + 1);
 }
+
+#[test]
+fn sixty_four_parallel_runs_never_send_a_provider_more_than_its_minute_limit() {
+    // Issue 14, item 11: the quota is reserved in the state, under its lock, before a
+    // request is sent. The clock stands still, so the whole test is one minute window.
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = sent.clone();
+    let s = FakeServer::start(move |r| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        fake::answer(&r.model(), &["ok"])
+    });
+    let env = local(&s)
+        .config("requests_per_minute = 20\n")
+        .var("FREEROUTE_NOW_MS", "1800000000000");
+    let children: Vec<_> = (0..64)
+        .map(|_| {
+            env.cmd(&["-q", "--timeout", "20", "q"])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut answered = 0;
+    for c in children {
+        let out = wait_within(c, RUN_LIMIT, "a parallel run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        match out.status.code() {
+            Some(0) => answered += 1,
+            // Full when it tried, or already when it planned: either way it says so.
+            Some(4) => assert!(
+                stderr.contains("request window is full") || stderr.contains("can be asked now"),
+                "{stderr}"
+            ),
+            other => panic!("exit {other:?}: {stderr}"),
+        }
+    }
+    assert_eq!(sent.load(std::sync::atomic::Ordering::SeqCst), 20);
+    assert_eq!(answered, 20, "every slot of the window is used");
+    let v = stats(&env);
+    assert_eq!(v["providers"][0]["requests_this_minute"], 20, "{v}");
+}
+
+#[test]
+fn a_state_lock_held_by_another_process_costs_a_run_only_its_memory() {
+    let s = FakeServer::start(|r| fake::answer(&r.model(), &["ok"])).expect_chats(1);
+    let env = local(&s);
+    std::fs::create_dir_all(env.state_dir()).unwrap();
+    let lock = std::fs::File::create(env.state_dir().join("state.lock")).unwrap();
+    lock.lock().unwrap();
+    let out = env
+        .limit(Duration::from_secs(20))
+        .run(&["-m", "fast-7b", "q"]);
+    drop(lock);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "ok\n"), "{out}");
+    assert!(out.stderr.contains("held the state's lock"), "{out}");
+}
