@@ -782,7 +782,10 @@ def far_future_times(home: str) -> list[str]:
 # its subreaper, so freeroute becomes our child and os.wait4 gives its own rusage.
 _SUBREAPER = False
 _SPAWN_LOCK = threading.Lock()
-LAUNCH = 'o=$1; e=$2; shift 2; unset PWD; "$@" </dev/null >"$o" 2>"$e" & echo $!'
+# The background child waits for a line on the shell's stdin (kept as fd 4: an async list's
+# stdin is /dev/null), sent once the shell has exited, so that the shell can never reap it
+# first (taking its rusage with it).
+LAUNCH = 'exec 4<&0; o=$1; e=$2; shift 2; unset PWD; { read _ <&4; exec "$@" </dev/null >"$o" 2>"$e" 4<&-; } & echo $!'
 
 
 def become_subreaper():
@@ -798,11 +801,17 @@ def become_subreaper():
 def spawn(binary, args, env, cwd, out_path, err_path) -> int:
     with _SPAWN_LOCK:
         become_subreaper()
-        sh = subprocess.Popen(["/bin/sh", "-c", LAUNCH, "sh", out_path, err_path, binary, *args], env=env, cwd=cwd,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        pid = int(sh.stdout.readline())
-        sh.stdout.close()
-        sh.wait()
+        go_r, go_w = os.pipe()
+        try:
+            sh = subprocess.Popen(["/bin/sh", "-c", LAUNCH, "sh", out_path, err_path, binary, *args], env=env, cwd=cwd,
+                                  stdin=go_r, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            pid = int(sh.stdout.readline())
+            sh.stdout.close()
+            sh.wait()
+            os.write(go_w, b"go\n")
+        finally:
+            os.close(go_r)
+            os.close(go_w)
         return pid
 
 
@@ -962,8 +971,8 @@ def main() -> int:
 def report(results: list[Result], wall: float, binary: str):
     rss = [r.rss for r in results]
     n = len(results)
-    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
-    print(f"# hostile server: {n} runs, build of {rev}, {wall:.0f} s wall, {os.cpu_count()} CPUs\n")
+    rev = subprocess.run(["git", "log", "-1", "--format=%h", "--", "src", "Cargo.toml", "Cargo.lock"], capture_output=True, text=True).stdout.strip() or "unknown"
+    print(f"# hostile server: {n} runs, release build of src at {rev}, {wall:.0f} s wall, {os.cpu_count()} CPUs\n")
     rows = [
         ("panics (exit 101/134, a signal, or \"panicked\")", sum(r.panic for r in results), "0"),
         (f"runs over the deadline ({TIMEOUT_S:.0f} s + {GRACE_S:.0f} s)", sum(r.overdue for r in results), "0"),
