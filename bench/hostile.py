@@ -13,7 +13,8 @@ a cleared environment and a test key. Counted per run:
 - wrong answers with exit 0: stdout (or --json's `content`) not exactly the expected text;
   the expected text is HOSTILE's own for harmless oddities, GOOD's for damage;
 - harmless oddities that failed: a harmless class that exited non-zero (its text was whole);
-- key fragments: any 12-character piece of the key anywhere under HOME, in stdout or stderr;
+- key fragments: any 12-character piece of the key anywhere under HOME, in stdout or stderr,
+  or in what `freeroute stats` and `stats --json` print afterwards in the same HOME;
 - key at the redirect target: a request with an Authorization header reaching the port a
   redirect pointed to.
 
@@ -472,7 +473,8 @@ async def serve_hostile(rs: RunServer, conn: Conn, r: random.Random, headers: di
     if cls == "auth_echo_plain":
         n = echo_prefix(r, 259)
         body = ("E" * n + "Authorization: " + auth + " was rejected").encode()
-        await conn.full(r.choice([400, 401, 403, 500, 502, 429]), [("content-type", "text/plain")], body)
+        hs = [("content-type", "text/plain")] + ([("x-echo-authorization", auth)] if r.random() < 0.5 else [])
+        await conn.full(r.choice([400, 401, 403, 500, 502, 429]), hs, body)
         return
 
     if cls == "auth_echo_json":
@@ -734,6 +736,7 @@ class Result:
     redirect_hits: int = 0
     requests: int = 0
     far_future: list = field(default_factory=list)
+    later: bytes = b""  # the output of `freeroute stats` and `stats --json` in the same HOME
 
 
 def scan_home(home: str, frags: list[bytes]) -> list[str]:
@@ -854,6 +857,13 @@ def run_case(loop: Loop, binary: str, case: Case, keep: bool = False) -> Result:
         res.code = os.waitstatus_to_exitcode(status)
         res.rss = ru.ru_maxrss * 1024
         loop.stop(rs)
+        # What the run left behind must not show the key either when read back.
+        for extra in (["stats"], ["stats", "--json"]):
+            try:
+                q = subprocess.run([binary, *extra], env=env, cwd=tmp, stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
+                res.later += q.stdout + q.stderr
+            except subprocess.TimeoutExpired:
+                res.later += b"(stats timed out)"
         res.stdout = open(out_path, "rb").read()
         res.stderr = open(err_path, "rb").read()
         res.redirect_hits = len(rs.redirect_hits)
@@ -889,7 +899,7 @@ def judge(res: Result, home: str):
         res.harmless_failed = True
     frags = fragments(c.key)
     res.leaks = scan_home(home, frags)
-    for name, data in (("stdout", res.stdout), ("stderr", res.stderr)):
+    for name, data in (("stdout", res.stdout), ("stderr", res.stderr), ("the output of `stats`", res.later)):
         if any(f in data for f in frags):
             res.leaks.append(name)
     res.far_future = far_future_times(home)
@@ -978,7 +988,7 @@ def report(results: list[Result], wall: float, binary: str):
         (f"runs over the deadline ({TIMEOUT_S:.0f} s + {GRACE_S:.0f} s)", sum(r.overdue for r in results), "0"),
         ("wrong answers with exit 0", sum(bool(r.wrong) for r in results), "0"),
         ("harmless oddities that failed (exit != 0)", sum(r.harmless_failed for r in results), "0"),
-        ("runs with a key fragment under HOME or in stdout/stderr", sum(bool(r.leaks) for r in results), "0"),
+        ("runs with a key fragment under HOME, in stdout/stderr or in `stats`", sum(bool(r.leaks) for r in results), "0"),
         ("requests with Authorization at a redirect target", sum(r.redirect_hits for r in results), "0"),
         ("peak RSS, max", f"{max(rss) / 1e6:.1f} MB", "< 64 MB"),
         ("peak RSS, median", f"{statistics.median(rss) / 1e6:.1f} MB", ""),
