@@ -244,11 +244,16 @@ pub fn load_catalogs(
             )
             .with_hint("Raise --timeout, or run once with a longer one to fill the cache"));
         }
+        let hint = if route.catalog == crate::request::CatalogMode::Offline {
+            "Run once without --offline to fill the cache"
+        } else {
+            "Check the network and the providers' base_url (`freeroute config show`)"
+        };
         return Err(Error::new(
             ErrorKind::AllFailed,
             format!("Could not get any model list ({})", names.join("; ")),
         )
-        .with_hint("Check the network, or run once without --offline to fill the cache"));
+        .with_hint(hint));
     }
     Ok(loaded)
 }

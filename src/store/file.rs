@@ -71,7 +71,9 @@ impl FileStore {
             return LogCounts::default();
         };
         let mut c = LogCounts::default();
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        // Whole lines only: a torn last line (its writer died) is no run.
+        let whole = text.rfind('\n').map_or("", |i| &text[..i]);
+        for line in whole.lines().filter(|l| !l.trim().is_empty()) {
             c.runs += 1;
             c.answered += usize::from(line.contains("\"ok\":true"));
         }
@@ -229,9 +231,11 @@ impl FileStore {
             &serde_json::to_vec(&state).expect("state serializes"),
         )
         .map_err(|e| err(format!("cannot write {}: {e}", path.display())));
-        if let (Ok(()), Some(line)) = (&result, log_line) {
-            append_log(&dir.join("requests.jsonl"), line)
-                .map_err(|e| err(format!("cannot write the request log: {e}")))?;
+        if let (Ok(()), Some(line)) = (&result, log_line)
+            && let Err(e) = append_log(&dir.join("requests.jsonl"), line)
+        {
+            // The state was written: the memory holds; only the log misses this run.
+            notes.push(format!("This run is not in the request log: {e}"));
         }
         drop(lock);
         result.map(|()| (notes, state))
@@ -294,6 +298,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Appends one line; past the cap, the older half of the log is dropped (atomically).
+/// Crash-safe: a torn last line (a writer killed mid-write, a disk that filled) is cut
+/// off before the new line is added, the line goes out in one write, and a write that
+/// fails is cut back, so the log holds whole lines only.
 fn append_log(path: &Path, line: &str) -> std::io::Result<()> {
     if std::fs::metadata(path).is_ok_and(|m| m.len() > LOG_CAP_BYTES) {
         // Bytes, not text: the middle may fall inside a multi-byte character.
@@ -305,9 +312,42 @@ fn append_log(path: &Path, line: &str) -> std::io::Result<()> {
             .map_or(bytes.len(), |i| cut + i + 1);
         write_atomic(path, &bytes[start..])?;
     }
-    let mut f: File = OpenOptions::new().create(true).append(true).open(path)?;
-    f.write_all(line.as_bytes())?;
-    f.write_all(b"\n")
+    let mut f: File = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)?;
+    let whole = whole_lines_len(&mut f)?;
+    if whole < f.metadata()?.len() {
+        f.set_len(whole)?;
+    }
+    let mut record = Vec::with_capacity(line.len() + 1);
+    record.extend_from_slice(line.as_bytes());
+    record.push(b'\n');
+    if let Err(e) = f.write_all(&record) {
+        let _ = f.set_len(whole);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// The length of the file up to and including its last line end.
+fn whole_lines_len(f: &mut File) -> std::io::Result<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = f.metadata()?.len();
+    let mut end = len;
+    let mut buf = [0u8; 4096];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let n = (end - start) as usize;
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(&mut buf[..n])?;
+        if let Some(i) = buf[..n].iter().rposition(|&b| b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
 }
 
 impl Store for FileStore {
@@ -371,6 +411,22 @@ mod tests {
     use crate::health::tests::attempt;
     use crate::outcome::AttemptOutcome;
     use crate::providers::Limits;
+
+    #[test]
+    fn a_torn_last_line_is_skipped_by_readers_and_repaired_by_the_next_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(Some(dir.path().to_path_buf()));
+        let path = dir.path().join("requests.jsonl");
+        std::fs::write(&path, "{\"ok\":true}\n{\"ok\":tr").unwrap();
+        assert_eq!(store.log_counts().runs, 1);
+        append_log(&path, "{\"ok\":false}").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"ok\":true}\n{\"ok\":false}\n"
+        );
+        let c = store.log_counts();
+        assert_eq!((c.runs, c.answered), (2, 1));
+    }
 
     #[test]
     fn capping_the_log_never_splits_a_character() {

@@ -39,6 +39,9 @@ pub struct Decoder {
     has_data: bool,
     /// The first bytes were seen (a UTF-8 BOM there is dropped, as the SSE spec says).
     started: bool,
+    /// A line that could not be read, reported by the next call: the events before it
+    /// (a `[DONE]` among them, after which nothing more is read) are delivered first.
+    broken: Option<DecodeError>,
     /// Bytes examined for line ends, for the test that decoding is linear.
     #[cfg(test)]
     looked: usize,
@@ -51,6 +54,9 @@ impl Decoder {
 
     /// Feeds bytes; returns the events they complete.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<Event>, DecodeError> {
+        if let Some(e) = self.broken {
+            return Err(e);
+        }
         self.buf.extend_from_slice(bytes);
         if !self.started {
             const BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -84,10 +90,17 @@ impl Decoder {
                 i = end;
                 break;
             }
-            let line = std::str::from_utf8(&self.buf[start..end])
-                .map_err(|_| DecodeError::InvalidUtf8)?
-                .to_owned();
-            self.line(&line, &mut events)?;
+            let read = std::str::from_utf8(&self.buf[start..end])
+                .map_err(|_| DecodeError::InvalidUtf8)
+                .map(str::to_owned)
+                .and_then(|line| self.line(&line, &mut events));
+            if let Err(e) = read {
+                if events.is_empty() {
+                    return Err(e);
+                }
+                self.broken = Some(e);
+                return Ok(events);
+            }
             i = end
                 + if self.buf[end] == b'\r' && self.buf[end + 1] == b'\n' {
                     2
@@ -107,6 +120,9 @@ impl Decoder {
     /// End of stream: a last event without its blank line is still delivered (some servers
     /// close right after the final `data:` line).
     pub fn finish(&mut self) -> Result<Vec<Event>, DecodeError> {
+        if let Some(e) = self.broken {
+            return Err(e);
+        }
         let mut events = Vec::new();
         if !self.buf.is_empty() {
             let rest = std::mem::take(&mut self.buf);
@@ -255,6 +271,23 @@ data: {\"a\":1}\n\ndata: {\"b\":\r\ndata: 2}\r\n\r\nevent: message\nid: 7\ndata:
         );
         let mut d = Decoder::new();
         d.feed(b"data: \xC3").unwrap();
+        assert_eq!(d.finish(), Err(DecodeError::InvalidUtf8));
+    }
+
+    #[test]
+    fn a_bad_line_costs_no_event_before_it() {
+        let mut d = Decoder::new();
+        let events = d
+            .feed(b"data: {\"a\":1}\n\ndata: [DONE]\n\n\xFF\xFE garbage {{{\n\n")
+            .unwrap();
+        assert_eq!(
+            events,
+            vec![
+                Event::Data("{\"a\":1}".into()),
+                Event::Data("[DONE]".into())
+            ]
+        );
+        assert_eq!(d.feed(b"data: more\n\n"), Err(DecodeError::InvalidUtf8));
         assert_eq!(d.finish(), Err(DecodeError::InvalidUtf8));
     }
 

@@ -785,3 +785,29 @@ fn a_pooled_connection_the_server_dropped_is_retried_once_not_blamed_on_the_mode
     assert_eq!(a.len(), 2, "{a:?}");
     assert_eq!(a[1].1, "ok", "{a:?}");
 }
+
+#[test]
+fn bytes_that_are_not_utf8_after_done_cost_no_answer() {
+    // Found by bench/hostile.py (seeds 85, 90, 138): the answer was dropped and the next
+    // model asked, or, streamed, exit 4 after the whole answer was printed.
+    let s = server(|r| {
+        if r.model() == BIG {
+            let mut steps = fake::answer_steps(BIG, &["whole ", "answer"]);
+            steps.push(Step::Bytes(b"\xff\xfe garbage {{{\n\n".to_vec()));
+            Reply::stream(steps)
+        } else {
+            fake::answer(&r.model(), &[FALLBACK_TEXT])
+        }
+    });
+    let env = Env::new(&s);
+    for args in [
+        &["-m", BIG, "-m", MID, "q"][..],
+        &["--stream", "-m", BIG, "-m", MID, "q"],
+    ] {
+        let out = env.run(args);
+        assert_eq!(out.code, 0, "{args:?}: {out}");
+        assert_eq!(out.stdout, "whole answer\n", "{args:?}");
+    }
+}
+
+const FALLBACK_TEXT: &str = "the other model";
