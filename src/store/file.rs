@@ -71,7 +71,14 @@ impl FileStore {
             return LogCounts::default();
         };
         let mut c = LogCounts::default();
-        // Whole lines only: a torn last line (its writer died) is no run.
+        // Committed, whole lines only: a line past what the state accounts for, or a torn
+        // last line, is a run that died while it was recorded.
+        let text = match self.committed_log() {
+            Some(n) if (n as usize) < text.len() && text.is_char_boundary(n as usize) => {
+                &text[..n as usize]
+            }
+            _ => &text[..],
+        };
         let whole = text.rfind('\n').map_or("", |i| &text[..i]);
         for line in whole.lines().filter(|l| !l.trim().is_empty()) {
             c.runs += 1;
@@ -177,18 +184,17 @@ impl FileStore {
         }
     }
 
-    /// Appends the run's line to this host's request log, under the lock.
+    /// Appends the run's line to this host's request log, under the lock (the shared
+    /// store's runs: their health is elsewhere, their log here). The line is committed in
+    /// `state.json` as the file store's are (`StateFile::log_bytes`).
     pub fn log(&self, line: &str) -> Result<(), StoreError> {
-        let Some(dir) = &self.dir else {
-            return Ok(());
-        };
-        std::fs::create_dir_all(dir)
-            .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
-        let lock = self.lock(dir)?;
-        let result = append_log(&dir.join("requests.jsonl"), line)
-            .map_err(|e| err(format!("cannot write the request log: {e}")));
-        drop(lock);
-        result
+        self.read_modify_write(&mut |_| {}, Some(line))
+            .and_then(
+                |(notes, _)| match notes.into_iter().find(|n| n.starts_with(UNLOGGED)) {
+                    Some(n) => Err(err(n)),
+                    None => Ok(()),
+                },
+            )
     }
 
     /// Reads the state once, without a lock (writers rename whole files into place). An
@@ -200,11 +206,17 @@ impl FileStore {
         };
         match std::fs::read(&path)
             .ok()
-            .map(|b| serde_json::from_slice::<Health>(&b))
+            .map(|b| serde_json::from_slice::<StateFile>(&b))
         {
-            Some(Ok(s)) if s.version == VERSION => s,
+            Some(Ok(s)) if s.health.version == VERSION => s.health,
             _ => Health::fresh(),
         }
+    }
+
+    /// How much of the request log the state accounts for (see `StateFile::log_bytes`).
+    fn committed_log(&self) -> Option<u64> {
+        let bytes = std::fs::read(self.file()?).ok()?;
+        serde_json::from_slice::<StateFile>(&bytes).ok()?.log_bytes
     }
 
     /// Read-modify-write under an exclusive lock, written atomically. The lock is held
@@ -224,22 +236,38 @@ impl FileStore {
         let lock = self.lock(dir)?;
         let mut notes = Vec::new();
         let path = dir.join("state.json");
-        let mut state = read_or_set_aside(&path, &mut notes);
-        f(&mut state);
-        let result = write_atomic(
-            &path,
-            &serde_json::to_vec(&state).expect("state serializes"),
-        )
-        .map_err(|e| err(format!("cannot write {}: {e}", path.display())));
-        if let (Ok(()), Some(line)) = (&result, log_line)
-            && let Err(e) = append_log(&dir.join("requests.jsonl"), line)
-        {
-            // The state was written: the memory holds; only the log misses this run.
-            notes.push(format!("This run is not in the request log: {e}"));
+        let mut file = read_or_set_aside(&path, &mut notes);
+        f(&mut file.health);
+        // The log line first, the state second: the state's rename commits both. A run
+        // killed in between leaves a line past `log_bytes`, which readers skip and the next
+        // writer cuts, so the state and the log always tell the same story.
+        if let Some(line) = log_line {
+            match append_log(&dir.join("requests.jsonl"), line, file.log_bytes) {
+                Ok(end) => file.log_bytes = Some(end),
+                // The memory holds; only the log misses this run.
+                Err(e) => notes.push(format!("{UNLOGGED}: {e}")),
+            }
         }
+        let result = write_atomic(&path, &serde_json::to_vec(&file).expect("state serializes"))
+            .map_err(|e| err(format!("cannot write {}: {e}", path.display())));
         drop(lock);
-        result.map(|()| (notes, state))
+        result.map(|()| (notes, file.health))
     }
+}
+
+/// The note of a run whose line could not be added to the request log.
+const UNLOGGED: &str = "This run is not in the request log";
+
+/// `state.json`: the health, and how much of the request log it accounts for.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct StateFile {
+    #[serde(flatten)]
+    health: Health,
+    /// Bytes of `requests.jsonl` written by the runs this state records: a line past them
+    /// was appended by a run that died before its state was written, and is no run.
+    /// `None` (a state written before this was kept): every whole line counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    log_bytes: Option<u64>,
 }
 
 /// How many answered conversations are kept for `--continue`.
@@ -258,23 +286,32 @@ struct Conversation {
     messages: Vec<Message>,
 }
 
-fn read_or_set_aside(path: &Path, notes: &mut Vec<String>) -> Health {
+fn read_or_set_aside(path: &Path, notes: &mut Vec<String>) -> StateFile {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
-        Err(_) => return Health::fresh(),
+        Err(_) => return StateFile::fresh(),
     };
-    match serde_json::from_slice::<Health>(&bytes) {
-        Ok(s) if s.version == VERSION => s,
+    match serde_json::from_slice::<StateFile>(&bytes) {
+        Ok(s) if s.health.version == VERSION => s,
         Ok(s) => set_aside(
             path,
-            &format!("version {} is not {VERSION}", s.version),
+            &format!("version {} is not {VERSION}", s.health.version),
             notes,
         ),
         Err(e) => set_aside(path, &e.to_string(), notes),
     }
 }
 
-fn set_aside(path: &Path, why: &str, notes: &mut Vec<String>) -> Health {
+impl StateFile {
+    fn fresh() -> StateFile {
+        StateFile {
+            health: Health::fresh(),
+            log_bytes: None,
+        }
+    }
+}
+
+fn set_aside(path: &Path, why: &str, notes: &mut Vec<String>) -> StateFile {
     let aside = path.with_extension(format!("json.bad-{}", std::process::id()));
     if std::fs::rename(path, &aside).is_ok() {
         notes.push(format!(
@@ -283,7 +320,7 @@ fn set_aside(path: &Path, why: &str, notes: &mut Vec<String>) -> Health {
             aside.display()
         ));
     }
-    Health::fresh()
+    StateFile::fresh()
 }
 
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -297,11 +334,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Appends one line; past the cap, the older half of the log is dropped (atomically).
-/// Crash-safe: a torn last line (a writer killed mid-write, a disk that filled) is cut
-/// off before the new line is added, the line goes out in one write, and a write that
-/// fails is cut back, so the log holds whole lines only.
-fn append_log(path: &Path, line: &str) -> std::io::Result<()> {
+/// Appends one line and returns the log's new length; past the cap, the older half of
+/// the log is dropped (atomically). Crash-safe: lines past `committed` (a run that died
+/// before its state was written) and a torn last line (a writer killed mid-write, a disk
+/// that filled) are cut off before the new line is added, the line goes out in one
+/// write, and a write that fails is cut back, so the log holds whole, committed lines.
+fn append_log(path: &Path, line: &str, committed: Option<u64>) -> std::io::Result<u64> {
+    if let Ok(mut f) = OpenOptions::new().read(true).write(true).open(path) {
+        let keep = whole_lines_len(&mut f)?.min(committed.unwrap_or(u64::MAX));
+        if keep < f.metadata()?.len() {
+            f.set_len(keep)?;
+        }
+    }
     if std::fs::metadata(path).is_ok_and(|m| m.len() > LOG_CAP_BYTES) {
         // Bytes, not text: the middle may fall inside a multi-byte character.
         let bytes = std::fs::read(path).unwrap_or_default();
@@ -312,23 +356,16 @@ fn append_log(path: &Path, line: &str) -> std::io::Result<()> {
             .map_or(bytes.len(), |i| cut + i + 1);
         write_atomic(path, &bytes[start..])?;
     }
-    let mut f: File = OpenOptions::new()
-        .create(true)
-        .read(true)
-        .append(true)
-        .open(path)?;
-    let whole = whole_lines_len(&mut f)?;
-    if whole < f.metadata()?.len() {
-        f.set_len(whole)?;
-    }
+    let mut f: File = OpenOptions::new().create(true).append(true).open(path)?;
+    let start = f.metadata()?.len();
     let mut record = Vec::with_capacity(line.len() + 1);
     record.extend_from_slice(line.as_bytes());
     record.push(b'\n');
     if let Err(e) = f.write_all(&record) {
-        let _ = f.set_len(whole);
+        let _ = f.set_len(start);
         return Err(e);
     }
-    Ok(())
+    Ok(start + record.len() as u64)
 }
 
 /// The length of the file up to and including its last line end.
@@ -419,9 +456,29 @@ mod tests {
         let path = dir.path().join("requests.jsonl");
         std::fs::write(&path, "{\"ok\":true}\n{\"ok\":tr").unwrap();
         assert_eq!(store.log_counts().runs, 1);
-        append_log(&path, "{\"ok\":false}").unwrap();
+        append_log(&path, "{\"ok\":false}", None).unwrap();
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
+            "{\"ok\":true}\n{\"ok\":false}\n"
+        );
+        let c = store.log_counts();
+        assert_eq!((c.runs, c.answered), (2, 1));
+    }
+
+    #[test]
+    fn a_line_the_state_does_not_account_for_is_no_run_and_is_cut_by_the_next_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(Some(dir.path().to_path_buf()));
+        store.update(&mut |_| {}, Some("{\"ok\":true}")).unwrap();
+        // A run killed after its line went out and before its state was written.
+        let log = dir.path().join("requests.jsonl");
+        let mut text = std::fs::read_to_string(&log).unwrap();
+        text.push_str("{\"ok\":true,\"died\":1}\n");
+        std::fs::write(&log, &text).unwrap();
+        assert_eq!(store.log_counts().runs, 1, "the state records one run");
+        store.update(&mut |_| {}, Some("{\"ok\":false}")).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
             "{\"ok\":true}\n{\"ok\":false}\n"
         );
         let c = store.log_counts();
@@ -439,7 +496,7 @@ mod tests {
             text.push('\n');
         }
         std::fs::write(&path, &text).unwrap();
-        append_log(&path, "{\"last\":true}").unwrap();
+        append_log(&path, "{\"last\":true}", None).unwrap();
         let kept = std::fs::read_to_string(&path).unwrap();
         assert!(kept.len() < text.len() / 2 + line.len() * 2);
         assert!(kept.ends_with("{\"last\":true}\n"));
