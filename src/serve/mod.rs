@@ -1145,7 +1145,8 @@ impl RequestLog {
 
 impl Drop for RequestLog {
     fn drop(&mut self) {
-        let Some(server) = self.server.take() else {
+        // A request's panic is logged once, as its 500, by `handle`.
+        let Some(server) = self.server.take().filter(|_| !std::thread::panicking()) else {
             return;
         };
         // A streamed body dropped before its end: the client went away.
