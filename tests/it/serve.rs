@@ -280,7 +280,7 @@ pub fn env(server: &FakeServer) -> Env {
 
 #[test]
 fn serve_answers_whole_and_streamed_with_the_answering_model() {
-    let server = fake(|r| fake::answer(&r.model(), &["Hel", "lo"])).expect_chats(2);
+    let server = fake(|r| fake::answer(&r.model(), &["Hel", "lo"])).expect_chats(4);
     let env = env(&server);
     let s = Served::start(&env, &["--prefer", A]);
     let r = s.post("/v1/chat/completions", &chat("auto", false));
@@ -333,6 +333,28 @@ fn serve_answers_whole_and_streamed_with_the_answering_model() {
             Some(format!("Bearer {KEY}").as_str())
         );
     }
+    // Sampling parameters are passed on as given.
+    let mut body = chat("auto", false);
+    for (k, v) in [
+        ("top_p", json!(0.5)),
+        ("stop", json!(["END"])),
+        ("seed", json!(42)),
+        ("frequency_penalty", json!(0.25)),
+        ("presence_penalty", json!(0.5)),
+        ("max_completion_tokens", json!(77)),
+        ("temperature", json!(0.0)),
+    ] {
+        body[k] = v;
+    }
+    assert_eq!(s.post("/v1/chat/completions", &body).status, 200);
+    let sent = server.chats().last().unwrap().json();
+    assert_eq!(sent["top_p"], json!(0.5));
+    assert_eq!(sent["stop"], json!(["END"]));
+    assert_eq!(sent["seed"], json!(42));
+    assert_eq!(sent["frequency_penalty"], json!(0.25));
+    assert_eq!(sent["presence_penalty"], json!(0.5));
+    assert_eq!(sent["max_tokens"], json!(77));
+    assert_eq!(sent["temperature"], json!(0.0));
     let log = s.stderr();
     assert!(!log.contains(KEY), "{log}");
     assert!(!log.contains("Say hi"), "no prompt in the log: {log}");
