@@ -52,9 +52,14 @@ pub fn fake(chat: impl Fn(&fake::Request) -> Reply + Send + Sync + 'static) -> F
     })
 }
 
+/// The longest a test's server may live, whatever happens to the test.
+const SERVE_LIMIT: Duration = Duration::from_secs(300);
+
 /// A running `freeroute serve`, killed when dropped; its stderr is collected as it comes.
 pub struct Served {
+    /// `timeout`, whose child is the server.
     child: Option<Child>,
+    server_pid: u32,
     pub port: u16,
     stderr: Arc<Mutex<Vec<String>>>,
     reader: Option<std::thread::JoinHandle<()>>,
@@ -65,8 +70,20 @@ impl Served {
     pub fn start(env: &Env, args: &[&str]) -> Served {
         let mut full = vec!["serve", "--listen", "127.0.0.1:0"];
         full.extend_from_slice(args);
-        let mut child = env
-            .cmd(&full)
+        // Under `timeout`: a test that dies without dropping this (a panic beside client
+        // threads still running) cannot leave a server behind for longer than `SERVE_LIMIT`.
+        let sealed = env.cmd(&full);
+        let mut cmd = std::process::Command::new("timeout");
+        cmd.args(["-s", "KILL", &SERVE_LIMIT.as_secs().to_string()])
+            .arg(sealed.get_program())
+            .args(sealed.get_args())
+            .env_clear();
+        for (k, v) in sealed.get_envs() {
+            if let Some(v) = v {
+                cmd.env(k, v);
+            }
+        }
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -98,8 +115,14 @@ impl Served {
                 );
             }
         };
+        let tpid = child.id();
+        let server_pid = std::fs::read_to_string(format!("/proc/{tpid}/task/{tpid}/children"))
+            .ok()
+            .and_then(|c| c.split_whitespace().next()?.parse().ok())
+            .expect("the server under timeout");
         Served {
             child: Some(child),
+            server_pid,
             port,
             stderr,
             reader: Some(reader),
@@ -111,14 +134,14 @@ impl Served {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
+        self.server_pid
     }
 
     /// SIGTERM, then the exit code and all of stderr (killed after `limit`).
     pub fn stop(mut self, limit: Duration) -> (i32, String) {
         let child = self.child.take().unwrap();
         let _ = std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args(["-TERM", &self.server_pid.to_string()])
             .status();
         let out = wait_within(child, limit, "freeroute serve after SIGTERM");
         if let Some(r) = self.reader.take() {
@@ -145,7 +168,13 @@ impl Served {
 impl Drop for Served {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
+            // The server itself, then `timeout`, which ends with it. While `timeout` runs,
+            // the server's PID is still its child's (alive, or not yet reaped).
+            if matches!(c.try_wait(), Ok(None)) {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &self.server_pid.to_string()])
+                    .status();
+            }
             let _ = c.wait();
         }
     }
@@ -520,9 +549,10 @@ fn serve_keeps_a_providers_window_across_concurrent_requests() {
             std::thread::spawn(move || s.post("/v1/chat/completions", &chat("auto", false)))
         })
         .collect();
-    let statuses: Vec<u16> = handles
+    let joined: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
+    let statuses: Vec<u16> = joined
         .into_iter()
-        .map(|h| h.join().unwrap().status)
+        .map(|r| r.expect("a client thread").status)
         .collect();
     assert_eq!(
         statuses.iter().filter(|&&c| c == 200).count(),
@@ -991,10 +1021,10 @@ fn serve_streams_to_200_clients_at_once() {
             std::thread::spawn(move || s.post("/v1/chat/completions", &chat("auto", true)))
         })
         .collect();
-    for h in handles {
-        let r = h
-            .join()
-            .unwrap_or_else(|_| panic!("a client failed; the server said:\n{}", s.stderr()));
+    // Every client is joined before anything is asserted, so a failure drops the server.
+    let responses: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
+    for r in responses {
+        let r = r.unwrap_or_else(|_| panic!("a client failed; the server said:\n{}", s.stderr()));
         assert_eq!(r.status, 200, "{r:?}");
         assert_eq!(r.streamed_text(), whole);
         assert_eq!(r.events().last().map(String::as_str), Some("[DONE]"));
@@ -1045,8 +1075,9 @@ fn serve_answers_503_past_max_concurrency_and_its_queue() {
     assert_eq!(r.status, 503, "{r:?}");
     assert_eq!(r.json()["error"]["code"], "overloaded");
     assert_eq!(r.header("retry-after"), Some("1"));
-    for h in handles {
-        let r = h.join().unwrap();
+    let responses: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
+    for r in responses {
+        let r = r.expect("a client thread");
         assert_eq!(r.status, 200, "{r:?}");
     }
 }
