@@ -1081,3 +1081,55 @@ fn serve_answers_503_past_max_concurrency_and_its_queue() {
         assert_eq!(r.status, 200, "{r:?}");
     }
 }
+
+#[test]
+fn serve_closes_connections_that_idle_or_stop_reading() {
+    // An answer far larger than the sockets' buffers, so a client that never reads stalls
+    // the server's writes.
+    let piece = "x".repeat(64 * 1024);
+    let server = fake(move |r| {
+        let pieces: Vec<&str> = std::iter::repeat_n(piece.as_str(), 256).collect();
+        fake::answer(&r.model(), &pieces)
+    });
+    let env = env(&server).limit(Duration::from_secs(150));
+    let s = Served::start(&env, &["-m", A]);
+    // A keep-alive connection that answered once and then idles.
+    let mut idle = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    write!(idle, "GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n").unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let mut first = [0u8; 512];
+    assert!(idle.read(&mut first).unwrap() > 0, "the first answer");
+    // A client that sends a streamed request and never reads.
+    let body = chat("auto", true).to_string();
+    let mut stuck = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    write!(
+        stuck,
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    // The idle one is closed (DESIGN §8: after 60 s).
+    let mut rest = Vec::new();
+    idle.read_to_end(&mut rest).expect("closed, not timed out");
+    // The stalled one is given up on: its request's log line says the client went away.
+    let waited = Instant::now();
+    while !s.stderr().contains("error=client_closed") {
+        assert!(
+            waited.elapsed() < Duration::from_secs(120),
+            "the stalled client was never dropped:\n{}",
+            s.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(stuck);
+    let r = s.post("/v1/chat/completions", &chat("auto", false));
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json()["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .len(),
+        256 * 64 * 1024
+    );
+}
