@@ -151,6 +151,9 @@ struct Server {
     asking: Cell<usize>,
 }
 
+/// How long a background refresh of the model lists may take.
+const CATALOG_FETCH: Duration = Duration::from_secs(15);
+
 /// Serves until SIGINT or SIGTERM, then drains and returns (exit 0).
 pub fn run(
     session: Session,
@@ -175,7 +178,7 @@ pub fn run(
     });
     server.printer.report(&format!(
         "freeroute serve: listening on http://{addr} ({} models from {} providers){}",
-        server.session.models.len(),
+        server.session.models().len(),
         server.session.providers.len(),
         if server.settings.token.is_some() {
             "; clients must send the token"
@@ -188,6 +191,20 @@ pub fn run(
 }
 
 async fn serve(server: Rc<Server>, listener: TcpListener) -> Result<()> {
+    // One catalog for every request, refreshed in the background per `catalog_ttl`
+    // (DESIGN §8); a failed refresh keeps the models a provider had.
+    let refresher = tokio::task::spawn_local({
+        let server = server.clone();
+        async move {
+            let every = Duration::from_secs(server.settings.ask.route.catalog_ttl.max(1));
+            loop {
+                tokio::time::sleep(every).await;
+                for note in server.session.refresh_catalogs(CATALOG_FETCH).await {
+                    server.printer.note(&note);
+                }
+            }
+        }
+    });
     let closing = Cancel::default();
     let open = Rc::new(Cell::new(0usize));
     let signal = shutdown_signal();
@@ -214,6 +231,7 @@ async fn serve(server: Rc<Server>, listener: TcpListener) -> Result<()> {
         }
     }
     drop(listener);
+    refresher.abort();
     server
         .printer
         .report("freeroute serve: shutting down (requests in flight get 10 s)");
@@ -358,7 +376,7 @@ async fn route(
         (Method::GET, "/healthz") => Ok(http::json(
             StatusCode::OK,
             &json!({"ok": true, "providers": server.session.providers.len(),
-                    "models": server.session.models.len()}),
+                    "models": server.session.models().len()}),
         )),
         (Method::GET, "/v1/models") => Ok(http::json(StatusCode::OK, &model_list(&server))),
         (Method::GET, "/metrics") => Ok(http::text(
@@ -670,7 +688,7 @@ fn request_of(server: &Server, asked: Asked, api: Api) -> std::result::Result<Re
         )
         .collect();
     for id in &models {
-        if !session.models.iter().any(|m| &m.id == id) {
+        if !session.models().iter().any(|m| &m.id == id) {
             return Err(Refusal::new(
                 StatusCode::NOT_FOUND,
                 "model_not_found",
@@ -1147,7 +1165,8 @@ impl RequestLog {
 
 impl Drop for RequestLog {
     fn drop(&mut self) {
-        let Some(server) = self.server.take() else {
+        // A request's panic is logged once, as its 500, by `handle`.
+        let Some(server) = self.server.take().filter(|_| !std::thread::panicking()) else {
             return;
         };
         // A streamed body dropped before its end: the client went away.

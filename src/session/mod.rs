@@ -58,7 +58,8 @@ pub enum Room {
 /// Everything the routing stages need, gathered once.
 pub struct Session {
     pub providers: Vec<Provider>,
-    pub models: Vec<Model>,
+    /// Every provider's models; replaced per provider by `refresh_catalogs`.
+    models: RefCell<Vec<Model>>,
     /// The health the plan reads: the snapshot, refreshed by each `record`.
     health: RefCell<Health>,
     store: Box<dyn Store>,
@@ -125,7 +126,7 @@ impl Session {
         let limiter = Limiter::new(&enabled, &health, crate::now_ms());
         Ok(Session {
             providers: enabled,
-            models: loaded.models,
+            models: RefCell::new(loaded.models),
             health: RefCell::new(health),
             store,
             host,
@@ -143,10 +144,54 @@ impl Session {
         Ok(self.client.get_or_init(|| c))
     }
 
+    /// Every provider's models, as last loaded.
+    pub fn models(&self) -> std::cell::Ref<'_, Vec<Model>> {
+        self.models.borrow()
+    }
+
+    /// Fetches the model lists again (the server does, every `catalog_ttl`): the models of
+    /// each provider whose list arrived replace its old ones; one whose fetch failed keeps
+    /// what it had. Returns notes for the log.
+    pub async fn refresh_catalogs(&self, fetch_timeout: Duration) -> Vec<String> {
+        let listed: Vec<Provider> = self
+            .providers
+            .iter()
+            .filter(|p| p.models.is_none())
+            .cloned()
+            .collect();
+        if listed.is_empty() {
+            return Vec::new();
+        }
+        let client = match self.client() {
+            Ok(c) => c.clone(),
+            Err(e) => return vec![e.full_message()],
+        };
+        let make = || Ok(client.clone());
+        let loaded = crate::catalog::load(
+            &listed,
+            request::CatalogMode::Refresh,
+            0,
+            &make,
+            crate::now_ms(),
+            fetch_timeout,
+        )
+        .await;
+        let failed: Vec<&str> = loaded.failed.iter().map(|(p, _)| p.as_str()).collect();
+        let fresh = |name: &str| listed.iter().any(|p| p.name == name) && !failed.contains(&name);
+        let mut models = self.models.borrow_mut();
+        models.retain(|m| !fresh(&m.provider));
+        models.extend(loaded.models.into_iter().filter(|m| fresh(&m.provider)));
+        loaded
+            .failed
+            .iter()
+            .map(|(p, why)| format!("No model list from {p}: {why} (its models are kept)"))
+            .collect()
+    }
+
     /// The plan of one request: pure, on the session's health as of now.
     pub fn plan_of(&self, route: &Route, needs: &Needs) -> Plan {
         plan::plan(
-            &self.models,
+            &self.models.borrow(),
             route,
             needs,
             &self.health.borrow(),
@@ -179,7 +224,8 @@ impl Session {
         let health = self.health.borrow();
         let rng = &mut *self.rng.borrow_mut();
         let now = crate::now_ms();
-        let open = plan::plan(&self.models, &req.route, &any_size, &health, now, rng);
+        let models = self.models.borrow();
+        let open = plan::plan(&models, &req.route, &any_size, &health, now, rng);
         let largest = open
             .candidates
             .iter()
@@ -200,7 +246,7 @@ impl Session {
                 .iter()
                 .map(|piece| {
                     let r = req.for_piece(piece);
-                    let p = plan::plan(&self.models, &r.route, &r.needs, &health, now, rng);
+                    let p = plan::plan(&models, &r.route, &r.needs, &health, now, rng);
                     Job {
                         request: r,
                         plan: p,

@@ -52,9 +52,14 @@ pub fn fake(chat: impl Fn(&fake::Request) -> Reply + Send + Sync + 'static) -> F
     })
 }
 
+/// The longest a test's server may live, whatever happens to the test.
+const SERVE_LIMIT: Duration = Duration::from_secs(300);
+
 /// A running `freeroute serve`, killed when dropped; its stderr is collected as it comes.
 pub struct Served {
+    /// `timeout`, whose child is the server.
     child: Option<Child>,
+    server_pid: u32,
     pub port: u16,
     stderr: Arc<Mutex<Vec<String>>>,
     reader: Option<std::thread::JoinHandle<()>>,
@@ -65,8 +70,20 @@ impl Served {
     pub fn start(env: &Env, args: &[&str]) -> Served {
         let mut full = vec!["serve", "--listen", "127.0.0.1:0"];
         full.extend_from_slice(args);
-        let mut child = env
-            .cmd(&full)
+        // Under `timeout`: a test that dies without dropping this (a panic beside client
+        // threads still running) cannot leave a server behind for longer than `SERVE_LIMIT`.
+        let sealed = env.cmd(&full);
+        let mut cmd = std::process::Command::new("timeout");
+        cmd.args(["-s", "KILL", &SERVE_LIMIT.as_secs().to_string()])
+            .arg(sealed.get_program())
+            .args(sealed.get_args())
+            .env_clear();
+        for (k, v) in sealed.get_envs() {
+            if let Some(v) = v {
+                cmd.env(k, v);
+            }
+        }
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -98,8 +115,14 @@ impl Served {
                 );
             }
         };
+        let tpid = child.id();
+        let server_pid = std::fs::read_to_string(format!("/proc/{tpid}/task/{tpid}/children"))
+            .ok()
+            .and_then(|c| c.split_whitespace().next()?.parse().ok())
+            .expect("the server under timeout");
         Served {
             child: Some(child),
+            server_pid,
             port,
             stderr,
             reader: Some(reader),
@@ -111,14 +134,14 @@ impl Served {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
+        self.server_pid
     }
 
     /// SIGTERM, then the exit code and all of stderr (killed after `limit`).
     pub fn stop(mut self, limit: Duration) -> (i32, String) {
         let child = self.child.take().unwrap();
         let _ = std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args(["-TERM", &self.server_pid.to_string()])
             .status();
         let out = wait_within(child, limit, "freeroute serve after SIGTERM");
         if let Some(r) = self.reader.take() {
@@ -145,7 +168,13 @@ impl Served {
 impl Drop for Served {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
+            // The server itself, then `timeout`, which ends with it. While `timeout` runs,
+            // the server's PID is still its child's (alive, or not yet reaped).
+            if matches!(c.try_wait(), Ok(None)) {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &self.server_pid.to_string()])
+                    .status();
+            }
             let _ = c.wait();
         }
     }
@@ -280,7 +309,7 @@ pub fn env(server: &FakeServer) -> Env {
 
 #[test]
 fn serve_answers_whole_and_streamed_with_the_answering_model() {
-    let server = fake(|r| fake::answer(&r.model(), &["Hel", "lo"])).expect_chats(2);
+    let server = fake(|r| fake::answer(&r.model(), &["Hel", "lo"])).expect_chats(4);
     let env = env(&server);
     let s = Served::start(&env, &["--prefer", A]);
     let r = s.post("/v1/chat/completions", &chat("auto", false));
@@ -333,6 +362,28 @@ fn serve_answers_whole_and_streamed_with_the_answering_model() {
             Some(format!("Bearer {KEY}").as_str())
         );
     }
+    // Sampling parameters are passed on as given.
+    let mut body = chat("auto", false);
+    for (k, v) in [
+        ("top_p", json!(0.5)),
+        ("stop", json!(["END"])),
+        ("seed", json!(42)),
+        ("frequency_penalty", json!(0.25)),
+        ("presence_penalty", json!(0.5)),
+        ("max_completion_tokens", json!(77)),
+        ("temperature", json!(0.0)),
+    ] {
+        body[k] = v;
+    }
+    assert_eq!(s.post("/v1/chat/completions", &body).status, 200);
+    let sent = server.chats().last().unwrap().json();
+    assert_eq!(sent["top_p"], json!(0.5));
+    assert_eq!(sent["stop"], json!(["END"]));
+    assert_eq!(sent["seed"], json!(42));
+    assert_eq!(sent["frequency_penalty"], json!(0.25));
+    assert_eq!(sent["presence_penalty"], json!(0.5));
+    assert_eq!(sent["max_tokens"], json!(77));
+    assert_eq!(sent["temperature"], json!(0.0));
     let log = s.stderr();
     assert!(!log.contains(KEY), "{log}");
     assert!(!log.contains("Say hi"), "no prompt in the log: {log}");
@@ -498,9 +549,10 @@ fn serve_keeps_a_providers_window_across_concurrent_requests() {
             std::thread::spawn(move || s.post("/v1/chat/completions", &chat("auto", false)))
         })
         .collect();
-    let statuses: Vec<u16> = handles
+    let joined: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
+    let statuses: Vec<u16> = joined
         .into_iter()
-        .map(|h| h.join().unwrap().status)
+        .map(|r| r.expect("a client thread").status)
         .collect();
     assert_eq!(
         statuses.iter().filter(|&&c| c == 200).count(),
@@ -969,10 +1021,10 @@ fn serve_streams_to_200_clients_at_once() {
             std::thread::spawn(move || s.post("/v1/chat/completions", &chat("auto", true)))
         })
         .collect();
-    for h in handles {
-        let r = h
-            .join()
-            .unwrap_or_else(|_| panic!("a client failed; the server said:\n{}", s.stderr()));
+    // Every client is joined before anything is asserted, so a failure drops the server.
+    let responses: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
+    for r in responses {
+        let r = r.unwrap_or_else(|_| panic!("a client failed; the server said:\n{}", s.stderr()));
         assert_eq!(r.status, 200, "{r:?}");
         assert_eq!(r.streamed_text(), whole);
         assert_eq!(r.events().last().map(String::as_str), Some("[DONE]"));
@@ -1023,8 +1075,100 @@ fn serve_answers_503_past_max_concurrency_and_its_queue() {
     assert_eq!(r.status, 503, "{r:?}");
     assert_eq!(r.json()["error"]["code"], "overloaded");
     assert_eq!(r.header("retry-after"), Some("1"));
-    for h in handles {
-        let r = h.join().unwrap();
+    let responses: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
+    for r in responses {
+        let r = r.expect("a client thread");
         assert_eq!(r.status, 200, "{r:?}");
     }
+}
+
+#[test]
+fn serve_closes_connections_that_idle_or_stop_reading() {
+    // An answer far larger than the sockets' buffers, so a client that never reads stalls
+    // the server's writes.
+    let piece = "x".repeat(64 * 1024);
+    let server = fake(move |r| {
+        let pieces: Vec<&str> = std::iter::repeat_n(piece.as_str(), 256).collect();
+        fake::answer(&r.model(), &pieces)
+    });
+    let env = env(&server).limit(Duration::from_secs(150));
+    let s = Served::start(&env, &["-m", A]);
+    // A keep-alive connection that answered once and then idles.
+    let mut idle = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    write!(idle, "GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n").unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let mut first = [0u8; 512];
+    assert!(idle.read(&mut first).unwrap() > 0, "the first answer");
+    // A client that sends a streamed request and never reads.
+    let body = chat("auto", true).to_string();
+    let mut stuck = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    write!(
+        stuck,
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    // The idle one is closed (DESIGN §8: after 60 s).
+    let mut rest = Vec::new();
+    idle.read_to_end(&mut rest).expect("closed, not timed out");
+    // The stalled one is given up on: its request's log line says the client went away.
+    let waited = Instant::now();
+    while !s.stderr().contains("error=client_closed") {
+        assert!(
+            waited.elapsed() < Duration::from_secs(120),
+            "the stalled client was never dropped:\n{}",
+            s.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(stuck);
+    let r = s.post("/v1/chat/completions", &chat("auto", false));
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json()["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .len(),
+        256 * 64 * 1024
+    );
+}
+
+#[test]
+fn serve_refreshes_its_catalog_in_the_background_per_catalog_ttl() {
+    const NEW: &str = "new/model-9b:free";
+    let asked = Arc::new(Mutex::new(0usize));
+    let counter = asked.clone();
+    let server = FakeServer::start(move |r| {
+        if r.path.ends_with("/models") {
+            let mut n = counter.lock().unwrap();
+            *n += 1;
+            if *n == 1 {
+                catalog()
+            } else {
+                // The second list has one model more.
+                fake::catalog(vec![
+                    fake::model_entry(A, "0", Some(131072), &["text"], &["max_tokens"]),
+                    fake::model_entry(NEW, "0", Some(8192), &["text"], &["max_tokens"]),
+                ])
+            }
+        } else {
+            fake::answer(&r.model(), &["ok"])
+        }
+    });
+    let env = env(&server).config("[defaults]\ncatalog_ttl = 1\n");
+    let s = Served::start(&env, &[]);
+    assert!(!s.get("/v1/models").body.contains(NEW));
+    let waited = std::time::Instant::now();
+    while !s.get("/v1/models").body.contains(NEW) {
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "the catalog was never refreshed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A model the new list no longer has is gone; the new one answers.
+    assert!(!s.get("/v1/models").body.contains(VISION));
+    let r = s.post("/v1/chat/completions", &chat(NEW, false));
+    assert_eq!(r.status, 200, "{}", r.body);
 }
