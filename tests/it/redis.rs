@@ -662,7 +662,10 @@ fn sixty_four_runs_on_four_hosts_count_every_attempt_and_no_key_reaches_redis() 
             .iter()
             .map(|m| m["ok"].as_f64().unwrap())
             .sum();
-        assert!((oks - 64.0).abs() < 0.01, "every answer recorded: {v}");
+        assert!(
+            (oks - 64.0).abs() < 0.1,
+            "every answer recorded (faded a little by time): {v}"
+        );
     }
     let dump = redis.dump();
     assert!(!dump.is_empty());
