@@ -42,8 +42,11 @@ const HEALTH_TTL_MS: u64 = 7 * 86_400_000;
 /// A day counter outlives its day by an hour (clocks of hosts differ a little).
 const DAY_SLACK_MS: u64 = 3_600_000;
 /// Compare-and-set rounds of one record before its health is given up (its requests are
-/// counted already, by their reservations).
-const RECORD_TRIES: usize = 32;
+/// counted already, by their reservations). Dozens of runs that end together all write
+/// the same model's entry: each round one of them wins, so the others retry, after a
+/// random pause that grows to `RECORD_PAUSE_MAX_MS`, which spreads them out.
+const RECORD_TRIES: usize = 200;
+const RECORD_PAUSE_MAX_MS: u64 = 8;
 
 /// Checks every window of the provider and takes one request in all of them, or in none.
 /// KEYS: block, minute, day. ARGV: now, window, per-minute limit, per-day limit (0: none),
@@ -539,7 +542,11 @@ impl RedisStore {
     /// another host changed the same entries meanwhile.
     fn record(&self, change: &mut dyn FnMut(&mut Health)) -> Result<Health, Fault> {
         let now = crate::now_ms();
-        for _ in 0..RECORD_TRIES {
+        for round in 0..RECORD_TRIES as u64 {
+            if round > 0 {
+                let pause = fastrand::u64(0..=round.min(RECORD_PAUSE_MAX_MS));
+                std::thread::sleep(Duration::from_millis(pause));
+            }
             let read = self.read.borrow();
             let mut h = read.health.clone();
             change(&mut h);
