@@ -409,6 +409,8 @@ impl Store for FileStore {
         if self.dir.is_none() {
             return Reserved::Taken;
         }
+        // A refused reservation changes nothing, but is written all the same: telling the
+        // two apart before the write would cost a second serialization of the state.
         let mut outcome = Reserved::Taken;
         let mut take = |h: &mut Health| {
             let p = h.providers.entry(r.provider.to_string()).or_default();

@@ -47,13 +47,15 @@ pub struct StoreError(pub String);
 
 /// The health model's home.
 pub trait Store {
-    /// The health as last written, read without a lock. An unreadable copy reads as
-    /// fresh (it is set aside by the next `update`).
+    /// The health as last written, read without a lock (the shared store's as read when
+    /// it was opened). An unreadable file reads as fresh (it is set aside by the next
+    /// `update`).
     fn snapshot(&self) -> Health;
 
-    /// Read-modify-write under the store's lock, written atomically, with the run's line
-    /// for the request log; returns notes for the user and the health as written (other
-    /// runs' updates included).
+    /// Applies `change` atomically with every other process (the file's lock, Redis's
+    /// compare-and-set), with the run's line for this host's request log; returns notes
+    /// for the user and the health as written: the file store's includes other runs'
+    /// updates, the shared store's those to the entries this run changed.
     fn update(
         &self,
         change: &mut dyn FnMut(&mut Health),

@@ -42,13 +42,17 @@ const HEALTH_TTL_MS: u64 = 7 * 86_400_000;
 /// A day counter outlives its day by an hour (clocks of hosts differ a little).
 const DAY_SLACK_MS: u64 = 3_600_000;
 /// Compare-and-set rounds of one record before its health is given up (its requests are
-/// counted already, by their reservations).
-const RECORD_TRIES: usize = 32;
+/// counted already, by their reservations). Dozens of runs that end together all write
+/// the same model's entry: each round one of them wins, so the others retry, after a
+/// random pause that grows to `RECORD_PAUSE_MAX_MS`, which spreads them out.
+const RECORD_TRIES: usize = 200;
+const RECORD_PAUSE_MAX_MS: u64 = 8;
 
 /// Checks every window of the provider and takes one request in all of them, or in none.
 /// KEYS: block, minute, day. ARGV: now, window, per-minute limit, per-day limit (0: none),
-/// ms left in the day, the member, how long a day counter outlives its day. Every read comes before the first write, so a key of
-/// the wrong type fails the script before it changes anything.
+/// ms left in the day, the member, how long a day counter outlives its day. Every read
+/// comes before the first write, so a key of the wrong type, or a value that is not a
+/// number, fails the script before it changes anything.
 const RESERVE: &str = r#"
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
@@ -56,9 +60,10 @@ local per_minute = tonumber(ARGV[3])
 local per_day = tonumber(ARGV[4])
 local day_left = tonumber(ARGV[5])
 local blocked = tonumber(redis.call('HGET', KEYS[1], 'until_ms') or '0')
-if blocked > now then return {0, blocked} end
 local used = redis.call('ZCOUNT', KEYS[2], now - window + 1, '+inf')
 local today = tonumber(redis.call('GET', KEYS[3]) or '0')
+if blocked == nil or today == nil then return redis.error_reply('unreadable window data') end
+if blocked > now then return {0, blocked} end
 if per_minute > 0 and used >= per_minute then
   local oldest = redis.call('ZRANGEBYSCORE', KEYS[2], now - window + 1, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
   return {0, tonumber(oldest[2]) + window}
@@ -90,9 +95,13 @@ for h = 1, 2 do
     i = i + 3
   end
 end
+-- Every block read before the first write: a key of the wrong type or an unreadable
+-- block fails the script before it changes anything.
 local blocks = i
+local held = {}
 for k = 3, #KEYS do
-  if redis.call('EXISTS', KEYS[k]) == 1 then redis.call('HGET', KEYS[k], 'until_ms') end
+  held[k] = tonumber(redis.call('HGET', KEYS[k], 'until_ms') or '0')
+  if held[k] == nil then return redis.error_reply('unreadable block at ' .. KEYS[k]) end
 end
 if #conflicts > 0 then return conflicts end
 i = 2
@@ -106,8 +115,7 @@ for h = 1, 2 do
 end
 for k = 3, #KEYS do
   local j = blocks + (k - 3) * 4
-  local held = tonumber(redis.call('HGET', KEYS[k], 'until_ms') or '0')
-  if tonumber(ARGV[j]) > held then
+  if tonumber(ARGV[j]) > held[k] then
     redis.call('HSET', KEYS[k], 'until_ms', ARGV[j], 'outcome', ARGV[j + 1], 'reason', ARGV[j + 2])
     redis.call('PEXPIRE', KEYS[k], ARGV[j + 3])
   end
@@ -534,7 +542,11 @@ impl RedisStore {
     /// another host changed the same entries meanwhile.
     fn record(&self, change: &mut dyn FnMut(&mut Health)) -> Result<Health, Fault> {
         let now = crate::now_ms();
-        for _ in 0..RECORD_TRIES {
+        for round in 0..RECORD_TRIES as u64 {
+            if round > 0 {
+                let pause = fastrand::u64(0..=round.min(RECORD_PAUSE_MAX_MS));
+                std::thread::sleep(Duration::from_millis(pause));
+            }
             let read = self.read.borrow();
             let mut h = read.health.clone();
             change(&mut h);

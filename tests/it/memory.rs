@@ -479,3 +479,45 @@ fn a_state_lock_held_by_another_process_costs_a_run_only_its_memory() {
     assert_eq!((out.code, out.stdout.as_str()), (0, "ok\n"), "{out}");
     assert!(out.stderr.contains("held the state's lock"), "{out}");
 }
+
+#[test]
+fn a_run_that_finds_a_provider_full_goes_to_the_next_one() {
+    let limited = FakeServer::start(|r| fake::answer(&r.model(), &["limited"]));
+    let other = FakeServer::start(|r| fake::answer(&r.model(), &["other"]));
+    let env = Env::bare()
+        .config(&format!(
+            "[providers.limited]\nbase_url = \"{}\"\nmodels = [{{ id = \"fast-7b\", context = 8192 }}]\nrequests_per_minute = 2\n\n\
+             [providers.other]\nbase_url = \"{}\"\nmodels = [{{ id = \"other-7b\", context = 8192 }}]\n",
+            limited.url("/v1"),
+            other.url("/v1")
+        ))
+        .var("FREEROUTE_NOW_MS", "1800000000000");
+    let children: Vec<_> = (0..10)
+        .map(|_| {
+            env.cmd(&["-q", "--prefer", "fast-*", "q"])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for c in children {
+        let out = wait_within(c, RUN_LIMIT, "a parallel run");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        answers.push(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    }
+    assert_eq!(
+        limited.chats().len(),
+        2,
+        "the limited provider's window, no more"
+    );
+    assert_eq!(answers.iter().filter(|a| *a == "limited").count(), 2);
+    assert_eq!(answers.iter().filter(|a| *a == "other").count(), 8);
+}

@@ -584,6 +584,30 @@ fn a_wrong_password_a_slow_redis_and_a_key_of_the_wrong_type_cost_no_answer() {
     );
     let planted: String = redis::cmd("GET").arg(&scope).query(&mut c).unwrap();
     assert_eq!(planted, "planted");
+    // A day counter that is not a number: the reservation fails before it writes.
+    redis::cmd("DEL").arg(&scope).query::<()>(&mut c).unwrap();
+    assert_eq!(host(&s, &redis.url(), 100).run(&["q"]).code, 0);
+    let day: Vec<String> = redis::cmd("KEYS")
+        .arg("freeroute:v1:day:openrouter#*")
+        .query(&mut c)
+        .unwrap();
+    redis::cmd("SET")
+        .arg(&day[0])
+        .arg("many")
+        .query::<()>(&mut c)
+        .unwrap();
+    let in_window: u64 = redis::cmd("ZCARD").arg(&scope).query(&mut c).unwrap();
+    let out = env.run(&["q"]);
+    assert_eq!(
+        (out.code, out.stdout.as_str(), notes(&out)),
+        (0, "ok\n", 1),
+        "{out}"
+    );
+    assert!(out.stderr.contains("unreadable"), "{out}");
+    let after: u64 = redis::cmd("ZCARD").arg(&scope).query(&mut c).unwrap();
+    assert_eq!(after, in_window, "nothing written by the refused script");
+    let day_value: String = redis::cmd("GET").arg(&day[0]).query(&mut c).unwrap();
+    assert_eq!(day_value, "many");
 }
 
 #[test]
@@ -638,7 +662,10 @@ fn sixty_four_runs_on_four_hosts_count_every_attempt_and_no_key_reaches_redis() 
             .iter()
             .map(|m| m["ok"].as_f64().unwrap())
             .sum();
-        assert!((oks - 64.0).abs() < 0.01, "every answer recorded: {v}");
+        assert!(
+            (oks - 64.0).abs() < 0.1,
+            "every answer recorded (faded a little by time): {v}"
+        );
     }
     let dump = redis.dump();
     assert!(!dump.is_empty());
