@@ -22,6 +22,19 @@ fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
+/// A table cell from text a server chose (an error message, a model id): one line
+/// whatever it holds (runs of whitespace, newlines and tabs included, become one space;
+/// other control characters and the bidirectional overrides are dropped), at most `max`
+/// characters, so that a row stays one line.
+fn cell(text: &str, max: usize) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut out: String = super::for_terminal(&one_line).chars().take(max).collect();
+    if one_line.chars().count() > max {
+        out.push('…');
+    }
+    out
+}
+
 /// A candidate of `--dry-run --json`.
 #[derive(Serialize)]
 struct PlanRow<'a> {
@@ -225,7 +238,12 @@ pub fn models(plan: &Plan, json: bool, printer: &Printer) {
 struct StatsModel<'a> {
     provider: &'a str,
     model: &'a str,
+    /// The ranking's health: the success share pulled towards 50% while little is known,
+    /// `(ok + 1) / (ok + failed + 2)` (DESIGN §3).
     success_ratio: f64,
+    /// The plain share of its recent attempts that succeeded, `ok / (ok + failed)`: what
+    /// the table's SUCCESS column shows. Absent when nothing is known.
+    success_share: Option<f64>,
     ok: f64,
     failed: f64,
     first_token_ms: Option<f64>,
@@ -251,6 +269,7 @@ impl<'a> StatsModel<'a> {
             provider,
             model,
             success_ratio: round(m.health(now)),
+            success_share: (m.ok + m.fail > 0.0).then(|| round(m.ok / (m.ok + m.fail))),
             ok: round(m.ok),
             failed: round(m.fail),
             first_token_ms: m.ttft_ms.map(f64::round),
@@ -368,23 +387,17 @@ pub fn stats(
             .cooldown_until_ms
             .map_or("-".to_string(), |t| format_wait(t, now));
         let last = match (m.last_outcome, m.last_error) {
-            (Some(o), Some(e)) => format!(
-                "{}: {}",
-                o.as_str(),
-                e.split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" ")
-                    .chars()
-                    .take(60)
-                    .collect::<String>()
-            ),
+            (Some(o), Some(e)) => format!("{}: {}", o.as_str(), cell(e, 60)),
             (Some(o), None) => o.as_str().to_string(),
             _ => "-".into(),
         };
+        let share = m
+            .success_share
+            .map_or("-".into(), |r| format!("{:.0}%", r * 100.0));
         s.push_str(&format!(
-            "{:<60} {:>6.0}% {:>9} {:>8} {:>10}  {}\n",
-            format!("{}/{}", m.provider, m.model),
-            m.success_ratio * 100.0,
+            "{:<60} {:>7} {:>9} {:>8} {:>10}  {}\n",
+            cell(&format!("{}/{}", m.provider, m.model), 120),
+            share,
             m.first_token_ms
                 .map_or("-".into(), |t| format!("{t:.0} ms")),
             m.tokens_per_sec.map_or("-".into(), |t| format!("{t:.0}")),
@@ -399,12 +412,12 @@ pub fn stats(
     for p in &providers {
         let limit = |v: Option<u32>| v.map_or(String::new(), |n| format!("/{n}"));
         let skipped = match (p.skipped_until_ms, &p.skipped_because) {
-            (Some(t), Some(why)) => format!("for {} ({why})", format_wait(t, now)),
+            (Some(t), Some(why)) => format!("for {} ({})", format_wait(t, now), cell(why, 80)),
             _ => "-".into(),
         };
         s.push_str(&format!(
             "{:<20} {:>12} {:>12}  {}\n",
-            p.provider,
+            cell(p.provider, 60),
             format!("{}{}", p.requests_this_minute, limit(p.per_minute_limit)),
             format!("{}{}", p.requests_today, limit(p.per_day_limit)),
             skipped

@@ -768,3 +768,49 @@ fn small_things_are_said_right() {
     assert!(out.stderr.contains("conversations"), "{out}");
     assert!(s.chats().is_empty());
 }
+
+/// Item 17: the `stats` table is one line per row whatever a server's error message
+/// holds (blank lines, newlines, tabs, a carriage return, an escape), and SUCCESS is the
+/// plain share of successful attempts: 100% after runs that all succeeded.
+#[test]
+fn the_stats_table_keeps_one_line_per_row_and_says_the_success_share() {
+    let s = FakeServer::start(|r| match r.model().as_str() {
+        "bad-70b" => fake::error_json(500, "upstream\n\nfailed:\tsee\r\nlog \x1b[31mred"),
+        m => fake::answer(m, &["fine"]),
+    });
+    let env = local_env(
+        &s,
+        "{ id = \"bad-70b\", context = 8192 }, { id = \"good-8b\", context = 8192 }",
+    );
+    for _ in 0..3 {
+        let out = env.run(&["-m", "good-8b", "q"]);
+        assert_eq!(out.code, 0, "{out}");
+    }
+    let out = env.run(&["-m", "bad-70b", "q"]);
+    assert_eq!(out.code, 4, "{out}");
+    let table = env.run(&["stats"]);
+    assert_eq!(table.code, 0, "{table}");
+    let v = env.run(&["stats", "--json"]).json();
+    let models = v["models"].as_array().unwrap().len();
+    let providers = v["providers"].as_array().unwrap().len();
+    let rows: Vec<&str> = table.stdout.lines().filter(|l| !l.is_empty()).collect();
+    // The state line, two headings, one line per model and per provider.
+    assert_eq!(rows.len(), 3 + models + providers, "{table}");
+    assert!(
+        !table.stdout.contains(['\r', '\t', '\x1b']),
+        "{:?}",
+        table.stdout
+    );
+    let row = |name: &str| {
+        *rows
+            .iter()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no row {name}: {table}"))
+    };
+    assert!(
+        row("local/bad-70b").contains("server_error: upstream failed: see log"),
+        "{table}"
+    );
+    assert!(row("local/good-8b").contains(" 100% "), "{table}");
+    assert!(row("local/bad-70b").contains(" 0% "), "{table}");
+}
