@@ -169,6 +169,15 @@ pub fn trace_plan(plan: &Plan, printer: &Printer) {
     }
 }
 
+/// A capability as the `models` table and `config show` name it.
+fn short_name(c: crate::catalog::Capability) -> &'static str {
+    match c {
+        crate::catalog::Capability::Vision => "vision",
+        crate::catalog::Capability::Tools => "tools",
+        crate::catalog::Capability::Schema => "schema",
+    }
+}
+
 /// A row of `models --json`.
 #[derive(Serialize)]
 struct ModelRow<'a> {
@@ -177,8 +186,21 @@ struct ModelRow<'a> {
     context: Option<u64>,
     capabilities: Capabilities,
     free: bool,
+    /// `cloud` (a keyed or configured provider), `local` (a server found on a loopback
+    /// port) or `keyless` (the last resort: no key, and they may log prompts).
+    tier: Tier,
     score: f64,
     why: String,
+}
+
+/// The `models` table's TIER cell: the later tiers are tried only after every keyed or
+/// configured model (unless `-m` names them), so they are marked on every row.
+fn tier_cell(tier: Tier) -> &'static str {
+    match tier {
+        Tier::Cloud => "",
+        Tier::Local => "found on this machine",
+        Tier::Keyless => "last resort: keyless, may log prompts",
+    }
 }
 
 /// `models`: the eligible models in the order they would be tried.
@@ -192,6 +214,7 @@ pub fn models(plan: &Plan, json: bool, printer: &Printer) {
             context: c.model.context,
             capabilities: c.model.caps,
             free: c.model.free,
+            tier: c.model.tier,
             score: round(c.score.total),
             why: c.score.explain(),
         })
@@ -201,34 +224,29 @@ pub fn models(plan: &Plan, json: bool, printer: &Printer) {
         return;
     }
     let mut s = format!(
-        "{:<4}{:<12}{:<56}{:>9}  {:<18}{}\n",
-        "#", "PROVIDER", "MODEL", "CONTEXT", "CAPABILITIES", "SCORE"
+        "{:<4}{:<12}{:<56}{:>9}  {:<18}{:<7}{}\n",
+        "#", "PROVIDER", "MODEL", "CONTEXT", "CAPABILITIES", "SCORE", "TIER"
     );
     for (i, r) in rows.iter().enumerate() {
-        let caps: Vec<&str> = [
-            (r.capabilities.vision, "vision"),
-            (r.capabilities.tools, "tools"),
-            (r.capabilities.schema, "schema"),
-        ]
-        .iter()
-        .filter(|(on, _)| *on)
-        .map(|(_, n)| *n)
-        .collect();
+        let caps: Vec<&str> = r.capabilities.iter().map(short_name).collect();
         let ctx = r.context.map_or("?".to_string(), |c| c.to_string());
         let caps = if caps.is_empty() {
             "text".to_string()
         } else {
             caps.join(",")
         };
-        s.push_str(&format!(
-            "{:<4}{:<12}{:<56}{:>9}  {:<18}{:.2}\n",
+        let line = format!(
+            "{:<4}{:<12}{:<56}{:>9}  {:<18}{:<7.2}{}",
             i + 1,
             r.provider,
-            r.model,
+            cell(r.model, 200),
             ctx,
             caps,
-            r.score
-        ));
+            r.score,
+            tier_cell(r.tier)
+        );
+        s.push_str(line.trim_end());
+        s.push('\n');
     }
     printer.stdout(&s);
 }
@@ -440,7 +458,14 @@ pub struct ShownDefaults<'a> {
 }
 
 /// `config show`: the merged configuration; keys are never shown, only whether set.
-pub fn config(file: &str, d: &ShownDefaults, found: &Providers, printer: &Printer) {
+/// `local` holds the model lists of the servers found on loopback ports.
+pub fn config(
+    file: &str,
+    d: &ShownDefaults,
+    found: &Providers,
+    local: &crate::catalog::Loaded,
+    printer: &Printer,
+) {
     let mut s = format!("# config file: {file}\n[defaults]\n");
     s.push_str(&format!("timeout = {}\n", d.timeout));
     s.push_str(&format!("attempts = {}\n", d.attempts));
@@ -478,6 +503,27 @@ pub fn config(file: &str, d: &ShownDefaults, found: &Providers, printer: &Printe
         }
         if let Some(m) = &p.models {
             s.push_str(&format!("# {} models listed\n", m.len()));
+        }
+        if p.tier == Tier::Local {
+            for m in local.models.iter().filter(|m| m.provider == p.name) {
+                let caps: Vec<&str> = m.caps.iter().map(short_name).collect();
+                s.push_str(&format!(
+                    "# model {} (context {}; {})\n",
+                    cell(&m.id, 200),
+                    m.context.map_or("unknown".into(), |c| c.to_string()),
+                    if caps.is_empty() {
+                        "text".into()
+                    } else {
+                        caps.join(", ")
+                    }
+                ));
+            }
+            for (_, e) in local.failed.iter().filter(|(n, _)| *n == p.name) {
+                s.push_str(&format!(
+                    "# its model list could not be read: {}\n",
+                    cell(&e.to_string(), 120)
+                ));
+            }
         }
     };
     for p in &found.list {

@@ -814,3 +814,56 @@ fn the_stats_table_keeps_one_line_per_row_and_says_the_success_share() {
     assert!(row("local/good-8b").contains(" 100% "), "{table}");
     assert!(row("local/bad-70b").contains(" 0% "), "{table}");
 }
+
+/// Item 17: `models` marks the last-resort tier (keyless services) on every one of its
+/// rows, in the table and in `--json`.
+#[test]
+fn models_marks_the_last_resort_tier() {
+    let s = server(|r| fake::answer(&r.model(), &["x"]));
+    let env = Env::new(&s).var("FREEROUTE_KEYLESS", "1").config(&format!(
+        "[providers.llm7]\nbase_url = \"{}\"\n[providers.kilo]\nenabled = false\n[providers.ovhcloud]\nenabled = false\n",
+        s.url("/llm7/v1")
+    ));
+    let out = env.run(&["models"]);
+    assert_eq!(out.code, 0, "{out}");
+    let rows: Vec<&str> = out.stdout.lines().skip(1).collect();
+    assert!(rows.iter().any(|r| r.contains(" openrouter ")), "{out}");
+    assert!(rows.iter().any(|r| r.contains(" llm7 ")), "{out}");
+    for r in &rows {
+        assert_eq!(
+            r.contains(" llm7 "),
+            r.ends_with("last resort: keyless, may log prompts"),
+            "{out}"
+        );
+    }
+    let v = env.run(&["models", "--json"]).json();
+    for m in v.as_array().unwrap() {
+        let tier = if m["provider"] == "llm7" {
+            "keyless"
+        } else {
+            "cloud"
+        };
+        assert_eq!(m["tier"], tier, "{m}");
+    }
+}
+
+/// Item 17: `config show` lists the models of a server it found on a discovery port, as
+/// it lists a configured provider's.
+#[test]
+fn config_show_lists_a_discovered_servers_models() {
+    let s = discovered("x");
+    let env = Env::bare()
+        .var("FREEROUTE_DISCOVER", "1")
+        .config(&format!("[defaults]\ndiscover_ports = [{}]\n", s.port));
+    let out = env.run(&["config", "show"]);
+    assert_eq!(out.code, 0, "{out}");
+    let section = out
+        .stdout
+        .split(&format!("[providers.local-{}]", s.port))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no section for the found server: {out}"));
+    let section = section.split("\n[").next().unwrap();
+    assert!(section.contains("found on a loopback port"), "{out}");
+    assert!(section.contains("smollm2 (context 4096"), "{out}");
+    assert!(s.chats().is_empty());
+}
