@@ -29,7 +29,7 @@ complete -c freeroute -n "__fish_freeroute_needs_command" -s p -l provider -d 'O
 complete -c freeroute -n "__fish_freeroute_needs_command" -l exclude -d 'Drop models whose id matches GLOB (`*` wildcard, repeatable)' -r
 complete -c freeroute -n "__fish_freeroute_needs_command" -l prefer -d 'Rank models whose id matches GLOB first (`*` wildcard, repeatable)' -r
 complete -c freeroute -n "__fish_freeroute_needs_command" -s s -l system -d 'System prompt' -r
-complete -c freeroute -n "__fish_freeroute_needs_command" -s i -l image -d 'Attach an image: a file, an http(s) URL, or - for image bytes on stdin (repeatable)' -r
+complete -c freeroute -n "__fish_freeroute_needs_command" -s i -l image -d 'Attach an image of at most 20 MiB: a file, an http(s) URL, or - for image bytes on stdin (repeatable)' -r
 complete -c freeroute -n "__fish_freeroute_needs_command" -l to -d 'Target language of --translate [default: config translate_to, else English]' -r
 complete -c freeroute -n "__fish_freeroute_needs_command" -l from -d 'Source language of --translate (detected when not given)' -r
 complete -c freeroute -n "__fish_freeroute_needs_command" -l tools -d 'OpenAI-style tool definitions (a JSON array, or an object with `tools`)' -r -F
@@ -70,7 +70,7 @@ complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -s p -l provi
 complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l exclude -d 'Drop models whose id matches GLOB (`*` wildcard, repeatable)' -r
 complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l prefer -d 'Rank models whose id matches GLOB first (`*` wildcard, repeatable)' -r
 complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -s s -l system -d 'System prompt' -r
-complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -s i -l image -d 'Attach an image: a file, an http(s) URL, or - for image bytes on stdin (repeatable)' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -s i -l image -d 'Attach an image of at most 20 MiB: a file, an http(s) URL, or - for image bytes on stdin (repeatable)' -r
 complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l to -d 'Target language of --translate [default: config translate_to, else English]' -r
 complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l from -d 'Source language of --translate (detected when not given)' -r
 complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l tools -d 'OpenAI-style tool definitions (a JSON array, or an object with `tools`)' -r -F

@@ -140,7 +140,7 @@ pub struct AskOptions {
     #[arg(short = 's', long, value_name = "TEXT")]
     pub system: Option<String>,
 
-    /// Attach an image: a file, an http(s) URL, or - for image bytes on stdin (repeatable)
+    /// Attach an image of at most 20 MiB: a file, an http(s) URL, or - for image bytes on stdin (repeatable)
     #[arg(short = 'i', long = "image", value_name = "PATH|URL|-")]
     pub images: Vec<String>,
 

@@ -867,3 +867,56 @@ fn config_show_lists_a_discovered_servers_models() {
     assert!(section.contains("smollm2 (context 4096"), "{out}");
     assert!(s.chats().is_empty());
 }
+
+/// Item 17: the words of a few messages: plurals, a noun mid-sentence in lower case, a
+/// config type error that says what the setting takes (not serde's `f64`), the image
+/// limit in MiB.
+#[test]
+fn messages_say_plurals_types_and_sizes_in_words() {
+    let s = FakeServer::start(|r| fake::answer(&r.model(), &["x"]));
+    let env = local_env(&s, "{ id = \"m-8b\", context = 8192 }");
+    let batch = env.path("in.jsonl");
+    std::fs::write(&batch, "hello\n{\"prompt\": 5}\n").unwrap();
+    let out = env.run(&["batch", batch.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stderr.contains("1 input line could not be read"),
+        "{out}"
+    );
+    let out = env.run(&["--schema", "missing.json", "q"]);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stderr.contains("Cannot read schema file missing.json"),
+        "{out}"
+    );
+    // One byte over 20 MiB, a PNG by its first bytes.
+    let big = env.path("big.png");
+    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+    bytes.resize(20 * 1024 * 1024 + 1, 0);
+    std::fs::write(&big, bytes).unwrap();
+    let out = env.run(&["-i", big.to_str().unwrap(), "q"]);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("is larger than 20 MiB"), "{out}");
+    assert!(!out.stderr.contains(" MB"), "{out}");
+    let help = env.run(&["--help"]);
+    assert!(help.stdout.contains("at most 20 MiB"), "{help}");
+    let bad = env.config("[defaults]\ntimeout = \"slow\"\n");
+    let out = bad.run(&["q"]);
+    assert_eq!(out.code, 6, "{out}");
+    assert!(
+        out.stderr.contains(
+            "key `defaults.timeout`: expected a number, such as 120 or 0.5; found string \"slow\""
+        ),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("f64"), "{out}");
+    let bad = Env::bare().config("[defaults]\ndiscover_ports = [70000]\n");
+    let out = bad.run(&["q"]);
+    assert_eq!(out.code, 6, "{out}");
+    assert!(
+        out.stderr
+            .contains("expected a whole number from 0 to 65535"),
+        "{out}"
+    );
+    assert!(s.chats().len() == 1, "only the batch's good line is sent");
+}
