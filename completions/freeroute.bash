@@ -68,11 +68,11 @@ _freeroute() {
                     return 0
                     ;;
                 --provider)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "openrouter gemini groq cerebras mistral github nvidia cloudflare huggingface ovhcloud llm7 kilo ollama llamacpp lmstudio vllm" -- "${cur}"))
                     return 0
                     ;;
                 -p)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "openrouter gemini groq cerebras mistral github nvidia cloudflare huggingface ovhcloud llm7 kilo ollama llamacpp lmstudio vllm" -- "${cur}"))
                     return 0
                     ;;
                 --exclude)
@@ -112,7 +112,7 @@ _freeroute() {
                     return 0
                     ;;
                 --tool-choice)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "auto none required" -- "${cur}"))
                     return 0
                     ;;
                 --schema)
@@ -186,11 +186,11 @@ _freeroute() {
                     return 0
                     ;;
                 --provider)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "openrouter gemini groq cerebras mistral github nvidia cloudflare huggingface ovhcloud llm7 kilo ollama llamacpp lmstudio vllm" -- "${cur}"))
                     return 0
                     ;;
                 -p)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "openrouter gemini groq cerebras mistral github nvidia cloudflare huggingface ovhcloud llm7 kilo ollama llamacpp lmstudio vllm" -- "${cur}"))
                     return 0
                     ;;
                 --exclude)
@@ -230,7 +230,7 @@ _freeroute() {
                     return 0
                     ;;
                 --tool-choice)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "auto none required" -- "${cur}"))
                     return 0
                     ;;
                 --schema)
@@ -394,11 +394,11 @@ _freeroute() {
                     return 0
                     ;;
                 --provider)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "openrouter gemini groq cerebras mistral github nvidia cloudflare huggingface ovhcloud llm7 kilo ollama llamacpp lmstudio vllm" -- "${cur}"))
                     return 0
                     ;;
                 -p)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "openrouter gemini groq cerebras mistral github nvidia cloudflare huggingface ovhcloud llm7 kilo ollama llamacpp lmstudio vllm" -- "${cur}"))
                     return 0
                     ;;
                 --exclude)

@@ -111,8 +111,8 @@ set edit:completion:arg-completer[freeroute] = {|@words|
             cand --verbose 'Print the routing trace on stderr'
             cand -q 'No spinner, no notes on stderr (errors are still printed)'
             cand --quiet 'No spinner, no notes on stderr (errors are still printed)'
-            cand -h 'Print help'
-            cand --help 'Print help'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
         }
         &'freeroute;models'= {
             cand -m 'Try exactly these models, in this order (repeatable)'
@@ -130,8 +130,8 @@ set edit:completion:arg-completer[freeroute] = {|@words|
             cand --verbose 'Print the routing trace on stderr'
             cand -q 'No spinner, no notes on stderr (errors are still printed)'
             cand --quiet 'No spinner, no notes on stderr (errors are still printed)'
-            cand -h 'Print help'
-            cand --help 'Print help'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
         }
         &'freeroute;stats'= {
             cand --config 'Config file (default: $XDG_CONFIG_HOME/freeroute/config.toml)'

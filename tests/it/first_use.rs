@@ -920,3 +920,129 @@ fn messages_say_plurals_types_and_sizes_in_words() {
     );
     assert!(s.chats().len() == 1, "only the batch's good line is sent");
 }
+
+/// The committed bash completions' answer for a command line whose last word is being
+/// completed (`words`, the last one the partial word).
+fn bash_completes(words: &[&str]) -> Vec<String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/completions/freeroute.bash");
+    let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+    let cmd = format!(
+        "source '{script}'; COMP_WORDS=({}); COMP_CWORD={}; COMP_LINE=\"${{COMP_WORDS[*]}}\"; COMP_POINT=${{#COMP_LINE}}; _freeroute freeroute '{}' '{}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        quoted.join(" "),
+        words.len() - 1,
+        words[words.len() - 1],
+        words[words.len() - 2],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    // A file that a file-name completion would offer.
+    std::fs::write(dir.path().join("notes.txt"), "").unwrap();
+    let out = std::process::Command::new("bash")
+        .args(["--norc", "--noprofile", "-c", &cmd])
+        .current_dir(dir.path())
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Item 18: `-p <TAB>` offers provider names and `--tool-choice <TAB>` the choices, not
+/// file names; any provider name (one of the config) and a tool's name are still taken.
+#[test]
+fn completions_offer_provider_names_and_tool_choices() {
+    let offered = bash_completes(&["freeroute", "-p", ""]);
+    for name in ["openrouter", "groq", "llm7", "llamacpp", "ollama"] {
+        assert!(offered.iter().any(|o| o == name), "{name}: {offered:?}");
+    }
+    assert!(!offered.iter().any(|o| o == "notes.txt"), "{offered:?}");
+    assert_eq!(
+        bash_completes(&["freeroute", "models", "--provider", "ll"]),
+        ["llm7", "llamacpp"]
+    );
+    assert_eq!(
+        bash_completes(&["freeroute", "--tools", "t.json", "--tool-choice", ""]),
+        ["auto", "none", "required"]
+    );
+    let s = FakeServer::start(|r| fake::answer(&r.model(), &["x"]));
+    let env = Env::bare().config(&format!(
+        "[providers.my-gateway]\nbase_url = \"{}\"\nmodels = [{{ id = \"m-8b\", tools = true }}]\n",
+        s.url("/v1")
+    ));
+    let out = env.run(&["-p", "my-gateway", "--dry-run", "q"]);
+    assert_eq!(out.code, 0, "{out}");
+    let tools = env.path("tools.json");
+    std::fs::write(
+        &tools,
+        r#"[{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]"#,
+    )
+    .unwrap();
+    let out = env.run(&[
+        "--tools",
+        tools.to_str().unwrap(),
+        "--tool-choice",
+        "get_weather",
+        "--dry-run",
+        "q",
+    ]);
+    assert_eq!(out.code, 0, "{out}");
+}
+
+/// Item 18: the man pages refer only to pages that exist, and the main page has EXAMPLES,
+/// EXIT STATUS, ENVIRONMENT and FILES sections instead of clap's EXTRA.
+#[test]
+fn the_man_pages_refer_only_to_pages_that_exist() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
+    let main = std::fs::read_to_string(dir.join("freeroute.1")).unwrap();
+    let sections: Vec<&str> = main
+        .lines()
+        .filter_map(|l| l.strip_prefix(".SH "))
+        .map(|s| s.trim_matches('"'))
+        .collect();
+    for s in [
+        "EXAMPLES",
+        "EXIT STATUS",
+        "ENVIRONMENT",
+        "FILES",
+        "SEE ALSO",
+    ] {
+        assert!(sections.contains(&s), "{s}: {sections:?}");
+    }
+    assert!(!sections.contains(&"EXTRA"), "{sections:?}");
+    for var in [
+        "OPENROUTER_API_KEY",
+        "FREEROUTE_CONFIG",
+        "NO_COLOR",
+        "HTTPS_PROXY",
+    ] {
+        assert!(main.contains(var), "{var}");
+    }
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let page = std::fs::read_to_string(&path).unwrap().replace("\\-", "-");
+        // Every `name(1)` a page names is a page here.
+        for (i, _) in page.match_indices("(1)") {
+            let name: String = page[..i]
+                .chars()
+                .rev()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            if name.starts_with("freeroute") {
+                assert!(
+                    dir.join(format!("{name}.1")).exists(),
+                    "{} refers to {name}(1), which is not in man/",
+                    path.display()
+                );
+            }
+        }
+    }
+}
