@@ -1046,3 +1046,22 @@ fn the_man_pages_refer_only_to_pages_that_exist() {
         }
     }
 }
+
+/// Item 17: `-v` names the providers that are off in one line, not one line each.
+#[test]
+fn verbose_names_the_providers_that_are_off_in_one_line() {
+    let s = FakeServer::start(|r| fake::answer(&r.model(), &["x"]));
+    let env = local_env(&s, "{ id = \"m-8b\", context = 8192 }");
+    let out = env.run(&["-v", "--dry-run", "q"]);
+    assert_eq!(out.code, 0, "{out}");
+    let naming: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("gemini") || l.contains("huggingface"))
+        .collect();
+    assert_eq!(naming.len(), 1, "{out}");
+    assert!(
+        naming[0].contains("gemini") && naming[0].contains("huggingface"),
+        "{out}"
+    );
+}
