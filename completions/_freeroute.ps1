@@ -29,8 +29,8 @@ Register-ArgumentCompleter -Native -CommandName 'freeroute' -ScriptBlock {
             [CompletionResult]::new('--prefer', '--prefer', [CompletionResultType]::ParameterName, 'Rank models whose id matches GLOB first (`*` wildcard, repeatable)')
             [CompletionResult]::new('-s', '-s', [CompletionResultType]::ParameterName, 'System prompt')
             [CompletionResult]::new('--system', '--system', [CompletionResultType]::ParameterName, 'System prompt')
-            [CompletionResult]::new('-i', '-i', [CompletionResultType]::ParameterName, 'Attach an image: a file, an http(s) URL, or - for image bytes on stdin (repeatable)')
-            [CompletionResult]::new('--image', '--image', [CompletionResultType]::ParameterName, 'Attach an image: a file, an http(s) URL, or - for image bytes on stdin (repeatable)')
+            [CompletionResult]::new('-i', '-i', [CompletionResultType]::ParameterName, 'Attach an image of at most 20 MiB: a file, an http(s) URL, or - for image bytes on stdin (repeatable)')
+            [CompletionResult]::new('--image', '--image', [CompletionResultType]::ParameterName, 'Attach an image of at most 20 MiB: a file, an http(s) URL, or - for image bytes on stdin (repeatable)')
             [CompletionResult]::new('--to', '--to', [CompletionResultType]::ParameterName, 'Target language of --translate [default: config translate_to, else English]')
             [CompletionResult]::new('--from', '--from', [CompletionResultType]::ParameterName, 'Source language of --translate (detected when not given)')
             [CompletionResult]::new('--tools', '--tools', [CompletionResultType]::ParameterName, 'OpenAI-style tool definitions (a JSON array, or an object with `tools`)')
@@ -84,8 +84,8 @@ Register-ArgumentCompleter -Native -CommandName 'freeroute' -ScriptBlock {
             [CompletionResult]::new('--prefer', '--prefer', [CompletionResultType]::ParameterName, 'Rank models whose id matches GLOB first (`*` wildcard, repeatable)')
             [CompletionResult]::new('-s', '-s', [CompletionResultType]::ParameterName, 'System prompt')
             [CompletionResult]::new('--system', '--system', [CompletionResultType]::ParameterName, 'System prompt')
-            [CompletionResult]::new('-i', '-i', [CompletionResultType]::ParameterName, 'Attach an image: a file, an http(s) URL, or - for image bytes on stdin (repeatable)')
-            [CompletionResult]::new('--image', '--image', [CompletionResultType]::ParameterName, 'Attach an image: a file, an http(s) URL, or - for image bytes on stdin (repeatable)')
+            [CompletionResult]::new('-i', '-i', [CompletionResultType]::ParameterName, 'Attach an image of at most 20 MiB: a file, an http(s) URL, or - for image bytes on stdin (repeatable)')
+            [CompletionResult]::new('--image', '--image', [CompletionResultType]::ParameterName, 'Attach an image of at most 20 MiB: a file, an http(s) URL, or - for image bytes on stdin (repeatable)')
             [CompletionResult]::new('--to', '--to', [CompletionResultType]::ParameterName, 'Target language of --translate [default: config translate_to, else English]')
             [CompletionResult]::new('--from', '--from', [CompletionResultType]::ParameterName, 'Source language of --translate (detected when not given)')
             [CompletionResult]::new('--tools', '--tools', [CompletionResultType]::ParameterName, 'OpenAI-style tool definitions (a JSON array, or an object with `tools`)')
@@ -116,8 +116,8 @@ Register-ArgumentCompleter -Native -CommandName 'freeroute' -ScriptBlock {
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Print the routing trace on stderr')
             [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'No spinner, no notes on stderr (errors are still printed)')
             [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'No spinner, no notes on stderr (errors are still printed)')
-            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
-            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             break
         }
         'freeroute;models' {
@@ -136,8 +136,8 @@ Register-ArgumentCompleter -Native -CommandName 'freeroute' -ScriptBlock {
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Print the routing trace on stderr')
             [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'No spinner, no notes on stderr (errors are still printed)')
             [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'No spinner, no notes on stderr (errors are still printed)')
-            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
-            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             break
         }
         'freeroute;stats' {

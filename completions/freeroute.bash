@@ -74,11 +74,11 @@ _freeroute() {
                     return 0
                     ;;
                 --provider)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "openrouter gemini groq cerebras mistral github nvidia cloudflare huggingface ovhcloud llm7 kilo ollama llamacpp lmstudio vllm" -- "${cur}"))
                     return 0
                     ;;
                 -p)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "openrouter gemini groq cerebras mistral github nvidia cloudflare huggingface ovhcloud llm7 kilo ollama llamacpp lmstudio vllm" -- "${cur}"))
                     return 0
                     ;;
                 --exclude)
@@ -118,7 +118,7 @@ _freeroute() {
                     return 0
                     ;;
                 --tool-choice)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "auto none required" -- "${cur}"))
                     return 0
                     ;;
                 --schema)
@@ -192,11 +192,11 @@ _freeroute() {
                     return 0
                     ;;
                 --provider)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "openrouter gemini groq cerebras mistral github nvidia cloudflare huggingface ovhcloud llm7 kilo ollama llamacpp lmstudio vllm" -- "${cur}"))
                     return 0
                     ;;
                 -p)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "openrouter gemini groq cerebras mistral github nvidia cloudflare huggingface ovhcloud llm7 kilo ollama llamacpp lmstudio vllm" -- "${cur}"))
                     return 0
                     ;;
                 --exclude)
@@ -236,7 +236,7 @@ _freeroute() {
                     return 0
                     ;;
                 --tool-choice)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "auto none required" -- "${cur}"))
                     return 0
                     ;;
                 --schema)
@@ -414,11 +414,11 @@ _freeroute() {
                     return 0
                     ;;
                 --provider)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "openrouter gemini groq cerebras mistral github nvidia cloudflare huggingface ovhcloud llm7 kilo ollama llamacpp lmstudio vllm" -- "${cur}"))
                     return 0
                     ;;
                 -p)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "openrouter gemini groq cerebras mistral github nvidia cloudflare huggingface ovhcloud llm7 kilo ollama llamacpp lmstudio vllm" -- "${cur}"))
                     return 0
                     ;;
                 --exclude)
@@ -472,11 +472,11 @@ _freeroute() {
                     return 0
                     ;;
                 --provider)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "openrouter gemini groq cerebras mistral github nvidia cloudflare huggingface ovhcloud llm7 kilo ollama llamacpp lmstudio vllm" -- "${cur}"))
                     return 0
                     ;;
                 -p)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "openrouter gemini groq cerebras mistral github nvidia cloudflare huggingface ovhcloud llm7 kilo ollama llamacpp lmstudio vllm" -- "${cur}"))
                     return 0
                     ;;
                 --exclude)

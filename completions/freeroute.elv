@@ -26,8 +26,8 @@ set edit:completion:arg-completer[freeroute] = {|@words|
             cand --prefer 'Rank models whose id matches GLOB first (`*` wildcard, repeatable)'
             cand -s 'System prompt'
             cand --system 'System prompt'
-            cand -i 'Attach an image: a file, an http(s) URL, or - for image bytes on stdin (repeatable)'
-            cand --image 'Attach an image: a file, an http(s) URL, or - for image bytes on stdin (repeatable)'
+            cand -i 'Attach an image of at most 20 MiB: a file, an http(s) URL, or - for image bytes on stdin (repeatable)'
+            cand --image 'Attach an image of at most 20 MiB: a file, an http(s) URL, or - for image bytes on stdin (repeatable)'
             cand --to 'Target language of --translate [default: config translate_to, else English]'
             cand --from 'Source language of --translate (detected when not given)'
             cand --tools 'OpenAI-style tool definitions (a JSON array, or an object with `tools`)'
@@ -80,8 +80,8 @@ set edit:completion:arg-completer[freeroute] = {|@words|
             cand --prefer 'Rank models whose id matches GLOB first (`*` wildcard, repeatable)'
             cand -s 'System prompt'
             cand --system 'System prompt'
-            cand -i 'Attach an image: a file, an http(s) URL, or - for image bytes on stdin (repeatable)'
-            cand --image 'Attach an image: a file, an http(s) URL, or - for image bytes on stdin (repeatable)'
+            cand -i 'Attach an image of at most 20 MiB: a file, an http(s) URL, or - for image bytes on stdin (repeatable)'
+            cand --image 'Attach an image of at most 20 MiB: a file, an http(s) URL, or - for image bytes on stdin (repeatable)'
             cand --to 'Target language of --translate [default: config translate_to, else English]'
             cand --from 'Source language of --translate (detected when not given)'
             cand --tools 'OpenAI-style tool definitions (a JSON array, or an object with `tools`)'
@@ -112,8 +112,8 @@ set edit:completion:arg-completer[freeroute] = {|@words|
             cand --verbose 'Print the routing trace on stderr'
             cand -q 'No spinner, no notes on stderr (errors are still printed)'
             cand --quiet 'No spinner, no notes on stderr (errors are still printed)'
-            cand -h 'Print help'
-            cand --help 'Print help'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
         }
         &'freeroute;models'= {
             cand -m 'Try exactly these models, in this order (repeatable)'
@@ -131,8 +131,8 @@ set edit:completion:arg-completer[freeroute] = {|@words|
             cand --verbose 'Print the routing trace on stderr'
             cand -q 'No spinner, no notes on stderr (errors are still printed)'
             cand --quiet 'No spinner, no notes on stderr (errors are still printed)'
-            cand -h 'Print help'
-            cand --help 'Print help'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
         }
         &'freeroute;stats'= {
             cand --config 'Config file (default: $XDG_CONFIG_HOME/freeroute/config.toml)'

@@ -25,15 +25,32 @@ function __fish_freeroute_using_subcommand
 end
 
 complete -c freeroute -n "__fish_freeroute_needs_command" -s m -l model -d 'Try exactly these models, in this order (repeatable)' -r
-complete -c freeroute -n "__fish_freeroute_needs_command" -s p -l provider -d 'Only use these providers (repeatable)' -r
+complete -c freeroute -n "__fish_freeroute_needs_command" -s p -l provider -d 'Only use these providers (repeatable)' -r -f -a "openrouter\t''
+gemini\t''
+groq\t''
+cerebras\t''
+mistral\t''
+github\t''
+nvidia\t''
+cloudflare\t''
+huggingface\t''
+ovhcloud\t''
+llm7\t''
+kilo\t''
+ollama\t''
+llamacpp\t''
+lmstudio\t''
+vllm\t''"
 complete -c freeroute -n "__fish_freeroute_needs_command" -l exclude -d 'Drop models whose id matches GLOB (`*` wildcard, repeatable)' -r
 complete -c freeroute -n "__fish_freeroute_needs_command" -l prefer -d 'Rank models whose id matches GLOB first (`*` wildcard, repeatable)' -r
 complete -c freeroute -n "__fish_freeroute_needs_command" -s s -l system -d 'System prompt' -r
-complete -c freeroute -n "__fish_freeroute_needs_command" -s i -l image -d 'Attach an image: a file, an http(s) URL, or - for image bytes on stdin (repeatable)' -r
+complete -c freeroute -n "__fish_freeroute_needs_command" -s i -l image -d 'Attach an image of at most 20 MiB: a file, an http(s) URL, or - for image bytes on stdin (repeatable)' -r
 complete -c freeroute -n "__fish_freeroute_needs_command" -l to -d 'Target language of --translate [default: config translate_to, else English]' -r
 complete -c freeroute -n "__fish_freeroute_needs_command" -l from -d 'Source language of --translate (detected when not given)' -r
 complete -c freeroute -n "__fish_freeroute_needs_command" -l tools -d 'OpenAI-style tool definitions (a JSON array, or an object with `tools`)' -r -F
-complete -c freeroute -n "__fish_freeroute_needs_command" -l tool-choice -d 'With --tools: auto, none, required, or a tool\'s name' -r
+complete -c freeroute -n "__fish_freeroute_needs_command" -l tool-choice -d 'With --tools: auto, none, required, or a tool\'s name' -r -f -a "auto\t''
+none\t''
+required\t''"
 complete -c freeroute -n "__fish_freeroute_needs_command" -l schema -d 'Require a JSON answer matching this JSON Schema (a file, or inline JSON)' -r
 complete -c freeroute -n "__fish_freeroute_needs_command" -l messages -d 'Send a whole conversation (JSON array of messages); words become the last user message' -r
 complete -c freeroute -n "__fish_freeroute_needs_command" -l max-tokens -d 'Most tokens to generate' -r
@@ -67,15 +84,32 @@ complete -c freeroute -n "__fish_freeroute_needs_command" -a "help" -d 'Print th
 complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -s o -l output -d 'Write results here (appended as items finish; ids already answered are skipped)' -r -F
 complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l concurrency -d 'Items in flight at once [default: 4]' -r
 complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -s m -l model -d 'Try exactly these models, in this order (repeatable)' -r
-complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -s p -l provider -d 'Only use these providers (repeatable)' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -s p -l provider -d 'Only use these providers (repeatable)' -r -f -a "openrouter\t''
+gemini\t''
+groq\t''
+cerebras\t''
+mistral\t''
+github\t''
+nvidia\t''
+cloudflare\t''
+huggingface\t''
+ovhcloud\t''
+llm7\t''
+kilo\t''
+ollama\t''
+llamacpp\t''
+lmstudio\t''
+vllm\t''"
 complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l exclude -d 'Drop models whose id matches GLOB (`*` wildcard, repeatable)' -r
 complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l prefer -d 'Rank models whose id matches GLOB first (`*` wildcard, repeatable)' -r
 complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -s s -l system -d 'System prompt' -r
-complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -s i -l image -d 'Attach an image: a file, an http(s) URL, or - for image bytes on stdin (repeatable)' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -s i -l image -d 'Attach an image of at most 20 MiB: a file, an http(s) URL, or - for image bytes on stdin (repeatable)' -r
 complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l to -d 'Target language of --translate [default: config translate_to, else English]' -r
 complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l from -d 'Source language of --translate (detected when not given)' -r
 complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l tools -d 'OpenAI-style tool definitions (a JSON array, or an object with `tools`)' -r -F
-complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l tool-choice -d 'With --tools: auto, none, required, or a tool\'s name' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l tool-choice -d 'With --tools: auto, none, required, or a tool\'s name' -r -f -a "auto\t''
+none\t''
+required\t''"
 complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l schema -d 'Require a JSON answer matching this JSON Schema (a file, or inline JSON)' -r
 complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l messages -d 'Send a whole conversation (JSON array of messages); words become the last user message' -r
 complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l max-tokens -d 'Most tokens to generate' -r
@@ -99,9 +133,24 @@ complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l no-stream 
 complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -l dry-run -d 'Route but send nothing: print the plan and why each model was kept or dropped'
 complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -s v -l verbose -d 'Print the routing trace on stderr'
 complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -s q -l quiet -d 'No spinner, no notes on stderr (errors are still printed)'
-complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -s h -l help -d 'Print help'
+complete -c freeroute -n "__fish_freeroute_using_subcommand batch" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c freeroute -n "__fish_freeroute_using_subcommand models" -s m -l model -d 'Try exactly these models, in this order (repeatable)' -r
-complete -c freeroute -n "__fish_freeroute_using_subcommand models" -s p -l provider -d 'Only use these providers (repeatable)' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand models" -s p -l provider -d 'Only use these providers (repeatable)' -r -f -a "openrouter\t''
+gemini\t''
+groq\t''
+cerebras\t''
+mistral\t''
+github\t''
+nvidia\t''
+cloudflare\t''
+huggingface\t''
+ovhcloud\t''
+llm7\t''
+kilo\t''
+ollama\t''
+llamacpp\t''
+lmstudio\t''
+vllm\t''"
 complete -c freeroute -n "__fish_freeroute_using_subcommand models" -l exclude -d 'Drop models whose id matches GLOB (`*` wildcard, repeatable)' -r
 complete -c freeroute -n "__fish_freeroute_using_subcommand models" -l prefer -d 'Rank models whose id matches GLOB first (`*` wildcard, repeatable)' -r
 complete -c freeroute -n "__fish_freeroute_using_subcommand models" -l config -d 'Config file (default: $XDG_CONFIG_HOME/freeroute/config.toml)' -r -F
@@ -111,7 +160,7 @@ complete -c freeroute -n "__fish_freeroute_using_subcommand models" -l offline -
 complete -c freeroute -n "__fish_freeroute_using_subcommand models" -l json -d 'Print a JSON array'
 complete -c freeroute -n "__fish_freeroute_using_subcommand models" -s v -l verbose -d 'Print the routing trace on stderr'
 complete -c freeroute -n "__fish_freeroute_using_subcommand models" -s q -l quiet -d 'No spinner, no notes on stderr (errors are still printed)'
-complete -c freeroute -n "__fish_freeroute_using_subcommand models" -s h -l help -d 'Print help'
+complete -c freeroute -n "__fish_freeroute_using_subcommand models" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c freeroute -n "__fish_freeroute_using_subcommand stats" -l config -d 'Config file (default: $XDG_CONFIG_HOME/freeroute/config.toml)' -r -F
 complete -c freeroute -n "__fish_freeroute_using_subcommand stats" -l json -d 'Print one JSON object'
 complete -c freeroute -n "__fish_freeroute_using_subcommand stats" -l reset -d 'Forget everything remembered on this host (state, request log and conversations)'
@@ -130,7 +179,22 @@ complete -c freeroute -n "__fish_freeroute_using_subcommand serve" -l max-concur
 complete -c freeroute -n "__fish_freeroute_using_subcommand serve" -l log-format -d 'Format of the request log on stderr' -r -f -a "text\t'One readable line per request'
 json\t'One JSON object per request'"
 complete -c freeroute -n "__fish_freeroute_using_subcommand serve" -s m -l model -d 'Try exactly these models, in this order (repeatable)' -r
-complete -c freeroute -n "__fish_freeroute_using_subcommand serve" -s p -l provider -d 'Only use these providers (repeatable)' -r
+complete -c freeroute -n "__fish_freeroute_using_subcommand serve" -s p -l provider -d 'Only use these providers (repeatable)' -r -f -a "openrouter\t''
+gemini\t''
+groq\t''
+cerebras\t''
+mistral\t''
+github\t''
+nvidia\t''
+cloudflare\t''
+huggingface\t''
+ovhcloud\t''
+llm7\t''
+kilo\t''
+ollama\t''
+llamacpp\t''
+lmstudio\t''
+vllm\t''"
 complete -c freeroute -n "__fish_freeroute_using_subcommand serve" -l exclude -d 'Drop models whose id matches GLOB (`*` wildcard, repeatable)' -r
 complete -c freeroute -n "__fish_freeroute_using_subcommand serve" -l prefer -d 'Rank models whose id matches GLOB first (`*` wildcard, repeatable)' -r
 complete -c freeroute -n "__fish_freeroute_using_subcommand serve" -l timeout -d 'Deadline of each request, in seconds [default: 120]' -r

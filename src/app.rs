@@ -304,7 +304,27 @@ fn config_cmd(args: &ConfigArgs, config_flag: Option<&Path>, printer: &Printer) 
         ConfigAction::Show => {
             let (config, loaded_from) = config::load(config_flag)?;
             let sources = Sources::resolve(&config);
-            let found = session::gather(&config, &sources, &runtime()?, printer);
+            let rt = runtime()?;
+            let found = session::gather(&config, &sources, &rt, printer);
+            // A server found on a loopback port lists its models itself: ask it (or use
+            // the cached list), so that the view shows what it serves.
+            let found_here: Vec<_> = found
+                .list
+                .iter()
+                .filter(|p| p.tier == crate::providers::Tier::Local)
+                .cloned()
+                .collect();
+            let local_models = rt.block_on(crate::catalog::load(
+                &found_here,
+                request::CatalogMode::Normal,
+                config
+                    .defaults
+                    .catalog_ttl
+                    .unwrap_or(settings::DEFAULT_CATALOG_TTL),
+                &crate::wire::client::Client::new,
+                crate::now_ms(),
+                Duration::from_secs(2),
+            ));
             let file = loaded_from.map_or_else(
                 || format!("{} (not present; built-in defaults)", path.display()),
                 |p| p.display().to_string(),
@@ -325,7 +345,7 @@ fn config_cmd(args: &ConfigArgs, config_flag: Option<&Path>, printer: &Printer) 
                 discover_ports: &sources.discover_ports,
                 memory: &sources.memory,
             };
-            report::config(&file, &shown, &found, printer);
+            report::config(&file, &shown, &found, &local_models, printer);
         }
     }
     Ok(())

@@ -6,36 +6,51 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-const EXAMPLES: &str = "\
-Examples:
-  freeroute \"Explain the difference between TCP and UDP in two sentences\"
-  git diff | freeroute \"write a one-line commit message for this diff\"
-  freeroute --json \"Name three prime numbers\" | jq -r .content
-  freeroute --json -q \"ping\" | jq '{model, ms: .timing.total_ms}'
-  freeroute -m meta-llama/llama-3.3-70b-instruct:free -s \"Answer in French\" \"hello\"
-  freeroute --dry-run -v \"a long question\"     # show the plan, send nothing
-  freeroute models --json | jq -r '.[].model'
+/// Shell completions offer `names` (clap_complete reads a parser's possible values), but
+/// any value is accepted: a provider the user adds in the config has a name of its own, and
+/// a tool choice may name a function. `--help` does not list them (`hide_possible_values`).
+#[derive(Clone)]
+struct Offers(fn() -> Vec<&'static str>);
 
-Translation and OCR:
-  freeroute --translate --to German < notes.md > notes.de.md
-  freeroute --ocr -i screenshot.png > screenshot.txt
-  curl -s https://example.com/shot.png | freeroute --ocr -i -
-  freeroute --ocr --translate --to English -i sign.jpg
+impl clap::builder::TypedValueParser for Offers {
+    type Value = String;
 
-Tools, schemas, conversations, batches:
-  freeroute --tools tools.json \"Weather in Paris?\" | jq -r .arguments.city
-  freeroute --schema '{\"type\":\"object\"}' \"extract the fields\" < letter.txt | jq .
-  freeroute -c \"and why?\"
-  freeroute batch prompts.jsonl -o answers.jsonl
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        clap::builder::StringValueParser::new().parse_ref(cmd, arg, value)
+    }
 
-Cron (all-or-nothing output, a deadline, no spinner):
-  0 7 * * * freeroute -q --timeout 60 \"Summarise today's agenda\" < agenda.txt > summary.txt
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(
+            (self.0)()
+                .into_iter()
+                .map(clap::builder::PossibleValue::new),
+        ))
+    }
+}
 
-Set OPENROUTER_API_KEY (a free key from https://openrouter.ai/keys), or add a provider
-to the config file (freeroute config init).
+/// The names of the servers found on the usual loopback ports (`discover::name_for`).
+const FOUND_SERVERS: [&str; 4] = ["ollama", "llamacpp", "lmstudio", "vllm"];
 
-Exit codes: 0 answered, 1 internal error, 2 usage or input error, 3 no eligible model, 4 every attempt
-failed, 5 deadline passed, 6 configuration or key error, 130 interrupted.";
+/// What `-p <TAB>` offers: the built-in providers and the usual local servers.
+fn provider_names() -> Vec<&'static str> {
+    crate::presets::PRESETS
+        .iter()
+        .map(|p| p.name)
+        .chain(FOUND_SERVERS)
+        .collect()
+}
+
+/// What `--tool-choice <TAB>` offers (a tool's name is accepted too).
+fn tool_choices() -> Vec<&'static str> {
+    vec!["auto", "none", "required"]
+}
 
 /// Answer a prompt with a free LLM, falling back across free models and providers.
 #[derive(Debug, Parser)]
@@ -43,7 +58,7 @@ failed, 5 deadline passed, 6 configuration or key error, 130 interrupted.";
     name = "freeroute",
     version,
     about,
-    after_long_help = EXAMPLES,
+    after_long_help = crate::manual::after_help(),
     max_term_width = 100
 )]
 pub struct Cli {
@@ -82,7 +97,10 @@ pub struct RouteArgs {
     pub models: Vec<String>,
 
     /// Only use these providers (repeatable)
-    #[arg(short = 'p', long = "provider", value_name = "NAME")]
+    ///
+    /// A built-in one (openrouter, groq, …), a found local server (ollama, llamacpp, …) or
+    /// one of the config
+    #[arg(short = 'p', long = "provider", value_name = "NAME", value_parser = Offers(provider_names), hide_possible_values = true)]
     pub providers: Vec<String>,
 
     /// Drop models whose id matches GLOB (`*` wildcard, repeatable)
@@ -140,7 +158,7 @@ pub struct AskOptions {
     #[arg(short = 's', long, value_name = "TEXT")]
     pub system: Option<String>,
 
-    /// Attach an image: a file, an http(s) URL, or - for image bytes on stdin (repeatable)
+    /// Attach an image of at most 20 MiB: a file, an http(s) URL, or - for image bytes on stdin (repeatable)
     #[arg(short = 'i', long = "image", value_name = "PATH|URL|-")]
     pub images: Vec<String>,
 
@@ -169,7 +187,7 @@ pub struct AskOptions {
     pub tools: Option<PathBuf>,
 
     /// With --tools: auto, none, required, or a tool's name
-    #[arg(long, value_name = "CHOICE", requires = "tools")]
+    #[arg(long, value_name = "CHOICE", requires = "tools", value_parser = Offers(tool_choices), hide_possible_values = true)]
     pub tool_choice: Option<String>,
 
     /// Require a JSON answer matching this JSON Schema (a file, or inline JSON)
@@ -359,6 +377,31 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_found_servers_are_named_as_discovery_names_them() {
+        let named: Vec<String> = crate::discover::DEFAULT_PORTS
+            .iter()
+            .map(|&p| crate::discover::name_for(p))
+            .collect();
+        assert_eq!(named, FOUND_SERVERS);
+    }
+
+    #[test]
+    fn completed_values_are_offered_but_any_is_taken() {
+        let cli = Cli::try_parse_from(["freeroute", "-p", "my-gateway", "q"]).unwrap();
+        assert_eq!(cli.ask.route.providers, vec!["my-gateway"]);
+        let cli = Cli::try_parse_from([
+            "freeroute",
+            "--tools",
+            "t.json",
+            "--tool-choice",
+            "get_weather",
+            "q",
+        ])
+        .unwrap();
+        assert_eq!(cli.ask.tool_choice.as_deref(), Some("get_weather"));
     }
 
     #[test]

@@ -236,11 +236,35 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
         if let Some(key) = key {
             msg.push_str(&format!(", key `{key}`"));
         }
-        msg.push_str(&format!(": {}", e.message().trim()));
+        msg.push_str(&format!(": {}", in_words(e.message().trim())));
         Error::config(msg).with_hint("Fix the file, or see `freeroute config init` for an example")
     })?;
     validate(&config, path)?;
     Ok(config)
+}
+
+/// serde's type errors ("invalid type: string \"slow\", expected f64") in a user's words:
+/// what the setting takes, then what was found ("expected a number, such as 120 or 0.5;
+/// found string \"slow\""). Other messages are kept as they are.
+fn in_words(message: &str) -> String {
+    let Some((found, expected)) = message
+        .strip_prefix("invalid type: ")
+        .or_else(|| message.strip_prefix("invalid value: "))
+        .and_then(|rest| rest.rsplit_once(", expected "))
+    else {
+        return message.to_string();
+    };
+    let expected = match expected {
+        "f64" | "f32" => "a number, such as 120 or 0.5",
+        "u64" | "u32" | "usize" => "a whole number, 0 or more",
+        "u16" => "a whole number from 0 to 65535",
+        "u8" => "a whole number from 0 to 255",
+        "i64" | "i32" => "a whole number",
+        "a sequence" => "a list, such as [\"a\", \"b\"]",
+        "a map" | "struct" => "a table, such as { key = \"value\" }",
+        other => other,
+    };
+    format!("expected {expected}; found {found}")
 }
 
 /// 1-based line of a byte offset and the dotted key written on that line, if any.

@@ -16,8 +16,8 @@ use crate::error::{Error, Result};
 use crate::request::AnswerSchema;
 use crate::wire::openai::Message;
 
-/// The largest image accepted, before base64 (most providers refuse far less; 20 MB is
-/// OpenAI's documented ceiling).
+/// The largest image accepted, before base64: 20 MiB (20,971,520 bytes; most providers
+/// refuse far less, and OpenAI documents 20 MB as its ceiling).
 pub const MAX_IMAGE_BYTES: usize = 20 * 1024 * 1024;
 
 /// Everything read from the user's inputs for one prompt.
@@ -70,6 +70,14 @@ enum From {
 /// That read runs on a thread of its own so that the wait is bounded; a thread left
 /// blocked ends with the process.
 fn read_input(from: From, what: &str, limit: usize, within: Duration) -> Result<Vec<u8>> {
+    // `what` is said mid-sentence ("Cannot read schema file x") and, capitalized, at the
+    // start of one ("Schema file x is larger than 1 MiB").
+    let starting = {
+        let mut c = what.chars();
+        c.next()
+            .map(|first| first.to_uppercase().chain(c).collect::<String>())
+            .unwrap_or_default()
+    };
     let cannot = |e: std::io::Error| Error::input(format!("Cannot read {what}")).with_source(e);
     let open = move |from: &From| -> std::io::Result<std::fs::File> {
         match from {
@@ -105,7 +113,7 @@ fn read_input(from: From, what: &str, limit: usize, within: Duration) -> Result<
             Ok(read) => read.map_err(cannot)?,
             Err(_) => {
                 return Err(Error::input(format!(
-                    "{what} gave nothing to read within {:.0} s",
+                    "{starting} gave nothing to read within {:.0} s",
                     wait.as_secs_f64()
                 ))
                 .with_hint(match from {
@@ -116,7 +124,7 @@ fn read_input(from: From, what: &str, limit: usize, within: Duration) -> Result<
         }
     };
     if bytes.len() > limit {
-        let err = Error::input(format!("{what} is larger than {}", human_size(limit)));
+        let err = Error::input(format!("{starting} is larger than {}", human_size(limit)));
         let is_image = limit == MAX_IMAGE_BYTES;
         return Err(if is_image {
             err.with_hint(SCALE_DOWN)
@@ -254,9 +262,9 @@ pub fn image_from_bytes(name: &str, bytes: &[u8]) -> Result<Image> {
     }
     if bytes.len() > MAX_IMAGE_BYTES {
         return Err(Error::input(format!(
-            "Image {name} is {:.1} MB; the limit is {} MB",
+            "Image {name} is {:.1} MiB; the limit is {}",
             bytes.len() as f64 / 1_048_576.0,
-            MAX_IMAGE_BYTES / 1_048_576
+            human_size(MAX_IMAGE_BYTES)
         ))
         .with_hint(SCALE_DOWN));
     }
@@ -317,7 +325,8 @@ pub fn restore_images(messages: &mut [Message], within: Duration) -> Result<Vec<
 }
 
 fn read_json_file(path: &Path, what: &str, limit: usize, within: Duration) -> Result<Value> {
-    let name = format!("{what} file {}", path.display());
+    // Mid-sentence ("Cannot read schema file x"): the noun in lower case.
+    let name = format!("{} file {}", what.to_lowercase(), path.display());
     let bytes = read_input(From::File(path.into()), &name, limit, within)?;
     let text = String::from_utf8(bytes)
         .map_err(|_| Error::input(format!("{what} file {} is not UTF-8", path.display())))?;

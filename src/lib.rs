@@ -21,6 +21,7 @@ pub mod error;
 pub mod health;
 pub mod input;
 pub mod limiter;
+pub mod manual;
 pub mod outcome;
 pub mod output;
 pub mod plan;

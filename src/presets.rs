@@ -14,8 +14,9 @@ pub enum ProviderKind {
 }
 
 /// Where a provider stands in the plan: keyed clouds first, then local servers found by
-/// themselves, then keyless services (DESIGN §2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// themselves, then keyless services (DESIGN §2). `models --json` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Tier {
     Cloud,
     Local,

@@ -286,8 +286,8 @@ pub fn run(args: &BatchArgs, config_flag: Option<&Path>, printer: &Printer) -> R
     }
     if counts.unreadable > 0 {
         return Err(Error::input(format!(
-            "{} input lines could not be read (see above)",
-            counts.unreadable
+            "{} could not be read (see above)",
+            crate::output::explain::count(counts.unreadable, "input line")
         )));
     }
     Ok(())
@@ -392,8 +392,8 @@ impl DryRun<'_> {
         }
         if counts.unreadable > 0 {
             return Err(Error::input(format!(
-                "{} input lines could not be read (see above)",
-                counts.unreadable
+                "{} could not be read (see above)",
+                crate::output::explain::count(counts.unreadable, "input line")
             )));
         }
         Ok(())

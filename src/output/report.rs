@@ -22,6 +22,19 @@ fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
+/// A table cell from text a server chose (an error message, a model id): one line
+/// whatever it holds (runs of whitespace, newlines and tabs included, become one space;
+/// other control characters and the bidirectional overrides are dropped), at most `max`
+/// characters, so that a row stays one line.
+fn cell(text: &str, max: usize) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut out: String = super::for_terminal(&one_line).chars().take(max).collect();
+    if one_line.chars().count() > max {
+        out.push('…');
+    }
+    out
+}
+
 /// A candidate of `--dry-run --json`.
 #[derive(Serialize)]
 struct PlanRow<'a> {
@@ -156,6 +169,15 @@ pub fn trace_plan(plan: &Plan, printer: &Printer) {
     }
 }
 
+/// A capability as the `models` table and `config show` name it.
+fn short_name(c: crate::catalog::Capability) -> &'static str {
+    match c {
+        crate::catalog::Capability::Vision => "vision",
+        crate::catalog::Capability::Tools => "tools",
+        crate::catalog::Capability::Schema => "schema",
+    }
+}
+
 /// A row of `models --json`.
 #[derive(Serialize)]
 struct ModelRow<'a> {
@@ -164,8 +186,21 @@ struct ModelRow<'a> {
     context: Option<u64>,
     capabilities: Capabilities,
     free: bool,
+    /// `cloud` (a keyed or configured provider), `local` (a server found on a loopback
+    /// port) or `keyless` (the last resort: no key, and they may log prompts).
+    tier: Tier,
     score: f64,
     why: String,
+}
+
+/// The `models` table's TIER cell: the later tiers are tried only after every keyed or
+/// configured model (unless `-m` names them), so they are marked on every row.
+fn tier_cell(tier: Tier) -> &'static str {
+    match tier {
+        Tier::Cloud => "",
+        Tier::Local => "found on this machine",
+        Tier::Keyless => "last resort: keyless, may log prompts",
+    }
 }
 
 /// `models`: the eligible models in the order they would be tried.
@@ -179,6 +214,7 @@ pub fn models(plan: &Plan, json: bool, printer: &Printer) {
             context: c.model.context,
             capabilities: c.model.caps,
             free: c.model.free,
+            tier: c.model.tier,
             score: round(c.score.total),
             why: c.score.explain(),
         })
@@ -188,34 +224,29 @@ pub fn models(plan: &Plan, json: bool, printer: &Printer) {
         return;
     }
     let mut s = format!(
-        "{:<4}{:<12}{:<56}{:>9}  {:<18}{}\n",
-        "#", "PROVIDER", "MODEL", "CONTEXT", "CAPABILITIES", "SCORE"
+        "{:<4}{:<12}{:<56}{:>9}  {:<18}{:<7}{}\n",
+        "#", "PROVIDER", "MODEL", "CONTEXT", "CAPABILITIES", "SCORE", "TIER"
     );
     for (i, r) in rows.iter().enumerate() {
-        let caps: Vec<&str> = [
-            (r.capabilities.vision, "vision"),
-            (r.capabilities.tools, "tools"),
-            (r.capabilities.schema, "schema"),
-        ]
-        .iter()
-        .filter(|(on, _)| *on)
-        .map(|(_, n)| *n)
-        .collect();
+        let caps: Vec<&str> = r.capabilities.iter().map(short_name).collect();
         let ctx = r.context.map_or("?".to_string(), |c| c.to_string());
         let caps = if caps.is_empty() {
             "text".to_string()
         } else {
             caps.join(",")
         };
-        s.push_str(&format!(
-            "{:<4}{:<12}{:<56}{:>9}  {:<18}{:.2}\n",
+        let line = format!(
+            "{:<4}{:<12}{:<56}{:>9}  {:<18}{:<7.2}{}",
             i + 1,
             r.provider,
-            r.model,
+            cell(r.model, 200),
             ctx,
             caps,
-            r.score
-        ));
+            r.score,
+            tier_cell(r.tier)
+        );
+        s.push_str(line.trim_end());
+        s.push('\n');
     }
     printer.stdout(&s);
 }
@@ -225,7 +256,12 @@ pub fn models(plan: &Plan, json: bool, printer: &Printer) {
 struct StatsModel<'a> {
     provider: &'a str,
     model: &'a str,
+    /// The ranking's health: the success share pulled towards 50% while little is known,
+    /// `(ok + 1) / (ok + failed + 2)` (DESIGN §3).
     success_ratio: f64,
+    /// The plain share of its recent attempts that succeeded, `ok / (ok + failed)`: what
+    /// the table's SUCCESS column shows. Absent when nothing is known.
+    success_share: Option<f64>,
     ok: f64,
     failed: f64,
     first_token_ms: Option<f64>,
@@ -251,6 +287,7 @@ impl<'a> StatsModel<'a> {
             provider,
             model,
             success_ratio: round(m.health(now)),
+            success_share: (m.ok + m.fail > 0.0).then(|| round(m.ok / (m.ok + m.fail))),
             ok: round(m.ok),
             failed: round(m.fail),
             first_token_ms: m.ttft_ms.map(f64::round),
@@ -385,23 +422,17 @@ pub fn stats(
             .cooldown_until_ms
             .map_or("-".to_string(), |t| format_wait(t, now));
         let last = match (m.last_outcome, m.last_error) {
-            (Some(o), Some(e)) => format!(
-                "{}: {}",
-                o.as_str(),
-                e.split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" ")
-                    .chars()
-                    .take(60)
-                    .collect::<String>()
-            ),
+            (Some(o), Some(e)) => format!("{}: {}", o.as_str(), cell(e, 60)),
             (Some(o), None) => o.as_str().to_string(),
             _ => "-".into(),
         };
+        let share = m
+            .success_share
+            .map_or("-".into(), |r| format!("{:.0}%", r * 100.0));
         s.push_str(&format!(
-            "{:<60} {:>6.0}% {:>9} {:>8} {:>10}  {}\n",
-            format!("{}/{}", m.provider, m.model),
-            m.success_ratio * 100.0,
+            "{:<60} {:>7} {:>9} {:>8} {:>10}  {}\n",
+            cell(&format!("{}/{}", m.provider, m.model), 120),
+            share,
             m.first_token_ms
                 .map_or("-".into(), |t| format!("{t:.0} ms")),
             m.tokens_per_sec.map_or("-".into(), |t| format!("{t:.0}")),
@@ -416,12 +447,12 @@ pub fn stats(
     for p in &providers {
         let limit = |v: Option<u32>| v.map_or(String::new(), |n| format!("/{n}"));
         let skipped = match (p.skipped_until_ms, &p.skipped_because) {
-            (Some(t), Some(why)) => format!("for {} ({why})", format_wait(t, now)),
+            (Some(t), Some(why)) => format!("for {} ({})", format_wait(t, now), cell(why, 80)),
             _ => "-".into(),
         };
         s.push_str(&format!(
             "{:<20} {:>12} {:>12}  {}\n",
-            p.provider,
+            cell(p.provider, 60),
             format!("{}{}", p.requests_this_minute, limit(p.per_minute_limit)),
             format!("{}{}", p.requests_today, limit(p.per_day_limit)),
             skipped
@@ -445,7 +476,14 @@ pub struct ShownDefaults<'a> {
 }
 
 /// `config show`: the merged configuration; keys are never shown, only whether set.
-pub fn config(file: &str, d: &ShownDefaults, found: &Providers, printer: &Printer) {
+/// `local` holds the model lists of the servers found on loopback ports.
+pub fn config(
+    file: &str,
+    d: &ShownDefaults,
+    found: &Providers,
+    local: &crate::catalog::Loaded,
+    printer: &Printer,
+) {
     let mut s = format!("# config file: {file}\n[defaults]\n");
     s.push_str(&format!("timeout = {}\n", d.timeout));
     s.push_str(&format!("attempts = {}\n", d.attempts));
@@ -501,6 +539,27 @@ pub fn config(file: &str, d: &ShownDefaults, found: &Providers, printer: &Printe
         }
         if let Some(m) = &p.models {
             s.push_str(&format!("# {} models listed\n", m.len()));
+        }
+        if p.tier == Tier::Local {
+            for m in local.models.iter().filter(|m| m.provider == p.name) {
+                let caps: Vec<&str> = m.caps.iter().map(short_name).collect();
+                s.push_str(&format!(
+                    "# model {} (context {}; {})\n",
+                    cell(&m.id, 200),
+                    m.context.map_or("unknown".into(), |c| c.to_string()),
+                    if caps.is_empty() {
+                        "text".into()
+                    } else {
+                        caps.join(", ")
+                    }
+                ));
+            }
+            for (_, e) in local.failed.iter().filter(|(n, _)| *n == p.name) {
+                s.push_str(&format!(
+                    "# its model list could not be read: {}\n",
+                    cell(&e.to_string(), 120)
+                ));
+            }
         }
     };
     for p in &found.list {

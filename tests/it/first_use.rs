@@ -768,3 +768,300 @@ fn small_things_are_said_right() {
     assert!(out.stderr.contains("conversations"), "{out}");
     assert!(s.chats().is_empty());
 }
+
+/// Item 17: the `stats` table is one line per row whatever a server's error message
+/// holds (blank lines, newlines, tabs, a carriage return, an escape), and SUCCESS is the
+/// plain share of successful attempts: 100% after runs that all succeeded.
+#[test]
+fn the_stats_table_keeps_one_line_per_row_and_says_the_success_share() {
+    let s = FakeServer::start(|r| match r.model().as_str() {
+        "bad-70b" => fake::error_json(500, "upstream\n\nfailed:\tsee\r\nlog \x1b[31mred"),
+        m => fake::answer(m, &["fine"]),
+    });
+    let env = local_env(
+        &s,
+        "{ id = \"bad-70b\", context = 8192 }, { id = \"good-8b\", context = 8192 }",
+    );
+    for _ in 0..3 {
+        let out = env.run(&["-m", "good-8b", "q"]);
+        assert_eq!(out.code, 0, "{out}");
+    }
+    let out = env.run(&["-m", "bad-70b", "q"]);
+    assert_eq!(out.code, 4, "{out}");
+    let table = env.run(&["stats"]);
+    assert_eq!(table.code, 0, "{table}");
+    let v = env.run(&["stats", "--json"]).json();
+    let models = v["models"].as_array().unwrap().len();
+    let providers = v["providers"].as_array().unwrap().len();
+    let rows: Vec<&str> = table.stdout.lines().filter(|l| !l.is_empty()).collect();
+    // The state line, two headings, one line per model and per provider.
+    assert_eq!(rows.len(), 3 + models + providers, "{table}");
+    assert!(
+        !table.stdout.contains(['\r', '\t', '\x1b']),
+        "{:?}",
+        table.stdout
+    );
+    let row = |name: &str| {
+        *rows
+            .iter()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no row {name}: {table}"))
+    };
+    assert!(
+        row("local/bad-70b").contains("server_error: upstream failed: see log"),
+        "{table}"
+    );
+    assert!(row("local/good-8b").contains(" 100% "), "{table}");
+    assert!(row("local/bad-70b").contains(" 0% "), "{table}");
+}
+
+/// Item 17: `models` marks the last-resort tier (keyless services) on every one of its
+/// rows, in the table and in `--json`.
+#[test]
+fn models_marks_the_last_resort_tier() {
+    let s = server(|r| fake::answer(&r.model(), &["x"]));
+    let env = Env::new(&s).var("FREEROUTE_KEYLESS", "1").config(&format!(
+        "[providers.llm7]\nbase_url = \"{}\"\n[providers.kilo]\nenabled = false\n[providers.ovhcloud]\nenabled = false\n",
+        s.url("/llm7/v1")
+    ));
+    let out = env.run(&["models"]);
+    assert_eq!(out.code, 0, "{out}");
+    let rows: Vec<&str> = out.stdout.lines().skip(1).collect();
+    assert!(rows.iter().any(|r| r.contains(" openrouter ")), "{out}");
+    assert!(rows.iter().any(|r| r.contains(" llm7 ")), "{out}");
+    for r in &rows {
+        assert_eq!(
+            r.contains(" llm7 "),
+            r.ends_with("last resort: keyless, may log prompts"),
+            "{out}"
+        );
+    }
+    let v = env.run(&["models", "--json"]).json();
+    for m in v.as_array().unwrap() {
+        let tier = if m["provider"] == "llm7" {
+            "keyless"
+        } else {
+            "cloud"
+        };
+        assert_eq!(m["tier"], tier, "{m}");
+    }
+}
+
+/// Item 17: `config show` lists the models of a server it found on a discovery port, as
+/// it lists a configured provider's.
+#[test]
+fn config_show_lists_a_discovered_servers_models() {
+    let s = discovered("x");
+    let env = Env::bare()
+        .var("FREEROUTE_DISCOVER", "1")
+        .config(&format!("[defaults]\ndiscover_ports = [{}]\n", s.port));
+    let out = env.run(&["config", "show"]);
+    assert_eq!(out.code, 0, "{out}");
+    let section = out
+        .stdout
+        .split(&format!("[providers.local-{}]", s.port))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no section for the found server: {out}"));
+    let section = section.split("\n[").next().unwrap();
+    assert!(section.contains("found on a loopback port"), "{out}");
+    assert!(section.contains("smollm2 (context 4096"), "{out}");
+    assert!(s.chats().is_empty());
+}
+
+/// Item 17: the words of a few messages: plurals, a noun mid-sentence in lower case, a
+/// config type error that says what the setting takes (not serde's `f64`), the image
+/// limit in MiB.
+#[test]
+fn messages_say_plurals_types_and_sizes_in_words() {
+    let s = FakeServer::start(|r| fake::answer(&r.model(), &["x"]));
+    let env = local_env(&s, "{ id = \"m-8b\", context = 8192 }");
+    let batch = env.path("in.jsonl");
+    std::fs::write(&batch, "hello\n{\"prompt\": 5}\n").unwrap();
+    let out = env.run(&["batch", batch.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stderr.contains("1 input line could not be read"),
+        "{out}"
+    );
+    let out = env.run(&["--schema", "missing.json", "q"]);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stderr.contains("Cannot read schema file missing.json"),
+        "{out}"
+    );
+    // One byte over 20 MiB, a PNG by its first bytes.
+    let big = env.path("big.png");
+    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+    bytes.resize(20 * 1024 * 1024 + 1, 0);
+    std::fs::write(&big, bytes).unwrap();
+    let out = env.run(&["-i", big.to_str().unwrap(), "q"]);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("is larger than 20 MiB"), "{out}");
+    assert!(!out.stderr.contains(" MB"), "{out}");
+    let help = env.run(&["--help"]);
+    assert!(help.stdout.contains("at most 20 MiB"), "{help}");
+    let bad = env.config("[defaults]\ntimeout = \"slow\"\n");
+    let out = bad.run(&["q"]);
+    assert_eq!(out.code, 6, "{out}");
+    assert!(
+        out.stderr.contains(
+            "key `defaults.timeout`: expected a number, such as 120 or 0.5; found string \"slow\""
+        ),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("f64"), "{out}");
+    let bad = Env::bare().config("[defaults]\ndiscover_ports = [70000]\n");
+    let out = bad.run(&["q"]);
+    assert_eq!(out.code, 6, "{out}");
+    assert!(
+        out.stderr
+            .contains("expected a whole number from 0 to 65535"),
+        "{out}"
+    );
+    assert!(s.chats().len() == 1, "only the batch's good line is sent");
+}
+
+/// The committed bash completions' answer for a command line whose last word is being
+/// completed (`words`, the last one the partial word).
+fn bash_completes(words: &[&str]) -> Vec<String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/completions/freeroute.bash");
+    let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+    let cmd = format!(
+        "source '{script}'; COMP_WORDS=({}); COMP_CWORD={}; COMP_LINE=\"${{COMP_WORDS[*]}}\"; COMP_POINT=${{#COMP_LINE}}; _freeroute freeroute '{}' '{}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        quoted.join(" "),
+        words.len() - 1,
+        words[words.len() - 1],
+        words[words.len() - 2],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    // A file that a file-name completion would offer.
+    std::fs::write(dir.path().join("notes.txt"), "").unwrap();
+    let out = std::process::Command::new("bash")
+        .args(["--norc", "--noprofile", "-c", &cmd])
+        .current_dir(dir.path())
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Item 18: `-p <TAB>` offers provider names and `--tool-choice <TAB>` the choices, not
+/// file names; any provider name (one of the config) and a tool's name are still taken.
+#[test]
+fn completions_offer_provider_names_and_tool_choices() {
+    let offered = bash_completes(&["freeroute", "-p", ""]);
+    for name in ["openrouter", "groq", "llm7", "llamacpp", "ollama"] {
+        assert!(offered.iter().any(|o| o == name), "{name}: {offered:?}");
+    }
+    assert!(!offered.iter().any(|o| o == "notes.txt"), "{offered:?}");
+    assert_eq!(
+        bash_completes(&["freeroute", "models", "--provider", "ll"]),
+        ["llm7", "llamacpp"]
+    );
+    assert_eq!(
+        bash_completes(&["freeroute", "--tools", "t.json", "--tool-choice", ""]),
+        ["auto", "none", "required"]
+    );
+    let s = FakeServer::start(|r| fake::answer(&r.model(), &["x"]));
+    let env = Env::bare().config(&format!(
+        "[providers.my-gateway]\nbase_url = \"{}\"\nmodels = [{{ id = \"m-8b\", tools = true }}]\n",
+        s.url("/v1")
+    ));
+    let out = env.run(&["-p", "my-gateway", "--dry-run", "q"]);
+    assert_eq!(out.code, 0, "{out}");
+    let tools = env.path("tools.json");
+    std::fs::write(
+        &tools,
+        r#"[{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]"#,
+    )
+    .unwrap();
+    let out = env.run(&[
+        "--tools",
+        tools.to_str().unwrap(),
+        "--tool-choice",
+        "get_weather",
+        "--dry-run",
+        "q",
+    ]);
+    assert_eq!(out.code, 0, "{out}");
+}
+
+/// Item 18: the man pages refer only to pages that exist, and the main page has EXAMPLES,
+/// EXIT STATUS, ENVIRONMENT and FILES sections instead of clap's EXTRA.
+#[test]
+fn the_man_pages_refer_only_to_pages_that_exist() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
+    let main = std::fs::read_to_string(dir.join("freeroute.1")).unwrap();
+    let sections: Vec<&str> = main
+        .lines()
+        .filter_map(|l| l.strip_prefix(".SH "))
+        .map(|s| s.trim_matches('"'))
+        .collect();
+    for s in [
+        "EXAMPLES",
+        "EXIT STATUS",
+        "ENVIRONMENT",
+        "FILES",
+        "SEE ALSO",
+    ] {
+        assert!(sections.contains(&s), "{s}: {sections:?}");
+    }
+    assert!(!sections.contains(&"EXTRA"), "{sections:?}");
+    for var in [
+        "OPENROUTER_API_KEY",
+        "FREEROUTE_CONFIG",
+        "NO_COLOR",
+        "HTTPS_PROXY",
+    ] {
+        assert!(main.contains(var), "{var}");
+    }
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let page = std::fs::read_to_string(&path).unwrap().replace("\\-", "-");
+        // Every `name(1)` a page names is a page here.
+        for (i, _) in page.match_indices("(1)") {
+            let name: String = page[..i]
+                .chars()
+                .rev()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            if name.starts_with("freeroute") {
+                assert!(
+                    dir.join(format!("{name}.1")).exists(),
+                    "{} refers to {name}(1), which is not in man/",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+/// Item 17: `-v` names the providers that are off in one line, not one line each.
+#[test]
+fn verbose_names_the_providers_that_are_off_in_one_line() {
+    let s = FakeServer::start(|r| fake::answer(&r.model(), &["x"]));
+    let env = local_env(&s, "{ id = \"m-8b\", context = 8192 }");
+    let out = env.run(&["-v", "--dry-run", "q"]);
+    assert_eq!(out.code, 0, "{out}");
+    let naming: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("gemini") || l.contains("huggingface"))
+        .collect();
+    assert_eq!(naming.len(), 1, "{out}");
+    assert!(
+        naming[0].contains("gemini") && naming[0].contains("huggingface"),
+        "{out}"
+    );
+}

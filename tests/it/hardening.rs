@@ -549,7 +549,7 @@ fn endless_inputs_are_read_up_to_their_limit_and_refused() {
         (
             &["-i", "/dev/zero", "q"][..],
             2,
-            "image /dev/zero is larger than 20 MiB",
+            "Image /dev/zero is larger than 20 MiB",
         ),
         (
             &["--tools", "/dev/zero", "q"],
@@ -564,7 +564,7 @@ fn endless_inputs_are_read_up_to_their_limit_and_refused() {
         (
             &["--messages", "/dev/zero"],
             2,
-            "messages file /dev/zero is larger than 64 MiB",
+            "Messages file /dev/zero is larger than 64 MiB",
         ),
         (
             &["--config", "/dev/zero", "q"],
@@ -588,7 +588,7 @@ fn endless_inputs_are_read_up_to_their_limit_and_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("standard input is larger than 32 MiB"),
+        stderr.contains("Standard input is larger than 32 MiB"),
         "{stderr}"
     );
 }
