@@ -371,6 +371,12 @@ async fn route(
         log.status = r.status.as_u16();
         return r.response(api);
     }
+    // A test's way to prove that a panic costs one request, not the server: debug builds
+    // (which the tests run) only; a release build has no such switch.
+    #[cfg(debug_assertions)]
+    if req.headers().contains_key("x-freeroute-test-panic") {
+        panic!("a panic asked for by x-freeroute-test-panic");
+    }
     let method = req.method().clone();
     let result = match (method, path.as_str()) {
         (Method::GET, "/healthz") => Ok(http::json(

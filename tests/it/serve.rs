@@ -1172,3 +1172,32 @@ fn serve_refreshes_its_catalog_in_the_background_per_catalog_ttl() {
     let r = s.post("/v1/chat/completions", &chat(NEW, false));
     assert_eq!(r.status, 200, "{}", r.body);
 }
+
+#[test]
+fn a_panic_in_one_request_is_its_500_and_the_server_keeps_serving() {
+    let server = fake(|r| fake::answer(&r.model(), &["ok"]));
+    let env = env(&server);
+    let s = Served::start(&env, &[]);
+    let body = chat(A, false).to_string();
+    let r = http(
+        s.port,
+        "POST",
+        "/v1/chat/completions",
+        &[
+            ("content-type", "application/json"),
+            ("x-freeroute-test-panic", "1"),
+        ],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 500, "{}", r.body);
+    assert!(r.body.contains("\"internal\""), "{}", r.body);
+    // The next request is answered as if nothing happened.
+    let r = s.post("/v1/chat/completions", &chat(A, false));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (code, stderr) = s.stop(Duration::from_secs(30));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("x-freeroute-test-panic"),
+        "the panic is logged: {stderr}"
+    );
+}
