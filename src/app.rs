@@ -17,7 +17,7 @@ use crate::providers;
 use crate::request::{self, Needs, Request};
 use crate::session::{self, LogLine, Session, Stop, Success};
 use crate::settings::{self, Ask, Sources};
-use crate::store::{FileStore, RedisStore, Store};
+use crate::store::{FileStore, Store};
 
 /// Runs the parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
@@ -76,47 +76,9 @@ pub fn bad_command_line(err: &clap::Error) -> i32 {
     err.exit_code()
 }
 
-pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::internal("Cannot start the async runtime").with_source(e))
-}
-
-/// A one-word prompt that is a subcommand's name mistyped (`freeroute model`) is a usage
-/// slip, not a question: exit 2 saying which command was meant. Words after `--` are
-/// always a prompt.
-fn subcommand_typo(prompt: &[String]) -> Result<()> {
-    use clap::CommandFactory;
-    let [word] = prompt else {
-        return Ok(());
-    };
-    let after_dashes = std::env::args_os().skip(1).any(|a| a == "--");
-    if after_dashes || word.chars().count() < 4 || word.contains(char::is_whitespace) {
-        return Ok(());
-    }
-    let names: Vec<String> = crate::cli::Cli::command()
-        .get_subcommands()
-        .map(|c| c.get_name().to_string())
-        .filter(|n| n != "help")
-        .collect();
-    let close = names
-        .iter()
-        .map(|n| (crate::output::explain::edit_distance(word, n), n))
-        .filter(|(d, _)| *d <= 2)
-        .min();
-    match close {
-        Some((_, name)) => Err(Error::usage(format!(
-            "`{word}` is not a subcommand: did you mean `freeroute {name}`?"
-        ))
-        .with_hint(format!("To send it as a prompt: `freeroute -- {word}`"))),
-        None => Ok(()),
-    }
-}
-
 fn ask(args: &AskArgs, config_flag: Option<&Path>, printer: &mut Printer) -> Result<()> {
     let started = Instant::now();
-    subcommand_typo(&args.prompt)?;
+    crate::cli::subcommand_typo(&args.prompt)?;
     let (config, config_path) = config::load(config_flag)?;
     let settings = Ask::resolve(args, &config, Printer::stdout_is_terminal())?;
     let mut input = input::gather(&input::Sources {
@@ -140,7 +102,7 @@ fn ask(args: &AskArgs, config_flag: Option<&Path>, printer: &mut Printer) -> Res
     };
     let req = request::build(&settings, input, previous)?;
     let deadline = started + req.timeout;
-    let rt = runtime()?;
+    let rt = session::runtime()?;
     let session = Session::open(
         &config,
         config_path.as_deref(),
@@ -252,7 +214,7 @@ fn deliver(
 fn serve(args: &ServeArgs, config_flag: Option<&Path>, printer: &Printer) -> Result<()> {
     let (config, config_path) = config::load(config_flag)?;
     let settings = settings::Serve::resolve(args, &config)?;
-    let rt = runtime()?;
+    let rt = session::runtime()?;
     let session = Session::open(
         &config,
         config_path.as_deref(),
@@ -269,7 +231,7 @@ fn serve(args: &ServeArgs, config_flag: Option<&Path>, printer: &Printer) -> Res
 fn models(args: &ModelsArgs, config_flag: Option<&Path>, printer: &Printer) -> Result<()> {
     let (config, config_path) = config::load(config_flag)?;
     let route = settings::route(&args.route, &config);
-    let rt = runtime()?;
+    let rt = session::runtime()?;
     let session = Session::open(
         &config,
         config_path.as_deref(),
@@ -304,47 +266,14 @@ fn config_cmd(args: &ConfigArgs, config_flag: Option<&Path>, printer: &Printer) 
         ConfigAction::Show => {
             let (config, loaded_from) = config::load(config_flag)?;
             let sources = Sources::resolve(&config);
-            let rt = runtime()?;
+            let rt = session::runtime()?;
             let found = session::gather(&config, &sources, &rt, printer);
-            // A server found on a loopback port lists its models itself: ask it (or use
-            // the cached list), so that the view shows what it serves.
-            let found_here: Vec<_> = found
-                .list
-                .iter()
-                .filter(|p| p.tier == crate::providers::Tier::Local)
-                .cloned()
-                .collect();
-            let local_models = rt.block_on(crate::catalog::load(
-                &found_here,
-                request::CatalogMode::Normal,
-                config
-                    .defaults
-                    .catalog_ttl
-                    .unwrap_or(settings::DEFAULT_CATALOG_TTL),
-                &crate::wire::client::Client::new,
-                crate::now_ms(),
-                Duration::from_secs(2),
-            ));
+            let local_models = session::local_models(&found, &config, &rt);
             let file = loaded_from.map_or_else(
                 || format!("{} (not present; built-in defaults)", path.display()),
                 |p| p.display().to_string(),
             );
-            let d = &config.defaults;
-            let shown = report::ShownDefaults {
-                timeout: d.timeout.unwrap_or(settings::DEFAULT_TIMEOUT_SECS),
-                attempts: d.attempts.unwrap_or(settings::DEFAULT_ATTEMPTS),
-                catalog_ttl: d.catalog_ttl.unwrap_or(settings::DEFAULT_CATALOG_TTL),
-                translate_to: d
-                    .translate_to
-                    .as_deref()
-                    .unwrap_or(settings::DEFAULT_TRANSLATE_TO),
-                prefer: &d.prefer,
-                exclude: &d.exclude,
-                keyless: sources.keyless,
-                discover: sources.discover,
-                discover_ports: &sources.discover_ports,
-                memory: &sources.memory,
-            };
+            let shown = report::ShownDefaults::of(&config, &sources);
             report::config(&file, &shown, &found, &local_models, printer);
         }
     }
@@ -356,39 +285,19 @@ fn config_cmd(args: &ConfigArgs, config_flag: Option<&Path>, printer: &Printer) 
 fn stats(args: &StatsArgs, config_flag: Option<&Path>, printer: &Printer) -> Result<()> {
     let (config, _) = config::load(config_flag)?;
     let memory = settings::Memory::resolve(&config);
-    let dir = crate::store::file::state_dir();
-    let host = FileStore::new(dir.clone());
     let resolved = providers::resolve(&config, &settings::env_var);
     let providers: Vec<_> = resolved
         .enabled
         .into_iter()
         .chain(resolved.keyless)
         .collect();
-    if args.reset && args.shared {
-        let url = memory.redis_url.as_ref().ok_or_else(|| {
-            Error::usage(format!(
-                "No shared memory to reset: {} is not set",
-                memory.url_env
-            ))
-        })?;
-        let store = RedisStore::connect(&memory, url, &providers, host)
-            .map_err(|(why, _)| Error::config(format!("Cannot reach the shared memory: {why}")))?;
-        store
-            .reset()
-            .map_err(|e| Error::config("Cannot reset the shared memory").with_source(e))?;
-        printer.note(&format!(
-            "Forgot the shared health, cool-downs, quotas and windows at {}",
-            store.location().unwrap_or_default()
-        ));
-        return Ok(());
-    }
     if args.reset {
-        host.reset()
-            .map_err(|e| Error::internal("Cannot reset the state").with_source(e))?;
-        printer
-            .note("Forgot all remembered health, latency, cool-downs, quotas, the request log and the conversations kept for --continue");
+        let note = crate::store::forget(&memory, &providers, args.shared)?;
+        printer.note(&note);
         return Ok(());
     }
+    let dir = crate::store::file::state_dir();
+    let host = FileStore::new(dir.clone());
     let (store, fault) = crate::store::open(&memory, &providers, dir);
     if let Some(note) = &fault {
         printer.note(note);
@@ -396,10 +305,9 @@ fn stats(args: &StatsArgs, config_flag: Option<&Path>, printer: &Printer) -> Res
     let shared = (memory.redis_url.is_some() && fault.is_none())
         .then(|| store.location())
         .flatten();
-    let location = host.location();
     report::stats(
         &store.snapshot().bounded(crate::now_ms()),
-        location.as_deref(),
+        host.location().as_deref(),
         shared.as_deref(),
         host.log_counts(),
         crate::now_ms(),

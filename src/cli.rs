@@ -369,6 +369,37 @@ pub enum ConfigAction {
     Init,
 }
 
+/// A one-word prompt that is a subcommand's name mistyped (`freeroute model`) is a usage
+/// slip, not a question: exit 2 saying which command was meant. Words after `--` are
+/// always a prompt.
+pub fn subcommand_typo(prompt: &[String]) -> crate::error::Result<()> {
+    use clap::CommandFactory;
+    let [word] = prompt else {
+        return Ok(());
+    };
+    let after_dashes = std::env::args_os().skip(1).any(|a| a == "--");
+    if after_dashes || word.chars().count() < 4 || word.contains(char::is_whitespace) {
+        return Ok(());
+    }
+    let names: Vec<String> = Cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .filter(|n| n != "help")
+        .collect();
+    let close = names
+        .iter()
+        .map(|n| (crate::output::explain::edit_distance(word, n), n))
+        .filter(|(d, _)| *d <= 2)
+        .min();
+    match close {
+        Some((_, name)) => Err(crate::error::Error::usage(format!(
+            "`{word}` is not a subcommand: did you mean `freeroute {name}`?"
+        ))
+        .with_hint(format!("To send it as a prompt: `freeroute -- {word}`"))),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -86,7 +86,7 @@ pub fn run(args: &BatchArgs, config_flag: Option<&Path>, printer: &Printer) -> R
     // `--timeout` bounds the whole batch; each item keeps the per-run default.
     let batch = settings::Batch::resolve(&args.opts, &config)?;
     let batch_deadline = batch.deadline.map(|d| started + d);
-    let rt = crate::app::runtime()?;
+    let rt = crate::session::runtime()?;
     let session = Session::open(
         &config,
         config_path.as_deref(),

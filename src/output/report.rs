@@ -475,6 +475,26 @@ pub struct ShownDefaults<'a> {
     pub memory: &'a crate::settings::Memory,
 }
 
+impl<'a> ShownDefaults<'a> {
+    /// The config's defaults as they apply (the built-in ones where it sets none).
+    pub fn of(config: &'a crate::config::Config, sources: &'a crate::settings::Sources) -> Self {
+        use crate::settings as s;
+        let d = &config.defaults;
+        ShownDefaults {
+            timeout: d.timeout.unwrap_or(s::DEFAULT_TIMEOUT_SECS),
+            attempts: d.attempts.unwrap_or(s::DEFAULT_ATTEMPTS),
+            catalog_ttl: d.catalog_ttl.unwrap_or(s::DEFAULT_CATALOG_TTL),
+            translate_to: d.translate_to.as_deref().unwrap_or(s::DEFAULT_TRANSLATE_TO),
+            prefer: &d.prefer,
+            exclude: &d.exclude,
+            keyless: sources.keyless,
+            discover: sources.discover,
+            discover_ports: &sources.discover_ports,
+            memory: &sources.memory,
+        }
+    }
+}
+
 /// `config show`: the merged configuration; keys are never shown, only whether set.
 /// `local` holds the model lists of the servers found on loopback ports.
 pub fn config(

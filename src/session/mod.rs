@@ -7,7 +7,7 @@
 mod open;
 
 pub use crate::attempt::{Stop, Success, TokenSink};
-pub use open::{Providers, gather};
+pub use open::{Providers, gather, local_models};
 
 use std::cell::{OnceCell, RefCell};
 use std::future::Future;
@@ -56,6 +56,14 @@ pub enum Room {
 }
 
 /// Everything the routing stages need, gathered once.
+/// The runtime a session's I/O runs on: one thread (every front end is I/O-bound).
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::internal("Cannot start the async runtime").with_source(e))
+}
+
 pub struct Session {
     pub providers: Vec<Provider>,
     /// Every provider's models; replaced per provider by `refresh_catalogs`.

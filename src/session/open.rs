@@ -257,3 +257,25 @@ pub fn load_catalogs(
     }
     Ok(loaded)
 }
+
+/// `config show`: what the servers found on loopback ports serve (asked, or their cached
+/// lists), within 2 s.
+pub fn local_models(found: &Providers, config: &Config, rt: &tokio::runtime::Runtime) -> Loaded {
+    let here: Vec<_> = found
+        .list
+        .iter()
+        .filter(|p| p.tier == Tier::Local)
+        .cloned()
+        .collect();
+    rt.block_on(catalog::load(
+        &here,
+        crate::request::CatalogMode::Normal,
+        config
+            .defaults
+            .catalog_ttl
+            .unwrap_or(settings::DEFAULT_CATALOG_TTL),
+        &Client::new,
+        crate::now_ms(),
+        Duration::from_secs(2),
+    ))
+}

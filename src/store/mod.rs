@@ -14,6 +14,37 @@ use crate::providers::Limits;
 pub use file::{FileStore, LogCounts, write_atomic};
 pub use redis::{RedisStore, open};
 
+/// `stats --reset [--shared]`: forgets this host's memory (its state, request log and
+/// conversations), or, with `shared`, the shared memory's; returns what was forgotten.
+pub fn forget(
+    memory: &crate::settings::Memory,
+    providers: &[crate::providers::Provider],
+    shared: bool,
+) -> crate::error::Result<String> {
+    use crate::error::Error;
+    let host = FileStore::new(file::state_dir());
+    if !shared {
+        host.reset()
+            .map_err(|e| Error::internal("Cannot reset the state").with_source(e))?;
+        return Ok("Forgot all remembered health, latency, cool-downs, quotas, the request log and the conversations kept for --continue".into());
+    }
+    let url = memory.redis_url.as_ref().ok_or_else(|| {
+        Error::usage(format!(
+            "No shared memory to reset: {} is not set",
+            memory.url_env
+        ))
+    })?;
+    let store = RedisStore::connect(memory, url, providers, host)
+        .map_err(|(why, _)| Error::config(format!("Cannot reach the shared memory: {why}")))?;
+    store
+        .reset()
+        .map_err(|e| Error::config("Cannot reset the shared memory").with_source(e))?;
+    Ok(format!(
+        "Forgot the shared health, cool-downs, quotas and windows at {}",
+        store.location().unwrap_or_default()
+    ))
+}
+
 /// One request about to be sent: it is counted in every window of its provider before it
 /// goes (DESIGN §9 "reserve, then send"), atomically with every other process sharing the
 /// store, so that all of them together never exceed the provider's limits. The presets
