@@ -18,6 +18,19 @@ pub struct Config {
     /// Built-in providers to adjust, and OpenAI-compatible endpoints to add, by name.
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// How providers are reached.
+    #[serde(default)]
+    pub network: Network,
+}
+
+/// `[network]`: settings of the HTTP client that every provider shares.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// A PEM file of certificate authorities trusted besides the system's roots (with
+    /// `SSL_CERT_FILE`/`SSL_CERT_DIR`) and the built-in ones: a company's CA, or the one a
+    /// TLS-intercepting proxy signs with. A relative path is relative to the config file.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `[defaults]`: each key is the default of the flag of the same name.
@@ -202,7 +215,13 @@ pub fn load(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>)> {
             );
         }
     };
-    let config = parse(&text, &path)?;
+    let mut config = parse(&text, &path)?;
+    if let Some(ca) = &mut config.network.ca_file
+        && ca.is_relative()
+        && let Some(dir) = path.parent()
+    {
+        *ca = dir.join(&*ca);
+    }
     Ok((config, Some(path)))
 }
 
@@ -346,6 +365,11 @@ pub const STARTER: &str = r#"# freeroute configuration. Every key is optional; d
 # [providers.openrouter2]
 # base_url = "https://openrouter.ai/api/v1"
 # api_key_env = "OPENROUTER_API_KEY_2"
+
+# Behind a TLS-intercepting proxy or with a company CA: trust its certificate (PEM).
+# The system's roots, SSL_CERT_FILE and SSL_CERT_DIR are trusted already.
+# [network]
+# ca_file = "company-ca.pem"   # relative to this file
 "#;
 
 /// `config init`: the commented starter config at `path`, never over an existing file

@@ -61,6 +61,8 @@ pub struct Sources {
     pub discover: bool,
     /// Loopback ports probed for local servers.
     pub discover_ports: Vec<u16>,
+    /// `[network] ca_file`: certificate authorities trusted besides the system's.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Sources {
@@ -78,6 +80,7 @@ impl Sources {
                 .discover_ports
                 .clone()
                 .unwrap_or_else(|| discover::DEFAULT_PORTS.to_vec()),
+            ca_file: config.network.ca_file.clone(),
         }
     }
 }

@@ -30,7 +30,7 @@ use crate::providers::Provider;
 use crate::request::{self, Needs, Request, Route};
 use crate::settings::Sources;
 use crate::store::{FileStore, Store};
-use crate::wire::client::Client;
+use crate::wire::client::{Client, Trust};
 use crate::wire::openai::Message;
 
 /// One request with its plan: a run asks one job, or the pieces of a split translation.
@@ -66,6 +66,7 @@ pub struct Session {
     host: FileStore,
     limiter: RefCell<Limiter>,
     client: OnceCell<Client>,
+    trust: Trust,
     rng: RefCell<fastrand::Rng>,
 }
 
@@ -85,6 +86,7 @@ impl Session {
         let found = gather(config, sources, rt, printer);
         let (mut enabled, keyless_waiting) =
             open::select(found, route, config_path, sources.keyless)?;
+        let trust = Trust::load(sources.ca_file.as_deref())?;
         let client = OnceCell::new();
         let loaded = open::load_catalogs(
             &mut enabled,
@@ -94,6 +96,7 @@ impl Session {
             config_path,
             sources.keyless,
             &client,
+            &trust,
             rt,
             printer,
         )?;
@@ -128,6 +131,7 @@ impl Session {
             host,
             limiter: RefCell::new(limiter),
             client,
+            trust,
             rng: RefCell::new(rng),
         })
     }
@@ -136,7 +140,7 @@ impl Session {
         if let Some(c) = self.client.get() {
             return Ok(c);
         }
-        let c = Client::new()?;
+        let c = Client::new(&self.trust)?;
         Ok(self.client.get_or_init(|| c))
     }
 

@@ -13,7 +13,7 @@ use crate::output::Printer;
 use crate::providers::{self, Disabled, Provider, Tier};
 use crate::request::Route;
 use crate::settings::{self, Sources};
-use crate::wire::client::{Client, ClientError};
+use crate::wire::client::{Client, ClientError, Trust};
 
 /// Every provider this run may use, with those that are off and why, and the keyless
 /// services that wait for `keyless = "auto"` to let them in.
@@ -149,6 +149,7 @@ pub fn load_catalogs(
     config_path: Option<&Path>,
     mode: Keyless,
     client: &std::cell::OnceCell<Client>,
+    trust: &Trust,
     rt: &tokio::runtime::Runtime,
     printer: &Printer,
 ) -> Result<Loaded> {
@@ -156,7 +157,7 @@ pub fn load_catalogs(
         if let Some(c) = client.get() {
             return Ok(c.clone());
         }
-        let c = Client::new()?;
+        let c = Client::new(trust)?;
         Ok(client.get_or_init(|| c).clone())
     };
     let fetch_timeout = (timeout / 3).min(Duration::from_secs(15));

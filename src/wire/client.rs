@@ -1,11 +1,18 @@
 //! One HTTP client for every provider: `POST {base}/chat/completions` and `GET
 //! {base}/models`. Redirects are never followed, so a key can only reach the base URL of
 //! its own provider. No policy: callers read statuses and bodies.
+//!
+//! TLS trusts what curl trusts (the system's roots, `SSL_CERT_FILE`, `SSL_CERT_DIR`), the
+//! compiled-in roots, and `[network] ca_file`. Model lists are asked for compressed; chat
+//! streams are not (a compressor may hold back tokens).
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
+use reqwest::header::{
+    ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue,
+};
 
 use crate::providers::{Provider, ProviderKind};
 use crate::wire::openai::ChatRequest;
@@ -19,14 +26,60 @@ pub struct Client {
     direct: Arc<OnceLock<Result<reqwest::Client, ClientError>>>,
 }
 
-/// The HTTP client could not be built (its TLS set-up failed).
+/// The HTTP client could not be built.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("cannot build the HTTP client: {0}")]
-pub struct ClientError(#[source] Arc<reqwest::Error>);
+pub enum ClientError {
+    /// Its TLS set-up failed.
+    #[error("cannot build the HTTP client: {0}")]
+    Build(#[source] Arc<reqwest::Error>),
+    /// `[network] ca_file` cannot be read or holds no certificate.
+    #[error("Cannot use the certificate file {} (`[network] ca_file`): {why}", path.display())]
+    CaFile { path: PathBuf, why: String },
+}
 
 impl From<reqwest::Error> for ClientError {
     fn from(e: reqwest::Error) -> Self {
-        ClientError(Arc::new(e))
+        ClientError::Build(Arc::new(e))
+    }
+}
+
+/// Certificate authorities trusted besides the system's and the compiled-in roots.
+#[derive(Clone, Default)]
+pub struct Trust {
+    extra: Vec<reqwest::Certificate>,
+}
+
+/// The largest CA file read (a full system bundle is about 200 KiB).
+const MAX_CA_FILE: u64 = 16 * 1024 * 1024;
+
+impl Trust {
+    /// Reads `[network] ca_file` (PEM, one or more certificates), when set.
+    pub fn load(ca_file: Option<&Path>) -> Result<Trust, ClientError> {
+        let Some(path) = ca_file else {
+            return Ok(Trust::default());
+        };
+        let fail = |why: String| ClientError::CaFile {
+            path: path.to_path_buf(),
+            why,
+        };
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(
+                std::fs::File::open(path).map_err(|e| fail(e.to_string()))?,
+                MAX_CA_FILE + 1,
+            ),
+            &mut bytes,
+        )
+        .map_err(|e| fail(e.to_string()))?;
+        if bytes.len() as u64 > MAX_CA_FILE {
+            return Err(fail(format!("larger than {} MiB", MAX_CA_FILE >> 20)));
+        }
+        let extra = reqwest::Certificate::from_pem_bundle(&bytes)
+            .map_err(|e| fail(format!("not PEM certificates ({})", describe_reqwest(&e))))?;
+        if extra.is_empty() {
+            return Err(fail("no PEM certificate in it".into()));
+        }
+        Ok(Trust { extra })
     }
 }
 
@@ -39,8 +92,12 @@ fn builder() -> reqwest::ClientBuilder {
 }
 
 impl Client {
-    pub fn new() -> Result<Self, ClientError> {
-        let http = builder().build()?;
+    pub fn new(trust: &Trust) -> Result<Self, ClientError> {
+        let http = trust
+            .extra
+            .iter()
+            .fold(builder(), |b, c| b.add_root_certificate(c.clone()))
+            .build()?;
         Ok(Client {
             http,
             direct: Arc::new(OnceLock::new()),
@@ -86,6 +143,8 @@ impl Client {
             .headers(Self::headers(provider))
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "text/event-stream, application/json")
+            // A compressed stream may reach us in the compressor's blocks, not per token.
+            .header(ACCEPT_ENCODING, "identity")
             .body(bytes)
             .send()
             .await
@@ -164,7 +223,8 @@ impl Client {
     }
 }
 
-/// The largest model list read (OpenRouter's, with every model, is about 1 MiB).
+/// The largest model list read, counted after decompression (OpenRouter's, with every
+/// model, is about 1 MiB, a tenth of that gzipped), so a compressed bomb stops here.
 pub const MAX_MODELS_BODY: usize = 32 * 1024 * 1024;
 
 /// Why a model list could not be had: the HTTP status when the server answered, and a
@@ -228,5 +288,38 @@ pub fn describe_reqwest(e: &reqwest::Error) -> String {
         s.push_str(": ");
         s.push_str(&l);
     }
+    if untrusted_certificate(e) {
+        s.push_str(" (trust its CA with SSL_CERT_FILE or `[network] ca_file`)");
+    }
     s
+}
+
+/// Whether TLS failed because the server's certificate did not verify (rustls's error
+/// arrives inside `io::Error`s, whose `source` skips what they wrap: look inside).
+fn untrusted_certificate(e: &reqwest::Error) -> bool {
+    fn unwrap_io<'a>(
+        mut e: &'a (dyn std::error::Error + 'static),
+    ) -> &'a (dyn std::error::Error + 'static) {
+        while let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            e = inner;
+        }
+        e
+    }
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(inner) = src {
+        let tls = unwrap_io(inner).downcast_ref::<rustls::Error>();
+        if matches!(
+            tls,
+            Some(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer | rustls::CertificateError::BadSignature
+            ))
+        ) {
+            return true;
+        }
+        src = inner.source();
+    }
+    false
 }

@@ -18,6 +18,7 @@ mod hardening;
 mod harness_checks;
 mod latency;
 mod memory;
+mod network;
 mod providers;
 mod real_llama;
 mod regressions;

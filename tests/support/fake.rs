@@ -14,8 +14,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
 
 /// The longest any connection is served, so a forgotten hang cannot outlive a test.
 const CONNECTION_LIMIT: Duration = Duration::from_secs(90);
@@ -82,6 +82,12 @@ pub enum Reply {
     },
     /// Read the request, never answer.
     Hang,
+    /// A complete response whose body need not be text (a gzipped catalog, say).
+    Binary {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
 }
 
 impl Reply {
@@ -105,7 +111,10 @@ impl Reply {
 
     /// The same reply with one more header.
     pub fn with_header(mut self, name: &str, value: &str) -> Reply {
-        if let Reply::Full { headers, .. } | Reply::Stream { headers, .. } = &mut self {
+        if let Reply::Full { headers, .. }
+        | Reply::Stream { headers, .. }
+        | Reply::Binary { headers, .. } = &mut self
+        {
             headers.push((name.into(), value.into()));
         }
         self
@@ -123,6 +132,8 @@ pub type Handler = Arc<dyn Fn(&Request) -> Reply + Send + Sync>;
 
 pub struct FakeServer {
     pub port: u16,
+    /// Serves https (`start_tls`).
+    tls: bool,
     requests: Arc<Mutex<Vec<Request>>>,
     /// Models whose streamed reply the client walked away from before its end.
     aborted: Arc<Mutex<Vec<String>>>,
@@ -144,6 +155,23 @@ impl FakeServer {
         port: u16,
         handler: impl Fn(&Request) -> Reply + Send + Sync + 'static,
     ) -> std::io::Result<FakeServer> {
+        Self::start_with(port, None, handler)
+    }
+
+    /// Starts an https server on any free port: every connection's TLS is `tls`'s.
+    pub fn start_tls(
+        tls: tokio_rustls::TlsAcceptor,
+        handler: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+    ) -> FakeServer {
+        Self::start_with(0, Some(tls), handler).expect("bind 127.0.0.1")
+    }
+
+    fn start_with(
+        port: u16,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        handler: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+    ) -> std::io::Result<FakeServer> {
+        let is_tls = tls.is_some();
         let std_listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
         std_listener.set_nonblocking(true)?;
         let port = std_listener.local_addr()?.port();
@@ -171,11 +199,20 @@ impl FakeServer {
                         let recorded = recorded.clone();
                         let gone = gone.clone();
                         let panicked = panicked.clone();
+                        let tls = tls.clone();
+                        let _ = sock.set_nodelay(true);
                         tokio::spawn(async move {
-                            let _ = tokio::time::timeout(
-                                CONNECTION_LIMIT,
-                                serve(sock, handler, recorded, gone, panicked),
-                            )
+                            let _ = tokio::time::timeout(CONNECTION_LIMIT, async move {
+                                match tls {
+                                    // A client that refuses the certificate ends here.
+                                    Some(tls) => {
+                                        if let Ok(s) = tls.accept(sock).await {
+                                            serve(s, handler, recorded, gone, panicked).await
+                                        }
+                                    }
+                                    None => serve(sock, handler, recorded, gone, panicked).await,
+                                }
+                            })
                             .await;
                         });
                     }
@@ -188,6 +225,7 @@ impl FakeServer {
         });
         Ok(FakeServer {
             port,
+            tls: is_tls,
             requests,
             aborted,
             panics,
@@ -205,7 +243,8 @@ impl FakeServer {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}{path}", self.port)
     }
 
     pub fn requests(&self) -> Vec<Request> {
@@ -277,14 +316,13 @@ impl Drop for FakeServer {
     }
 }
 
-async fn serve(
-    sock: TcpStream,
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    sock: S,
     handler: Handler,
     recorded: Arc<Mutex<Vec<Request>>>,
     gone: Arc<Mutex<Vec<String>>>,
     panicked: Arc<Mutex<Vec<String>>>,
 ) {
-    let _ = sock.set_nodelay(true);
     let mut reader = BufReader::new(sock);
     loop {
         let Some(req) = read_request(&mut reader).await else {
@@ -325,6 +363,24 @@ async fn serve(
                 head.push_str("\r\n");
                 head.push_str(&body);
                 sock.write_all(head.as_bytes()).await.is_ok()
+            }
+            Reply::Binary {
+                status,
+                headers,
+                body,
+            } => {
+                let mut head = format!(
+                    "HTTP/1.1 {status} {}\r\ncontent-length: {}\r\n",
+                    reason(status),
+                    body.len()
+                );
+                for (k, v) in headers {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                head.push_str("\r\n");
+                let mut all = head.into_bytes();
+                all.extend_from_slice(&body);
+                sock.write_all(&all).await.is_ok()
             }
             Reply::Hang => {
                 // Wait until the client goes away (a read returns 0 or fails).
@@ -418,7 +474,7 @@ async fn serve(
     }
 }
 
-async fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
+async fn read_request<S: AsyncRead + Unpin>(reader: &mut BufReader<S>) -> Option<Request> {
     let mut line = String::new();
     if reader.read_line(&mut line).await.ok()? == 0 {
         return None;
