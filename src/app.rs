@@ -140,6 +140,7 @@ fn ask(args: &AskArgs, config_flag: Option<&Path>, printer: &mut Printer) -> Res
         config_path.as_deref(),
         &Sources::resolve(&config),
         &req.route,
+        (!req.dry_run).then_some(&req.needs),
         req.timeout,
         settings::rng(),
         &rt,
@@ -191,8 +192,20 @@ fn ask(args: &AskArgs, config_flag: Option<&Path>, printer: &mut Printer) -> Res
     }
     // The answer goes out first: nothing that happens to the memory may cost it.
     let result = deliver(&session, &req, run.result, &run.attempts, started, printer);
+    // Catalogs the run answered without are learned now, after a reader of stdout has
+    // seen its end (a failure's JSON is printed by the caller, so stdout stays open then).
+    let pending = session.catalogs_pending();
+    if pending && result.is_ok() {
+        printer.close_stdout();
+    }
     for n in session.record(&run.attempts, &LogLine::of(&req, &run.attempts, false)) {
         printer.note(&n);
+    }
+    if pending {
+        let left = deadline.saturating_duration_since(Instant::now());
+        for n in session.learn_catalogs(left, &rt) {
+            printer.note(&n);
+        }
     }
     result
 }
@@ -250,6 +263,7 @@ fn models(args: &ModelsArgs, config_flag: Option<&Path>, printer: &Printer) -> R
         config_path.as_deref(),
         &Sources::resolve(&config),
         &route,
+        None,
         Duration::from_secs(30),
         settings::rng(),
         &rt,

@@ -168,6 +168,17 @@ impl Printer {
         }
     }
 
+    /// Ends standard output early: what was written is flushed and the descriptor now
+    /// points at /dev/null, so a pipeline's reader sees the end while the run finishes
+    /// work of its own (learning a catalog after the answer).
+    pub fn close_stdout(&self) {
+        let _ = std::io::stdout().lock().flush();
+        #[cfg(unix)]
+        if let Ok(null) = std::fs::File::options().write(true).open("/dev/null") {
+            let _ = rustix::stdio::dup2_stdout(&null);
+        }
+    }
+
     /// Answer text: on a terminal without the control characters a model (or a hostile
     /// server) could use to move the cursor, ring the bell, retitle the window or reverse
     /// the text (`for_terminal`); in a pipe, byte for byte.

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::catalog::{self, Loaded};
+use crate::catalog::{self, Defer, Loaded};
 use crate::config::{Config, Keyless};
 use crate::discover;
 use crate::error::{Error, ErrorKind, Result};
@@ -150,6 +150,7 @@ pub fn load_catalogs(
     mode: Keyless,
     client: &std::cell::OnceCell<Client>,
     trust: &Trust,
+    defer: Option<Defer<'_>>,
     rt: &tokio::runtime::Runtime,
     printer: &Printer,
 ) -> Result<Loaded> {
@@ -161,7 +162,7 @@ pub fn load_catalogs(
         Ok(client.get_or_init(|| c).clone())
     };
     let fetch_timeout = (timeout / 3).min(Duration::from_secs(15));
-    let load = |providers: &[Provider]| {
+    let load = |providers: &[Provider], defer: Option<Defer<'_>>| {
         rt.block_on(catalog::load(
             providers,
             route.catalog,
@@ -169,9 +170,10 @@ pub fn load_catalogs(
             &make_client,
             crate::now_ms(),
             fetch_timeout,
+            defer,
         ))
     };
-    let mut loaded = load(enabled);
+    let mut loaded = load(enabled, defer);
     // `keyless = "auto"`: the keyless services only when nothing else offers a model:
     // no provider with a key (or a config entry) and no local server with a model. A keyed
     // provider whose catalog failed does not open the door to services that may log prompts.
@@ -183,7 +185,7 @@ pub fn load_catalogs(
             "No key is set and no local server answered: using keyless free services ({}), which may log prompts",
             names.join(", ")
         ));
-        let more = load(&keyless_waiting);
+        let more = load(&keyless_waiting, None);
         loaded.models.extend(more.models);
         enabled.extend(keyless_waiting);
     }

@@ -4,7 +4,8 @@
 //! cold cache asking before the catalog is learned.
 
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::fake::{self, FakeServer, Reply};
 use crate::harness::Env;
@@ -152,7 +153,7 @@ fn the_model_list_is_asked_for_gzipped_and_chats_are_not() {
     })
     .expect_chats(1);
     let env = Env::new(&s);
-    let out = env.run(&["-m", "vendor/model-299:free", "q"]);
+    let out = env.run(&["q"]);
     assert_eq!((out.code, out.stdout.as_str()), (0, "ok\n"), "{out}");
     let list = &s.requests()[0];
     assert!(
@@ -183,4 +184,124 @@ fn a_gzip_bomb_in_the_model_list_stops_at_the_bound() {
     let out = env.run(&["models"]);
     assert_ne!(out.code, 0, "{out}");
     assert!(out.stderr.contains("larger than 32 MiB"), "{out}");
+}
+
+/// The paths the fake was asked, in order, shortened to `models` and `chat`.
+fn order(s: &FakeServer) -> Vec<&'static str> {
+    s.requests()
+        .iter()
+        .map(|r| match r.path.ends_with("/models") {
+            true => "models",
+            false => "chat",
+        })
+        .collect()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[test]
+fn a_stale_catalog_answers_first_and_is_refreshed_after_stdout_ended() {
+    use std::io::Read;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // Set by the test once it read the end of the run's stdout; the catalog handler waits
+    // for it (bounded), so a refresh made while stdout is still open is seen as such.
+    let stdout_ended = Arc::new(AtomicBool::new(false));
+    let refresh_saw_the_end = Arc::new(Mutex::new(Vec::new()));
+    let (ended, saw) = (stdout_ended.clone(), refresh_saw_the_end.clone());
+    let s = FakeServer::start(move |r| {
+        if r.path.ends_with("/models") {
+            let waited = std::time::Instant::now();
+            while !ended.load(Ordering::SeqCst) && waited.elapsed() < Duration::from_secs(20) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            saw.lock().unwrap().push(ended.load(Ordering::SeqCst));
+            return crate::ask::catalog();
+        }
+        fake::answer(&r.model(), &["ok"])
+    });
+    let s = s.expect_chats(3);
+    let env = Env::new(&s);
+    // Cold: the catalog comes first (no -m to ask without it).
+    stdout_ended.store(true, Ordering::SeqCst);
+    assert_eq!(env.run(&["q"]).code, 0);
+    assert_eq!(order(&s), ["models", "chat"]);
+
+    // Two hours on, the cache is stale: the answer first, its stdout ended, then the list.
+    stdout_ended.store(false, Ordering::SeqCst);
+    let later = (now_ms() + 2 * 3_600_000).to_string();
+    let mut child = env
+        .cmd(&["q"])
+        .env("FREEROUTE_NOW_MS", &later)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut answer = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut answer)
+        .unwrap();
+    stdout_ended.store(true, Ordering::SeqCst);
+    let out = crate::harness::wait_within(child, crate::harness::RUN_LIMIT, "stale run");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(answer, "ok\n");
+    assert_eq!(order(&s), ["models", "chat", "chat", "models"]);
+    assert_eq!(
+        *refresh_saw_the_end.lock().unwrap(),
+        [true, true],
+        "the refresh waited for a reader of stdout to see the end"
+    );
+
+    // The refreshed copy is fresh at that time: no fetch at all.
+    let out = env.run_with_env(&["q"], &[("FREEROUTE_NOW_MS", &later)]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(order(&s), ["models", "chat", "chat", "models", "chat"]);
+}
+
+#[test]
+fn one_model_on_a_cold_cache_is_asked_before_the_catalog_is_learned() {
+    use crate::ask::{BIG, MID};
+    let s = crate::ask::server(|r| fake::answer(&r.model(), &["ok"]));
+    let env = Env::new(&s);
+    let out = env.run(&["-m", BIG, "q"]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "ok\n"), "{out}");
+    assert_eq!(order(&s), ["chat", "models"]);
+    assert_eq!(s.chat_models(), [BIG]);
+    // Learned: the next run plans from the cache.
+    assert_eq!(env.run(&["-m", MID, "q"]).code, 0);
+    assert_eq!(order(&s), ["chat", "models", "chat"]);
+}
+
+#[test]
+fn the_catalog_comes_first_when_the_request_needs_what_only_it_tells() {
+    use crate::ask::{BIG, MID};
+    let long = "word ".repeat(4_000);
+    let dir = tempfile::tempdir().unwrap();
+    let tools = dir.path().join("tools.json");
+    std::fs::write(
+        &tools,
+        r#"[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}]"#,
+    )
+    .unwrap();
+    let tools = tools.to_str().unwrap();
+    let cases: Vec<(&str, Vec<&str>, Option<&str>)> = vec![
+        ("tools", vec!["--tools", tools, "-m", BIG, "q"], None),
+        ("a long prompt", vec!["-m", BIG], Some(long.as_str())),
+        ("two picks", vec!["-m", BIG, "-m", MID, "q"], None),
+        ("a paid-looking id", vec!["-m", "openai/gpt-4", "q"], None),
+    ];
+    for (why, args, stdin) in cases {
+        let s = crate::ask::server(|r| fake::answer(&r.model(), &["ok"]));
+        let env = Env::new(&s);
+        let out = env.run_with_stdin(&args, stdin);
+        assert_eq!(order(&s).first(), Some(&"models"), "{why}: {out}");
+    }
 }
