@@ -323,6 +323,8 @@ pub async fn run(
     let mut width = req.race.max(1);
     let mut last_launch = Instant::now();
     let mut out_of_time = false;
+    // Origins this run has a connection to, or is opening one to.
+    let mut connected: Vec<String> = Vec::new();
     loop {
         // Take every candidate this round launches first, so that the deadline share of
         // each counts only candidates that would follow them, not those beside them.
@@ -372,6 +374,21 @@ pub async fn run(
             opening.push(Box::pin(async move { (i, fut.await) }));
             running.push((i, now));
             last_launch = now;
+            connected.extend(crate::wire::client::origin(&provider.base_url));
+        }
+        // The next candidate at another host would wait for its TCP and TLS handshakes
+        // after a failure here: open its connection now, beside the attempts running.
+        if let Some(j) = (st.next..plan.candidates.len()).find(|&j| st.usable(j))
+            && let Some(p) = provider_of(j)
+            && let Some(o) = crate::wire::client::origin(&p.base_url)
+            && !connected.contains(&o)
+        {
+            sink.trace(format!(
+                "pre-connecting to {o} for {}/{}",
+                p.name, plan.candidates[j].model.id
+            ));
+            connected.push(o);
+            tokio::spawn(client.clone().preconnect(p.clone()));
         }
         if opening.is_empty() {
             let Some((i, wait)) = st.wait_for_comeback(Instant::now(), deadline) else {

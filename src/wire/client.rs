@@ -150,6 +150,32 @@ impl Client {
             .await
     }
 
+    /// Opens a connection to the provider's host ahead of a request it may get, so that a
+    /// fail-over there does not wait for TCP and TLS (issue 18): an `OPTIONS` request to
+    /// the base URL, without the key, whose small answer is read and dropped, leaving the
+    /// connection in the pool. Bounded in time and bytes; its outcome does not matter.
+    pub async fn preconnect(self, provider: Provider) {
+        let Ok(http) = self.for_provider(&provider) else {
+            return;
+        };
+        let fut = async {
+            let mut resp = http
+                .request(reqwest::Method::OPTIONS, &provider.base_url)
+                .send()
+                .await
+                .ok()?;
+            let mut read = 0;
+            while let Some(piece) = resp.chunk().await.ok()? {
+                read += piece.len();
+                if read > PRECONNECT_BODY {
+                    return None;
+                }
+            }
+            Some(())
+        };
+        let _ = tokio::time::timeout(PRECONNECT_LIMIT, fut).await;
+    }
+
     /// A local server's own description of itself (llama.cpp's `GET /props`, LM Studio's
     /// `GET /api/v0/models`, Ollama's `POST /api/show`): `url` is absolute, on the
     /// provider's host; the body, when the server answered 2xx within `timeout`.
@@ -221,6 +247,22 @@ impl Client {
             .await
             .map_err(|_| FetchError::timed_out(timeout))?
     }
+}
+
+/// A pre-connection's answer is read up to this size (a larger one closes it instead).
+const PRECONNECT_BODY: usize = 64 * 1024;
+/// A pre-connection still waiting for its answer after this is dropped.
+const PRECONNECT_LIMIT: Duration = Duration::from_secs(10);
+
+/// `scheme://host:port` of a URL: requests to one origin share a connection.
+pub fn origin(url: &str) -> Option<String> {
+    let u = url::Url::parse(url).ok()?;
+    Some(format!(
+        "{}://{}:{}",
+        u.scheme(),
+        u.host_str()?,
+        u.port_or_known_default()?
+    ))
 }
 
 /// The largest model list read, counted after decompression (OpenRouter's, with every

@@ -305,3 +305,59 @@ fn the_catalog_comes_first_when_the_request_needs_what_only_it_tells() {
         assert_eq!(order(&s).first(), Some(&"models"), "{why}: {out}");
     }
 }
+
+#[test]
+fn the_connection_to_the_next_provider_is_opened_while_the_first_attempt_runs() {
+    use crate::ask::BIG;
+    // The second provider, at another host (port): its connection is opened ahead.
+    let corp = FakeServer::start(|r| fake::answer(&r.model(), &["from corp"])).expect_chats(1);
+    let corp_warmed = {
+        let c = corp.preconnects.clone();
+        move || !c.lock().unwrap().is_empty()
+    };
+    // The first answers 429 once the other's connection is open (and a moment more for
+    // the client to put it in its pool), so the fail-over finds it there.
+    let or = crate::ask::server(move |r| {
+        let waited = std::time::Instant::now();
+        while !corp_warmed() && waited.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        fake::upstream_429(&r.model())
+    })
+    .expect_chats(1);
+    let env = Env::new(&or).config(&format!(
+        "[providers.corp]\nbase_url = \"{}\"\nmodels = [{{ id = \"corp-model\" }}]\n",
+        corp.url("/v1")
+    ));
+    let out = env.run(&["-v", "-m", BIG, "-m", "corp-model", "q"]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "from corp\n"), "{out}");
+    assert!(
+        out.stderr.contains("pre-connecting to http://127.0.0.1:"),
+        "{out}"
+    );
+    let warmed = corp.preconnects();
+    assert_eq!(warmed.len(), 1, "{out}");
+    assert_eq!(
+        corp.chats()[0].connection,
+        warmed[0],
+        "the chat went over the connection opened ahead"
+    );
+    assert!(
+        or.preconnects().is_empty(),
+        "its connection was the attempt's own"
+    );
+}
+
+#[test]
+fn no_connection_is_opened_ahead_to_the_host_already_asked() {
+    use crate::ask::{BIG, MID};
+    let s = crate::ask::server(|r| match r.model().as_str() {
+        BIG => fake::upstream_429(BIG),
+        m => fake::answer(m, &["ok"]),
+    })
+    .expect_chats(2);
+    let out = Env::new(&s).run(&["-m", BIG, "-m", MID, "q"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(s.preconnects().is_empty());
+}

@@ -23,6 +23,8 @@ const CONNECTION_LIMIT: Duration = Duration::from_secs(90);
 /// A request as received.
 #[derive(Debug, Clone)]
 pub struct Request {
+    /// Which connection of this server it came on (numbered from 1 as they are accepted).
+    pub connection: usize,
     pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
@@ -134,6 +136,9 @@ pub struct FakeServer {
     pub port: u16,
     /// Serves https (`start_tls`).
     tls: bool,
+    /// The connection of each OPTIONS request answered (a client opening its
+    /// connection ahead of need), never handled.
+    pub preconnects: Arc<Mutex<Vec<usize>>>,
     requests: Arc<Mutex<Vec<Request>>>,
     /// Models whose streamed reply the client walked away from before its end.
     aborted: Arc<Mutex<Vec<String>>>,
@@ -183,6 +188,8 @@ impl FakeServer {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let handler: Handler = Arc::new(handler);
         let recorded = requests.clone();
+        let preconnects = Arc::new(Mutex::new(Vec::new()));
+        let warmed = preconnects.clone();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -191,6 +198,7 @@ impl FakeServer {
             rt.block_on(async move {
                 let listener = TcpListener::from_std(std_listener).unwrap();
                 let accept = async {
+                    let mut accepted = 0;
                     loop {
                         let Ok((sock, _)) = listener.accept().await else {
                             continue;
@@ -200,6 +208,9 @@ impl FakeServer {
                         let gone = gone.clone();
                         let panicked = panicked.clone();
                         let tls = tls.clone();
+                        let warmed = warmed.clone();
+                        accepted += 1;
+                        let n = accepted;
                         let _ = sock.set_nodelay(true);
                         tokio::spawn(async move {
                             let _ = tokio::time::timeout(CONNECTION_LIMIT, async move {
@@ -207,10 +218,14 @@ impl FakeServer {
                                     // A client that refuses the certificate ends here.
                                     Some(tls) => {
                                         if let Ok(s) = tls.accept(sock).await {
-                                            serve(s, handler, recorded, gone, panicked).await
+                                            serve(s, handler, recorded, gone, panicked, warmed, n)
+                                                .await
                                         }
                                     }
-                                    None => serve(sock, handler, recorded, gone, panicked).await,
+                                    None => {
+                                        serve(sock, handler, recorded, gone, panicked, warmed, n)
+                                            .await
+                                    }
                                 }
                             })
                             .await;
@@ -225,6 +240,7 @@ impl FakeServer {
         });
         Ok(FakeServer {
             port,
+            preconnects,
             tls: is_tls,
             requests,
             aborted,
@@ -280,6 +296,12 @@ impl FakeServer {
         self.aborted.lock().unwrap().clone()
     }
 
+    /// The connections on which OPTIONS requests were answered: a client opened them
+    /// ahead of need.
+    pub fn preconnects(&self) -> Vec<usize> {
+        self.preconnects.lock().unwrap().clone()
+    }
+
     pub fn count(&self, path_suffix: &str) -> usize {
         self.requests()
             .iter()
@@ -322,12 +344,24 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     recorded: Arc<Mutex<Vec<Request>>>,
     gone: Arc<Mutex<Vec<String>>>,
     panicked: Arc<Mutex<Vec<String>>>,
+    preconnects: Arc<Mutex<Vec<usize>>>,
+    connection: usize,
 ) {
     let mut reader = BufReader::new(sock);
     loop {
-        let Some(req) = read_request(&mut reader).await else {
+        let Some(req) = read_request(&mut reader, connection).await else {
             return;
         };
+        // An OPTIONS request (a client opening its connection ahead of need) is answered
+        // as a CORS-minded server does, and kept apart from the requests handlers see.
+        if req.method == "OPTIONS" {
+            let reply = "HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n";
+            if reader.get_mut().write_all(reply.as_bytes()).await.is_err() {
+                return;
+            }
+            preconnects.lock().unwrap().push(connection);
+            continue;
+        }
         recorded.lock().unwrap().push(req.clone());
         // A panic would otherwise end only this connection's task, unseen by the test.
         let reply = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&req))) {
@@ -474,7 +508,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-async fn read_request<S: AsyncRead + Unpin>(reader: &mut BufReader<S>) -> Option<Request> {
+async fn read_request<S: AsyncRead + Unpin>(
+    reader: &mut BufReader<S>,
+    connection: usize,
+) -> Option<Request> {
     let mut line = String::new();
     if reader.read_line(&mut line).await.ok()? == 0 {
         return None;
@@ -504,6 +541,7 @@ async fn read_request<S: AsyncRead + Unpin>(reader: &mut BufReader<S>) -> Option
     let mut body = vec![0u8; len];
     reader.read_exact(&mut body).await.ok()?;
     Some(Request {
+        connection,
         method,
         path,
         headers,
