@@ -581,12 +581,11 @@ pub async fn load(
         && mode == CatalogMode::Normal
     {
         let cold: Vec<&Provider> = to_fetch.iter().map(|(p, _)| *p).collect();
+        // The pick names its provider: no other catalog can add a candidate, so none is
+        // waited for.
         if let Some(picks) = provisional_picks(d, providers, &cold) {
-            to_fetch.retain(|(p, _)| !picks.iter().any(|m| m.provider == p.name));
-            let mut names: Vec<String> = picks.iter().map(|m| m.provider.clone()).collect();
-            names.sort();
-            names.dedup();
-            out.later.extend(names);
+            out.later
+                .extend(to_fetch.drain(..).map(|(p, _)| p.name.clone()));
             out.models.extend(picks);
         }
     }

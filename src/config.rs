@@ -31,6 +31,9 @@ pub struct Network {
     /// `SSL_CERT_FILE`/`SSL_CERT_DIR`) and the built-in ones: a company's CA, or the one a
     /// TLS-intercepting proxy signs with. A relative path is relative to the config file.
     pub ca_file: Option<PathBuf>,
+    /// Open the next candidate's connection while an attempt runs, when it is at another
+    /// host (an `OPTIONS` request without the key); built-in true.
+    pub preconnect: Option<bool>,
 }
 
 /// `[defaults]`: each key is the default of the flag of the same name.
@@ -370,6 +373,7 @@ pub const STARTER: &str = r#"# freeroute configuration. Every key is optional; d
 # The system's roots, SSL_CERT_FILE and SSL_CERT_DIR are trusted already.
 # [network]
 # ca_file = "company-ca.pem"   # relative to this file
+# preconnect = true            # open the next provider's connection during an attempt
 "#;
 
 /// `config init`: the commented starter config at `path`, never over an existing file

@@ -63,6 +63,8 @@ pub struct Sources {
     pub discover_ports: Vec<u16>,
     /// `[network] ca_file`: certificate authorities trusted besides the system's.
     pub ca_file: Option<std::path::PathBuf>,
+    /// `[network] preconnect` (built-in true).
+    pub preconnect: bool,
 }
 
 impl Sources {
@@ -81,6 +83,7 @@ impl Sources {
                 .clone()
                 .unwrap_or_else(|| discover::DEFAULT_PORTS.to_vec()),
             ca_file: config.network.ca_file.clone(),
+            preconnect: config.network.preconnect.unwrap_or(true),
         }
     }
 }

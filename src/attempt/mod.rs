@@ -378,7 +378,8 @@ pub async fn run(
         }
         // The next candidate at another host would wait for its TCP and TLS handshakes
         // after a failure here: open its connection now, beside the attempts running.
-        if let Some(j) = (st.next..plan.candidates.len()).find(|&j| st.usable(j))
+        if client.preconnect
+            && let Some(j) = (st.next..plan.candidates.len()).find(|&j| st.usable(j))
             && let Some(p) = provider_of(j)
             && let Some(o) = crate::wire::client::origin(&p.base_url)
             && !connected.contains(&o)

@@ -92,7 +92,7 @@ impl Session {
         let found = gather(config, sources, rt, printer);
         let (mut enabled, keyless_waiting) =
             open::select(found, route, config_path, sources.keyless)?;
-        let trust = Trust::load(sources.ca_file.as_deref())?;
+        let trust = Trust::load(sources.ca_file.as_deref(), sources.preconnect)?;
         let client = OnceCell::new();
         let loaded = open::load_catalogs(
             &mut enabled,

@@ -20,10 +20,15 @@ use crate::wire::openai::ChatRequest;
 #[derive(Clone)]
 pub struct Client {
     /// For https providers: honours the proxy variables (a corporate proxy sees only TLS).
-    http: reqwest::Client,
+    /// Built at its first use: reading the system's roots takes milliseconds, which a run
+    /// that asks only local servers need not spend.
+    http: Arc<OnceLock<Result<reqwest::Client, ClientError>>>,
+    trust: Trust,
     /// For plain-http providers (loopback, `allow_insecure`): never through a proxy, which
-    /// would see the key in the clear.
-    direct: Arc<OnceLock<Result<reqwest::Client, ClientError>>>,
+    /// would see the key in the clear; it speaks no TLS, so it loads no roots.
+    direct: reqwest::Client,
+    /// `[network] preconnect`.
+    pub preconnect: bool,
 }
 
 /// The HTTP client could not be built.
@@ -43,10 +48,21 @@ impl From<reqwest::Error> for ClientError {
     }
 }
 
-/// Certificate authorities trusted besides the system's and the compiled-in roots.
-#[derive(Clone, Default)]
+/// Certificate authorities trusted besides the system's and the compiled-in roots, and
+/// whether connections are opened ahead of need (`[network]`).
+#[derive(Clone)]
 pub struct Trust {
     extra: Vec<reqwest::Certificate>,
+    preconnect: bool,
+}
+
+impl Default for Trust {
+    fn default() -> Self {
+        Trust {
+            extra: Vec::new(),
+            preconnect: true,
+        }
+    }
 }
 
 /// The largest CA file read (a full system bundle is about 200 KiB).
@@ -54,9 +70,12 @@ const MAX_CA_FILE: u64 = 16 * 1024 * 1024;
 
 impl Trust {
     /// Reads `[network] ca_file` (PEM, one or more certificates), when set.
-    pub fn load(ca_file: Option<&Path>) -> Result<Trust, ClientError> {
+    pub fn load(ca_file: Option<&Path>, preconnect: bool) -> Result<Trust, ClientError> {
         let Some(path) = ca_file else {
-            return Ok(Trust::default());
+            return Ok(Trust {
+                preconnect,
+                ..Trust::default()
+            });
         };
         let fail = |why: String| ClientError::CaFile {
             path: path.to_path_buf(),
@@ -79,7 +98,7 @@ impl Trust {
         if extra.is_empty() {
             return Err(fail("no PEM certificate in it".into()));
         }
-        Ok(Trust { extra })
+        Ok(Trust { extra, preconnect })
     }
 }
 
@@ -93,24 +112,32 @@ fn builder() -> reqwest::ClientBuilder {
 
 impl Client {
     pub fn new(trust: &Trust) -> Result<Self, ClientError> {
-        let http = trust
-            .extra
-            .iter()
-            .fold(builder(), |b, c| b.add_root_certificate(c.clone()))
+        let direct = builder()
+            .no_proxy()
+            .tls_built_in_root_certs(false)
             .build()?;
         Ok(Client {
-            http,
-            direct: Arc::new(OnceLock::new()),
+            http: Arc::new(OnceLock::new()),
+            trust: trust.clone(),
+            direct,
+            preconnect: trust.preconnect,
         })
     }
 
     /// The client for this provider's base URL.
     fn for_provider(&self, provider: &Provider) -> Result<&reqwest::Client, ClientError> {
-        if provider.base_url.starts_with("https://") {
-            return Ok(&self.http);
+        if !provider.base_url.starts_with("https://") {
+            return Ok(&self.direct);
         }
-        self.direct
-            .get_or_init(|| Ok(builder().no_proxy().build()?))
+        self.http
+            .get_or_init(|| {
+                let with_extra = self
+                    .trust
+                    .extra
+                    .iter()
+                    .fold(builder(), |b, c| b.add_root_certificate(c.clone()));
+                Ok(with_extra.build()?)
+            })
             .as_ref()
             .map_err(Clone::clone)
     }
@@ -138,7 +165,8 @@ impl Client {
         body: &ChatRequest<'_>,
     ) -> reqwest::Result<reqwest::Response> {
         let bytes = serde_json::to_vec(body).expect("request serializes");
-        let http = self.for_provider(provider).unwrap_or(&self.http);
+        // A TLS set-up that failed shows as this request's (certificate) failure.
+        let http = self.for_provider(provider).unwrap_or(&self.direct);
         http.post(format!("{}/chat/completions", provider.base_url))
             .headers(Self::headers(provider))
             .header(CONTENT_TYPE, "application/json")

@@ -361,3 +361,60 @@ fn no_connection_is_opened_ahead_to_the_host_already_asked() {
     assert_eq!(out.code, 0, "{out}");
     assert!(s.preconnects().is_empty());
 }
+
+#[test]
+fn preconnect_false_opens_no_connection_ahead() {
+    use crate::ask::BIG;
+    let corp = FakeServer::start(|r| fake::answer(&r.model(), &["from corp"])).expect_chats(1);
+    let or = crate::ask::server(|r| fake::upstream_429(&r.model())).expect_chats(1);
+    let env = Env::new(&or).config(&format!(
+        "[providers.corp]\nbase_url = \"{}\"\nmodels = [{{ id = \"corp-model\" }}]\n[network]\npreconnect = false\n",
+        corp.url("/v1")
+    ));
+    let out = env.run(&["-m", BIG, "-m", "corp-model", "q"]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "from corp\n"), "{out}");
+    assert!(corp.preconnects().is_empty());
+}
+
+#[test]
+fn a_pinned_model_on_a_cold_cache_waits_for_no_other_catalog() {
+    use crate::ask::BIG;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // The other list is answered only once the chat was asked (or 10 s passed): a run
+    // that waited for it before asking would be seen to.
+    let asked = Arc::new(AtomicBool::new(false));
+    let after_the_chat = Arc::new(Mutex::new(Vec::new()));
+    let (a, seen) = (asked.clone(), after_the_chat.clone());
+    let other = FakeServer::start(move |r| {
+        if !r.path.ends_with("/models") {
+            return fake::error_json(500, "never asked");
+        }
+        let waited = std::time::Instant::now();
+        while !a.load(Ordering::SeqCst) && waited.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        seen.lock().unwrap().push(a.load(Ordering::SeqCst));
+        crate::ask::catalog()
+    });
+    let s = crate::ask::server(move |r| {
+        asked.store(true, Ordering::SeqCst);
+        fake::answer(&r.model(), &["ok"])
+    })
+    .expect_chats(1);
+    let env = Env::new(&s).config(&format!(
+        "[providers.other]\nbase_url = \"{}\"\n",
+        other.url("/v1")
+    ));
+    let out = env.run(&["-m", &format!("openrouter/{BIG}"), "q"]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "ok\n"), "{out}");
+    assert_eq!(order(&s), ["chat", "models"]);
+    assert_eq!(
+        *after_the_chat.lock().unwrap(),
+        [true],
+        "learned after the answer"
+    );
+    // Both catalogs are cached now: a run that needs them fetches nothing.
+    let out = env.run(&["q"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(other.count("/models") + s.count("/models"), 2);
+}
