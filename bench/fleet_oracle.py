@@ -25,6 +25,7 @@ clock alike.
 """
 
 import heapq
+import os
 import math
 import random
 import re
@@ -33,7 +34,7 @@ import sys
 WINDOW_MS = 5000.0
 TOKENS = 30
 OVERHEAD_MS = 4.0
-PROMPTS = 500
+PROMPTS = int(os.environ.get("FLEET_PROMPTS", "500"))
 RATE_PER_S = 20.0
 # Workers of each phase; `rate` has none: each prompt starts when it arrives.
 PHASES = {"seq": 1, "x8": 8, "rate": None}

@@ -372,8 +372,8 @@ ROWS=(
     printf 'Medians; timer: %s. Output: %s bytes (20-token), %s bytes (2,000-token).\n' "$TIMER" "$SHORT_BYTES" "$LONG_BYTES"
 }
 
-# bench/link.py's section (the last one) is kept.
-KEPT=$(sed -n '/^## Latency over a link/,$p' "$ROOT/bench/results.md" 2> /dev/null || true)
+# The sections other benchmarks wrote after this one's (bench/link.py's, …) are kept.
+KEPT=$(awk 'NR > 1 && /^##? / { keep = 1 } keep' "$ROOT/bench/results.md" 2> /dev/null || true)
 {
     echo "# freeroute vs curl, local fake OpenRouter"
     echo
