@@ -372,6 +372,8 @@ ROWS=(
     printf 'Medians; timer: %s. Output: %s bytes (20-token), %s bytes (2,000-token).\n' "$TIMER" "$SHORT_BYTES" "$LONG_BYTES"
 }
 
+# The sections other benchmarks wrote after this one's (bench/link.py's, …) are kept.
+KEPT=$(awk 'NR > 1 && /^##? / { keep = 1 } keep' "$ROOT/bench/results.md" 2> /dev/null || true)
 {
     echo "# freeroute vs curl, local fake OpenRouter"
     echo
@@ -410,6 +412,7 @@ ROWS=(
     echo "- (4b): the same with \`--hedge-after $HEDGE_MS\`: when the hung candidate has no first token after $HEDGE_MS ms, the next one starts beside it, answers, and the hung one is dropped (\`--json\` attempts: \`cancelled\`, \`ok\`). Expected: (1) + $HEDGE_MS ms; measured **$X4H ms** over that."
     echo "- (5): peak RSS (\`%M\`) of the whole process; the (4b) run holds two connections at once."
 } > "$ROOT/bench/results.md"
+if [[ -n $KEPT ]]; then printf '\n%s\n' "$KEPT" >> "$ROOT/bench/results.md"; fi
 log "bench: wrote bench/results.md"
 if ((MISSED)); then
     log "bench: $MISSED target(s) missed (see bench/results.md)"

@@ -12,7 +12,9 @@
 //! - `bench/busy-1:free`, `bench/busy-2:free`, `bench/busy-3:free`: upstream HTTP 429;
 //! - `bench/hang:free`: one keep-alive comment, then nothing until the client leaves.
 //!
-//! `GET /api/v1/models` lists those six models as free.
+//! `GET /api/v1/models` lists those six models as free; with `FAKE_CATALOG_PAD=N`, also N
+//! paid filler models (about 1 MB for N = 1,500, as OpenRouter's catalog), sent gzipped
+//! when the request accepts gzip (as OpenRouter does).
 
 #[path = "../tests/support/fake.rs"]
 mod fake;
@@ -91,14 +93,53 @@ fn coalesce(steps: Vec<Step>, per_write: usize) -> Vec<Step> {
     out
 }
 
-fn catalog() -> Reply {
+/// The catalog's JSON, with `pad` paid filler models after the six free ones.
+fn catalog(pad: usize) -> String {
     let mut entries: Vec<serde_json::Value> = [SHORT, LONG, HANG]
         .iter()
         .chain(BUSY.iter())
         .map(|id| fake::model_entry(id, "0", Some(32768), &["text"], &["max_tokens"]))
         .collect();
     entries.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
-    fake::catalog(entries)
+    // Prose descriptions, as the real catalog has, so that it compresses as the real one
+    // does (to a few times smaller), not fifty times.
+    let mut rng = fastrand::Rng::with_seed(18);
+    let vocabulary: Vec<String> = (0..4000)
+        .map(|_| {
+            let n = rng.usize(2..10);
+            (0..n).map(|_| rng.lowercase()).collect()
+        })
+        .collect();
+    entries.extend((0..pad).map(|i| {
+        let mut e = fake::model_entry(
+            &format!("vendor-{}/filler-model-{i}-instruct", i % 60),
+            "0.0000012",
+            Some(131072),
+            &["text", "image"],
+            &[
+                "max_tokens",
+                "temperature",
+                "top_p",
+                "tools",
+                "tool_choice",
+                "stop",
+                "seed",
+            ],
+        );
+        let words: Vec<&str> = (0..45)
+            .map(|_| vocabulary[rng.usize(..vocabulary.len())].as_str())
+            .collect();
+        e["description"] = words.join(" ").into();
+        e
+    }));
+    serde_json::json!({ "data": entries }).to_string()
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).expect("gzip in memory");
+    e.finish().expect("gzip in memory")
 }
 
 fn main() {
@@ -114,7 +155,20 @@ fn main() {
     );
 
     // Built once; each request gets a clone.
-    let models = catalog();
+    let pad = std::env::var("FAKE_CATALOG_PAD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let list = catalog(pad);
+    let models = Reply::json(200, list.clone());
+    let models_gz = Reply::Binary {
+        status: 200,
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("content-encoding".into(), "gzip".into()),
+        ],
+        body: gzip(list.as_bytes()),
+    };
     let short = fake::answer(SHORT, &pieces(20));
     let long = Reply::stream(coalesce(
         fake::answer_steps(LONG, &pieces(2000)),
@@ -128,7 +182,14 @@ fn main() {
 
     let server = fake::serve_standalone("fake_openrouter", port, move |r| {
         if r.method == "GET" && r.path == "/api/v1/models" {
-            return models.clone();
+            let gz = r
+                .header("accept-encoding")
+                .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
+            return if gz {
+                models_gz.clone()
+            } else {
+                models.clone()
+            };
         }
         if r.method != "POST" || r.path != "/api/v1/chat/completions" {
             return fake::error_json(404, "Not Found");

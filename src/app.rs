@@ -33,12 +33,7 @@ pub fn run(cli: Cli) -> i32 {
         Some(Command::Batch(args)) => crate::batch::run(&args, config, &printer),
         Some(Command::Serve(args)) => serve(&args, config, &printer),
     };
-    // Stdout that could not be written (a full disk) fails the run, whatever it was.
-    let result = match (result, printer.output_failure()) {
-        (Ok(()), Some(e)) => Err(e),
-        (result, _) => result,
-    };
-    match result {
+    match printer.checked(result) {
         Ok(()) => 0,
         Err(err) => {
             if json {
@@ -108,37 +103,21 @@ fn ask(args: &AskArgs, config_flag: Option<&Path>, printer: &mut Printer) -> Res
         config_path.as_deref(),
         &Sources::resolve(&config),
         &req.route,
+        (!req.dry_run).then_some(&req.needs),
         req.timeout,
         settings::rng(),
         &rt,
         printer,
     )?;
     let jobs = session.plan(&req);
-    report::trace_plan(&jobs[0].plan, printer);
-    if jobs.len() > 1 {
-        printer.note(&format!(
-            "The text is too long for one model: translating it in {} pieces",
-            jobs.len()
-        ));
-    }
+    report::jobs(&jobs, printer);
     if req.dry_run {
-        let first = &jobs[0];
-        let timeouts = session::first_token_timeouts(&first.plan, &first.request);
-        report::plan(
-            &first.plan,
-            &first.request,
-            &timeouts,
-            crate::now_ms(),
-            printer,
-        );
+        report::dry_run(&jobs[0], printer);
         // DESIGN §1: a dry run exits 3 whenever no candidate exists.
-        return match Session::unanswerable(&jobs) {
-            Some(mut e) => {
-                e.kind = ErrorKind::NoEligibleModel;
-                Err(e)
-            }
-            None => Ok(()),
-        };
+        return Session::unanswerable(&jobs).map_or(Ok(()), |mut e| {
+            e.kind = ErrorKind::NoEligibleModel;
+            Err(e)
+        });
     }
     if let Some(e) = Session::unanswerable(&jobs) {
         return Err(e);
@@ -152,15 +131,23 @@ fn ask(args: &AskArgs, config_flag: Option<&Path>, printer: &mut Printer) -> Res
         let _ = tokio::signal::ctrl_c().await;
     };
     let run = rt.block_on(session.ask(&jobs, deadline, &mut sink, ctrl_c));
-    let (printed_any, ends_with_newline) = (sink.printed_any, sink.ends_with_newline);
-    let closed = matches!(run.result, Some(Err(Stop::OutputClosed)));
-    if printed_any && !ends_with_newline && !closed {
-        printer.stdout("\n");
-    }
+    sink.end_line(matches!(run.result, Some(Err(Stop::OutputClosed))));
     // The answer goes out first: nothing that happens to the memory may cost it.
     let result = deliver(&session, &req, run.result, &run.attempts, started, printer);
+    // Catalogs the run answered without are learned now, after a reader of stdout has
+    // seen its end (a failure's JSON is printed by the caller, so stdout stays open then).
+    let pending = session.catalogs_pending();
+    if pending && result.is_ok() {
+        printer.close_stdout();
+    }
     for n in session.record(&run.attempts, &LogLine::of(&req, &run.attempts, false)) {
         printer.note(&n);
+    }
+    if pending {
+        let left = deadline.saturating_duration_since(Instant::now());
+        for n in session.learn_catalogs(left, &rt) {
+            printer.note(&n);
+        }
     }
     result
 }
@@ -190,17 +177,7 @@ fn deliver(
     }
     let total_ms = started.elapsed().as_millis() as u64;
     let answer = crate::outcome::answer(&successes, attempts.to_vec(), total_ms);
-    if req.json {
-        printer.json(&answer);
-    } else {
-        // A streamed answer is out already, its line closed.
-        if !req.stream && !answer.content.is_empty() {
-            printer.answer(&answer.content);
-        }
-        for call in &answer.tool_calls {
-            printer.stdout(&format!("{call}\n"));
-        }
-    }
+    printer.outcome(&answer, req.json, req.stream);
     if let Err(e) = session.save_conversation(req, &answer.content, &answer.tool_calls) {
         printer.note(&format!(
             "Could not keep the conversation for --continue: {e}"
@@ -220,6 +197,7 @@ fn serve(args: &ServeArgs, config_flag: Option<&Path>, printer: &Printer) -> Res
         config_path.as_deref(),
         &Sources::resolve(&config),
         &settings.ask.route,
+        None,
         settings.ask.timeout,
         settings::rng(),
         &rt,
@@ -237,6 +215,7 @@ fn models(args: &ModelsArgs, config_flag: Option<&Path>, printer: &Printer) -> R
         config_path.as_deref(),
         &Sources::resolve(&config),
         &route,
+        None,
         Duration::from_secs(30),
         settings::rng(),
         &rt,
@@ -268,7 +247,7 @@ fn config_cmd(args: &ConfigArgs, config_flag: Option<&Path>, printer: &Printer) 
             let sources = Sources::resolve(&config);
             let rt = session::runtime()?;
             let found = session::gather(&config, &sources, &rt, printer);
-            let local_models = session::local_models(&found, &config, &rt);
+            let local_models = session::local_models(&found, &config, &sources, &rt);
             let file = loaded_from.map_or_else(
                 || format!("{} (not present; built-in defaults)", path.display()),
                 |p| p.display().to_string(),

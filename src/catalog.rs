@@ -456,10 +456,86 @@ pub struct Loaded {
     pub notes: Vec<String>,
     /// Providers whose catalog could not be had at all, with the reason.
     pub failed: Vec<(String, FetchError)>,
+    /// Providers whose catalog is to be fetched once the run has answered (`Defer`).
+    pub later: Vec<String>,
+}
+
+/// A run that may answer before its catalogs are fresh (issue 18: the fetch costs a round
+/// trip before the first token). The catalogs it did not fetch are fetched after the
+/// answer, so the next run has them.
+#[derive(Debug, Clone, Copy)]
+pub struct Defer<'a> {
+    /// `-m`, `-p` and `--allow-paid`, to ask picks at a provider with no cache at all.
+    pub route: &'a crate::request::Route,
+    /// The request needs no capability (image input, tools, a schema) and fits any
+    /// model's context (`FITS_ANY_CONTEXT`): a model of which nothing is known yet can be
+    /// asked.
+    pub text_only: bool,
+}
+
+/// Tokens (prompt and output reserve) that every chat model's context holds.
+pub const FITS_ANY_CONTEXT: u64 = 2048;
+
+/// The one `-m` pick as a model at a provider whose catalog is not cached at all, when it
+/// names one such provider unambiguously (`PROVIDER/ID`, or the only provider `-p`
+/// leaves) and is free by its id alone (OpenRouter's `:free` ids; any model of another
+/// provider, unless it is marked paid). `None`: the catalog must be read first.
+fn provisional_picks(
+    defer: &Defer<'_>,
+    providers: &[Provider],
+    cold: &[&Provider],
+) -> Option<Vec<Model>> {
+    let route = defer.route;
+    // One pick: no fall-back order depends on what the catalog says (a second pick with
+    // a smaller context than a first one refused is skipped, which needs the catalog).
+    if !defer.text_only || route.models.len() != 1 {
+        return None;
+    }
+    let eligible: Vec<&Provider> = providers
+        .iter()
+        .filter(|p| route.providers.is_empty() || route.providers.contains(&p.name))
+        .collect();
+    route
+        .models
+        .iter()
+        .map(|pick| {
+            let pinned = pick.split_once('/').and_then(|(name, rest)| {
+                eligible
+                    .iter()
+                    .find(|p| p.name == name)
+                    .map(|p| (*p, rest.to_string()))
+            });
+            let (p, id) = match (pinned, eligible.as_slice()) {
+                (Some(found), _) => found,
+                (None, [only]) => (*only, pick.clone()),
+                _ => return None,
+            };
+            let free = match p.kind {
+                ProviderKind::OpenRouter => id.ends_with(":free") && !p.paid,
+                ProviderKind::OpenAiCompatible => !p.paid,
+            };
+            if !(free || route.allow_paid) || !cold.iter().any(|c| c.name == p.name) {
+                return None;
+            }
+            Some(Model {
+                provider: p.name.clone(),
+                id,
+                context: None,
+                caps: Capabilities::default(),
+                free,
+                router: false,
+                text_output: true,
+                created: None,
+                tier: p.tier,
+            })
+        })
+        .collect()
 }
 
 /// Gathers the models of every provider: the config's list, a fresh cache, or a fetch
-/// (all providers at once), falling back to a stale cache when a refresh fails.
+/// (all providers at once), falling back to a stale cache when a refresh fails. With
+/// `defer`, a stale cache is used as it is and `-m` picks may be asked at a provider with
+/// none (`provisional_picks`): those catalogs are left in `later`.
 pub async fn load(
     providers: &[Provider],
     mode: crate::request::CatalogMode,
@@ -467,6 +543,7 @@ pub async fn load(
     client: &dyn Fn() -> Result<crate::wire::client::Client, crate::wire::client::ClientError>,
     now_ms: u64,
     fetch_timeout: std::time::Duration,
+    defer: Option<Defer<'_>>,
 ) -> Loaded {
     use crate::request::CatalogMode;
     let dir = cache_dir();
@@ -493,7 +570,23 @@ pub async fn load(
             (CatalogMode::Normal, Some(c)) if is_fresh(&c, &p.base_url, now_ms, ttl_secs) => {
                 out.models.extend(with_tier(c.models, p))
             }
+            (CatalogMode::Normal, Some(c)) if defer.is_some() => {
+                out.models.extend(with_tier(c.models, p));
+                out.later.push(p.name.clone());
+            }
             (_, stale) => to_fetch.push((p, stale)),
+        }
+    }
+    if let Some(d) = &defer
+        && mode == CatalogMode::Normal
+    {
+        let cold: Vec<&Provider> = to_fetch.iter().map(|(p, _)| *p).collect();
+        // The pick names its provider: no other catalog can add a candidate, so none is
+        // waited for.
+        if let Some(picks) = provisional_picks(d, providers, &cold) {
+            out.later
+                .extend(to_fetch.drain(..).map(|(p, _)| p.name.clone()));
+            out.models.extend(picks);
         }
     }
     if to_fetch.is_empty() {

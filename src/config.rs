@@ -21,6 +21,9 @@ pub struct Config {
     /// Where the memory lives: this host's files, or a Redis shared by many hosts.
     #[serde(default)]
     pub state: StateConfig,
+    /// How providers are reached.
+    #[serde(default)]
+    pub network: Network,
 }
 
 /// `[state]`: the memory shared by many hosts (DESIGN §9).
@@ -34,6 +37,19 @@ pub struct StateConfig {
     pub namespace: Option<String>,
     /// Budget for each Redis round trip, in milliseconds (built-in 150).
     pub timeout_ms: Option<u64>,
+}
+
+/// `[network]`: settings of the HTTP client that every provider shares.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// A PEM file of certificate authorities trusted besides the system's roots (with
+    /// `SSL_CERT_FILE`/`SSL_CERT_DIR`) and the built-in ones: a company's CA, or the one a
+    /// TLS-intercepting proxy signs with. A relative path is relative to the config file.
+    pub ca_file: Option<PathBuf>,
+    /// Open the next candidate's connection while an attempt runs, when it is at another
+    /// host (an `OPTIONS` request without the key); built-in true.
+    pub preconnect: Option<bool>,
 }
 
 /// `[defaults]`: each key is the default of the flag of the same name.
@@ -218,7 +234,13 @@ pub fn load(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>)> {
             );
         }
     };
-    let config = parse(&text, &path)?;
+    let mut config = parse(&text, &path)?;
+    if let Some(ca) = &mut config.network.ca_file
+        && ca.is_relative()
+        && let Some(dir) = path.parent()
+    {
+        *ca = dir.join(&*ca);
+    }
     Ok((config, Some(path)))
 }
 
@@ -393,6 +415,12 @@ pub const STARTER: &str = r#"# freeroute configuration. Every key is optional; d
 # redis_url_env = "FREEROUTE_REDIS_URL"
 # namespace = "freeroute"  # key prefix, so two teams can share one Redis
 # timeout_ms = 150         # budget for each Redis round trip
+
+# Behind a TLS-intercepting proxy or with a company CA: trust its certificate (PEM).
+# The system's roots, SSL_CERT_FILE and SSL_CERT_DIR are trusted already.
+# [network]
+# ca_file = "company-ca.pem"   # relative to this file
+# preconnect = true            # open the next provider's connection during an attempt
 "#;
 
 /// `config init`: the commented starter config at `path`, never over an existing file

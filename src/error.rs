@@ -133,7 +133,12 @@ impl From<std::io::Error> for Error {
 
 impl From<crate::wire::client::ClientError> for Error {
     fn from(e: crate::wire::client::ClientError) -> Self {
-        Error::internal("Cannot make network requests").with_source(e)
+        use crate::wire::client::ClientError;
+        match e {
+            ClientError::CaFile { .. } => Error::config(e.to_string())
+                .with_hint("Point `[network] ca_file` at a PEM file of CA certificates"),
+            ClientError::Build(_) => Error::internal("Cannot make network requests").with_source(e),
+        }
     }
 }
 

@@ -218,8 +218,9 @@ pub fn environment() -> Vec<(String, String)> {
         ),
         (
             "SSL_CERT_FILE, SSL_CERT_DIR",
-            "Not read: the trusted certificate authorities are built in (Mozilla's set, \
-             webpki-roots).",
+            "A bundle and a folder of certificate authorities trusted besides the \
+             system's and the built-in ones (Mozilla's set), as curl does; for a private \
+             CA, [network] ca_file in the config does the same.",
         ),
         (
             "XDG_CONFIG_HOME, XDG_STATE_HOME, XDG_CACHE_HOME",

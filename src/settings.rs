@@ -65,6 +65,10 @@ pub struct Sources {
     pub discover_ports: Vec<u16>,
     /// Where the memory lives (DESIGN §9).
     pub memory: Memory,
+    /// `[network] ca_file`: certificate authorities trusted besides the system's.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// `[network] preconnect` (built-in true).
+    pub preconnect: bool,
 }
 
 pub const DEFAULT_REDIS_URL_ENV: &str = "FREEROUTE_REDIS_URL";
@@ -129,6 +133,8 @@ impl Sources {
                 .clone()
                 .unwrap_or_else(|| discover::DEFAULT_PORTS.to_vec()),
             memory: Memory::resolve(config),
+            ca_file: config.network.ca_file.clone(),
+            preconnect: config.network.preconnect.unwrap_or(true),
         }
     }
 }

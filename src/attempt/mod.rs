@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use serde_json::Value;
+use tokio::time::timeout;
 
 use crate::error::{Error, ErrorKind};
 use crate::limiter::Limiter;
@@ -32,6 +33,8 @@ use stream::{AttemptError, Live};
 
 /// Longest wait between two chunks of a stream that has started, whatever time is left.
 pub const IDLE_CAP: Duration = Duration::from_secs(30);
+/// Longest an attempt waits for the connection being opened ahead to its host.
+const PRECONNECT_WAIT: Duration = Duration::from_millis(500);
 /// Less time than this left is not worth starting another attempt.
 pub const MIN_ATTEMPT: Duration = Duration::from_millis(200);
 /// Most bytes of an error body that are read.
@@ -385,6 +388,10 @@ pub async fn run(
     let mut width = req.race.max(1);
     let mut last_launch = Instant::now();
     let mut out_of_time = false;
+    // Origins this run has a connection to, or is opening one to.
+    let mut connected: Vec<String> = Vec::new();
+    // Connections being opened ahead, by origin: true once open.
+    let mut warming: Vec<(String, tokio::sync::watch::Receiver<bool>)> = Vec::new();
     loop {
         // Take every candidate this round launches first, so that the deadline share of
         // each counts only candidates that would follow them, not those beside them.
@@ -431,9 +438,43 @@ pub async fn run(
                 deadline,
                 has_next,
             );
-            opening.push(Box::pin(async move { (i, fut.await) }));
+            // A connection being opened ahead to this host is waited for (a little): a
+            // new one would cost its handshakes again, from the start.
+            let origin = crate::wire::client::origin(&provider.base_url);
+            let mut warm = warming
+                .iter()
+                .find(|(o, _)| Some(o) == origin.as_ref())
+                .map(|(_, rx)| rx.clone());
+            opening.push(Box::pin(async move {
+                if let Some(rx) = &mut warm {
+                    let _ = timeout(PRECONNECT_WAIT, rx.wait_for(|open| *open)).await;
+                }
+                (i, fut.await)
+            }));
             running.push((i, now));
             last_launch = now;
+            connected.extend(origin);
+        }
+        // The next candidate at another host would wait for its TCP and TLS handshakes
+        // after a failure here: open its connection now, beside the attempts running.
+        if client.preconnect
+            && let Some(j) = (st.next..plan.candidates.len()).find(|&j| st.usable(j))
+            && let Some(p) = provider_of(j)
+            && let Some(o) = crate::wire::client::origin(&p.base_url)
+            && !connected.contains(&o)
+        {
+            sink.trace(format!(
+                "pre-connecting to {o} for {}/{}",
+                p.name, plan.candidates[j].model.id
+            ));
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            warming.push((o.clone(), rx));
+            connected.push(o);
+            let (client, p) = (client.clone(), p.clone());
+            tokio::spawn(async move {
+                client.preconnect(p).await;
+                let _ = tx.send(true);
+            });
         }
         if opening.is_empty() {
             let Some((back, wait)) = st.wait_for_comeback(Instant::now(), deadline) else {

@@ -92,6 +92,7 @@ pub fn run(args: &BatchArgs, config_flag: Option<&Path>, printer: &Printer) -> R
         config_path.as_deref(),
         &Sources::resolve(&config),
         &batch.item.route,
+        None,
         batch.item.timeout,
         settings::rng(),
         &rt,

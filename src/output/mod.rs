@@ -24,7 +24,7 @@ pub struct Printer {
     stdout_tty: bool,
     spinner: Option<ProgressBar>,
     /// Why stdout could not be written (a full disk, an I/O error), once it failed: the
-    /// run then ends with an error (`Printer::output_failure`). A reader that went away
+    /// run then ends with an error (`Printer::checked`). A reader that went away
     /// (a closed pipe) is not a failure.
     stdout_failed: std::cell::RefCell<Option<std::io::Error>>,
 }
@@ -72,10 +72,15 @@ impl Printer {
         }
     }
 
-    /// The run's error when stdout could not be written (exit 1, on stderr).
-    pub fn output_failure(&self) -> Option<Error> {
-        let e = self.stdout_failed.borrow_mut().take()?;
-        Some(Error::internal("Cannot write to standard output").with_source(e))
+    /// The run's result, failed when stdout could not be written (a full disk), whatever
+    /// it was: exit 1, with the cause.
+    pub fn checked(&self, result: crate::error::Result<()>) -> crate::error::Result<()> {
+        match (result, self.stdout_failed.borrow_mut().take()) {
+            (Ok(()), Some(e)) => {
+                Err(Error::internal("Cannot write to standard output").with_source(e))
+            }
+            (result, _) => result,
+        }
     }
 
     pub fn stdout_is_terminal() -> bool {
@@ -152,7 +157,7 @@ impl Printer {
     }
 
     /// Writes text to stdout; false when it cannot be written (the reader went away, or
-    /// a failure that `output_failure` then reports).
+    /// a failure that `checked` then reports).
     pub fn stdout(&self, text: &str) -> bool {
         if self.stdout_failed.borrow().is_some() {
             return false;
@@ -165,6 +170,17 @@ impl Printer {
                 *self.stdout_failed.borrow_mut() = Some(e);
                 false
             }
+        }
+    }
+
+    /// Ends standard output early: what was written is flushed and the descriptor now
+    /// points at /dev/null, so a pipeline's reader sees the end while the run finishes
+    /// work of its own (learning a catalog after the answer).
+    pub fn close_stdout(&self) {
+        let _ = std::io::stdout().lock().flush();
+        #[cfg(unix)]
+        if let Ok(null) = std::fs::File::options().write(true).open("/dev/null") {
+            let _ = rustix::stdio::dup2_stdout(&null);
         }
     }
 
@@ -195,6 +211,21 @@ impl Printer {
         let mut s = serde_json::to_string(value).expect("output serializes");
         s.push('\n');
         self.stdout(&s)
+    }
+
+    /// A run's answer: one JSON object, or its text (unless it was streamed, and so is
+    /// out already) and its tool calls one JSON object a line.
+    pub fn outcome(&self, answer: &crate::outcome::Answer, json: bool, streamed: bool) {
+        if json {
+            self.json(answer);
+            return;
+        }
+        if !streamed && !answer.content.is_empty() {
+            self.answer(&answer.content);
+        }
+        for call in &answer.tool_calls {
+            self.stdout(&format!("{call}\n"));
+        }
     }
 
     /// The run's failure as the contract's one JSON object (DESIGN §4).
@@ -307,6 +338,15 @@ pub struct Sink<'a> {
     /// Text printed so far ends with a newline (or nothing was printed).
     pub ends_with_newline: bool,
     pub printed_any: bool,
+}
+
+impl Sink<'_> {
+    /// After a streamed answer: its last line closed, unless the reader went away.
+    pub fn end_line(&mut self, closed: bool) {
+        if self.printed_any && !self.ends_with_newline && !closed {
+            self.printer.stdout("\n");
+        }
+    }
 }
 
 impl TokenSink for Sink<'_> {

@@ -495,6 +495,25 @@ impl<'a> ShownDefaults<'a> {
     }
 }
 
+/// A run's jobs before they are asked: the `-v` plan trace, and a note when a translation
+/// goes in pieces.
+pub fn jobs(jobs: &[crate::session::Job], printer: &Printer) {
+    trace_plan(&jobs[0].plan, printer);
+    if jobs.len() > 1 {
+        printer.note(&format!(
+            "The text is too long for one model: translating it in {} pieces",
+            jobs.len()
+        ));
+    }
+}
+
+/// `--dry-run`: the plan of the (first) job, with each candidate's worst-case first-token
+/// timeout.
+pub fn dry_run(job: &crate::session::Job, printer: &Printer) {
+    let timeouts = crate::session::first_token_timeouts(&job.plan, &job.request);
+    plan(&job.plan, &job.request, &timeouts, crate::now_ms(), printer);
+}
+
 /// `config show`: the merged configuration; keys are never shown, only whether set.
 /// `local` holds the model lists of the servers found on loopback ports.
 pub fn config(

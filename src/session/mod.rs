@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::attempt::{self, Ledger};
-use crate::catalog::{Capability, Model};
+use crate::catalog::{self, Capability, Model};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::health::Health;
@@ -30,7 +30,7 @@ use crate::providers::Provider;
 use crate::request::{self, Needs, Request, Route};
 use crate::settings::Sources;
 use crate::store::{FileStore, Store};
-use crate::wire::client::Client;
+use crate::wire::client::{Client, ClientError, Trust};
 use crate::wire::openai::Message;
 
 /// One request with its plan: a run asks one job, or the pieces of a split translation.
@@ -75,17 +75,24 @@ pub struct Session {
     host: FileStore,
     limiter: RefCell<Limiter>,
     client: OnceCell<Client>,
+    trust: Trust,
+    /// Providers whose catalog was not fetched before asking (`answer_first`).
+    later: Vec<Provider>,
     rng: RefCell<fastrand::Rng>,
 }
 
 impl Session {
     /// Providers, catalogs and the remembered health; errors when there is nothing to ask.
+    /// With `answer_first` (the needs of the one request a single run asks), a stale
+    /// catalog is used as it is and `-m` may be asked before a cold catalog is learned;
+    /// `learn_catalogs` then fetches them once the answer is out.
     #[allow(clippy::too_many_arguments)]
     pub fn open(
         config: &Config,
         config_path: Option<&Path>,
         sources: &Sources,
         route: &Route,
+        answer_first: Option<&Needs>,
         timeout: Duration,
         rng: fastrand::Rng,
         rt: &tokio::runtime::Runtime,
@@ -94,6 +101,7 @@ impl Session {
         let found = gather(config, sources, rt, printer);
         let (mut enabled, keyless_waiting) =
             open::select(found, route, config_path, sources.keyless)?;
+        let trust = Trust::load(sources.ca_file.as_deref(), sources.preconnect)?;
         let client = OnceCell::new();
         let loaded = open::load_catalogs(
             &mut enabled,
@@ -103,6 +111,12 @@ impl Session {
             config_path,
             sources.keyless,
             &client,
+            &trust,
+            answer_first.map(|needs| catalog::Defer {
+                route,
+                text_only: needs.caps == Default::default()
+                    && needs.context_tokens <= catalog::FITS_ANY_CONTEXT,
+            }),
             rt,
             printer,
         )?;
@@ -132,7 +146,13 @@ impl Session {
             }
         }
         let limiter = Limiter::new(&enabled, &health, crate::now_ms());
+        let later = enabled
+            .iter()
+            .filter(|p| loaded.later.contains(&p.name))
+            .cloned()
+            .collect();
         Ok(Session {
+            later,
             providers: enabled,
             models: RefCell::new(loaded.models),
             health: RefCell::new(health),
@@ -140,15 +160,16 @@ impl Session {
             host,
             limiter: RefCell::new(limiter),
             client,
+            trust,
             rng: RefCell::new(rng),
         })
     }
 
-    fn client(&self) -> Result<&Client> {
+    fn http(&self) -> std::result::Result<&Client, ClientError> {
         if let Some(c) = self.client.get() {
             return Ok(c);
         }
-        let c = Client::new()?;
+        let c = Client::new(&self.trust)?;
         Ok(self.client.get_or_init(|| c))
     }
 
@@ -182,6 +203,7 @@ impl Session {
             &make,
             crate::now_ms(),
             fetch_timeout,
+            None,
         )
         .await;
         let failed: Vec<&str> = loaded.failed.iter().map(|(p, _)| p.as_str()).collect();
@@ -194,6 +216,40 @@ impl Session {
             .iter()
             .map(|(p, why)| format!("No model list from {p}: {why} (its models are kept)"))
             .collect()
+    }
+
+    fn client(&self) -> Result<&Client> {
+        Ok(self.http()?)
+    }
+
+    /// Whether catalogs wait to be fetched after the answer (`answer_first`).
+    pub fn catalogs_pending(&self) -> bool {
+        !self.later.is_empty()
+    }
+
+    /// Fetches and caches the catalogs the run answered without, within `within` (a
+    /// share of what is left of the run's deadline); notes for the user.
+    pub fn learn_catalogs(&self, within: Duration, rt: &tokio::runtime::Runtime) -> Vec<String> {
+        if self.later.is_empty() || within.is_zero() {
+            return Vec::new();
+        }
+        let make_client = || self.http().cloned();
+        let loaded = rt.block_on(catalog::load(
+            &self.later,
+            request::CatalogMode::Refresh,
+            0,
+            &make_client,
+            crate::now_ms(),
+            within.min(Duration::from_secs(15)),
+            None,
+        ));
+        let mut notes = loaded.notes;
+        for (p, why) in loaded.failed {
+            notes.push(format!(
+                "Could not learn the {p} model list after answering: {why}"
+            ));
+        }
+        notes
     }
 
     /// The plan of one request: pure, on the session's health as of now.

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::catalog::{self, Loaded};
+use crate::catalog::{self, Defer, Loaded};
 use crate::config::{Config, Keyless};
 use crate::discover;
 use crate::error::{Error, ErrorKind, Result};
@@ -13,7 +13,7 @@ use crate::output::Printer;
 use crate::providers::{self, Disabled, Provider, Tier};
 use crate::request::Route;
 use crate::settings::{self, Sources};
-use crate::wire::client::{Client, ClientError};
+use crate::wire::client::{Client, ClientError, Trust};
 
 /// Every provider this run may use, with those that are off and why, and the keyless
 /// services that wait for `keyless = "auto"` to let them in.
@@ -149,6 +149,8 @@ pub fn load_catalogs(
     config_path: Option<&Path>,
     mode: Keyless,
     client: &std::cell::OnceCell<Client>,
+    trust: &Trust,
+    defer: Option<Defer<'_>>,
     rt: &tokio::runtime::Runtime,
     printer: &Printer,
 ) -> Result<Loaded> {
@@ -156,13 +158,13 @@ pub fn load_catalogs(
         if let Some(c) = client.get() {
             return Ok(c.clone());
         }
-        let c = Client::new()?;
+        let c = Client::new(trust)?;
         Ok(client.get_or_init(|| c).clone())
     };
     let fetch_timeout = (timeout / 3).min(Duration::from_secs(15));
     // Ctrl-C while the lists are fetched ends the run as Ctrl-C does later: exit 130,
     // and under --json the contract's one failure object.
-    let load = |providers: &[Provider]| -> Result<Loaded> {
+    let load = |providers: &[Provider], defer: Option<Defer<'_>>| -> Result<Loaded> {
         rt.block_on(async {
             tokio::select! {
                 loaded = catalog::load(
@@ -172,6 +174,7 @@ pub fn load_catalogs(
                     &make_client,
                     crate::now_ms(),
                     fetch_timeout,
+                    defer,
                 ) => Ok(loaded),
                 _ = tokio::signal::ctrl_c() => Err(Error::new(
                     ErrorKind::Interrupted,
@@ -180,7 +183,7 @@ pub fn load_catalogs(
             }
         })
     };
-    let mut loaded = load(enabled)?;
+    let mut loaded = load(enabled, defer)?;
     // `keyless = "auto"`: the keyless services only when nothing else offers a model:
     // no provider with a key (or a config entry) and no local server with a model. A keyed
     // provider whose catalog failed does not open the door to services that may log prompts.
@@ -192,7 +195,7 @@ pub fn load_catalogs(
             "No key is set and no local server answered: using keyless free services ({}), which may log prompts",
             names.join(", ")
         ));
-        let more = load(&keyless_waiting)?;
+        let more = load(&keyless_waiting, None)?;
         loaded.models.extend(more.models);
         enabled.extend(keyless_waiting);
     }
@@ -260,13 +263,21 @@ pub fn load_catalogs(
 
 /// `config show`: what the servers found on loopback ports serve (asked, or their cached
 /// lists), within 2 s.
-pub fn local_models(found: &Providers, config: &Config, rt: &tokio::runtime::Runtime) -> Loaded {
+pub fn local_models(
+    found: &Providers,
+    config: &Config,
+    sources: &Sources,
+    rt: &tokio::runtime::Runtime,
+) -> Loaded {
     let here: Vec<_> = found
         .list
         .iter()
         .filter(|p| p.tier == Tier::Local)
         .cloned()
         .collect();
+    // Loopback servers are plain http: no certificate is involved.
+    let trust =
+        crate::wire::client::Trust::load(sources.ca_file.as_deref(), false).unwrap_or_default();
     rt.block_on(catalog::load(
         &here,
         crate::request::CatalogMode::Normal,
@@ -274,8 +285,9 @@ pub fn local_models(found: &Providers, config: &Config, rt: &tokio::runtime::Run
             .defaults
             .catalog_ttl
             .unwrap_or(settings::DEFAULT_CATALOG_TTL),
-        &Client::new,
+        &|| Client::new(&trust),
         crate::now_ms(),
         Duration::from_secs(2),
+        None,
     ))
 }

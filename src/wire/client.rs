@@ -1,11 +1,18 @@
 //! One HTTP client for every provider: `POST {base}/chat/completions` and `GET
 //! {base}/models`. Redirects are never followed, so a key can only reach the base URL of
 //! its own provider. No policy: callers read statuses and bodies.
+//!
+//! TLS trusts what curl trusts (the system's roots, `SSL_CERT_FILE`, `SSL_CERT_DIR`), the
+//! compiled-in roots, and `[network] ca_file`. Model lists are asked for compressed; chat
+//! streams are not (a compressor may hold back tokens).
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
+use reqwest::header::{
+    ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue,
+};
 
 use crate::providers::{Provider, ProviderKind};
 use crate::wire::openai::ChatRequest;
@@ -13,20 +20,85 @@ use crate::wire::openai::ChatRequest;
 #[derive(Clone)]
 pub struct Client {
     /// For https providers: honours the proxy variables (a corporate proxy sees only TLS).
-    http: reqwest::Client,
+    /// Built at its first use: reading the system's roots takes milliseconds, which a run
+    /// that asks only local servers need not spend.
+    http: Arc<OnceLock<Result<reqwest::Client, ClientError>>>,
+    trust: Trust,
     /// For plain-http providers (loopback, `allow_insecure`): never through a proxy, which
-    /// would see the key in the clear.
-    direct: Arc<OnceLock<Result<reqwest::Client, ClientError>>>,
+    /// would see the key in the clear; it speaks no TLS, so it loads no roots.
+    direct: reqwest::Client,
+    /// `[network] preconnect`.
+    pub preconnect: bool,
 }
 
-/// The HTTP client could not be built (its TLS set-up failed).
+/// The HTTP client could not be built.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("cannot build the HTTP client: {0}")]
-pub struct ClientError(#[source] Arc<reqwest::Error>);
+pub enum ClientError {
+    /// Its TLS set-up failed.
+    #[error("cannot build the HTTP client: {0}")]
+    Build(#[source] Arc<reqwest::Error>),
+    /// `[network] ca_file` cannot be read or holds no certificate.
+    #[error("Cannot use the certificate file {} (`[network] ca_file`): {why}", path.display())]
+    CaFile { path: PathBuf, why: String },
+}
 
 impl From<reqwest::Error> for ClientError {
     fn from(e: reqwest::Error) -> Self {
-        ClientError(Arc::new(e))
+        ClientError::Build(Arc::new(e))
+    }
+}
+
+/// Certificate authorities trusted besides the system's and the compiled-in roots, and
+/// whether connections are opened ahead of need (`[network]`).
+#[derive(Clone)]
+pub struct Trust {
+    extra: Vec<reqwest::Certificate>,
+    preconnect: bool,
+}
+
+impl Default for Trust {
+    fn default() -> Self {
+        Trust {
+            extra: Vec::new(),
+            preconnect: true,
+        }
+    }
+}
+
+/// The largest CA file read (a full system bundle is about 200 KiB).
+const MAX_CA_FILE: u64 = 16 * 1024 * 1024;
+
+impl Trust {
+    /// Reads `[network] ca_file` (PEM, one or more certificates), when set.
+    pub fn load(ca_file: Option<&Path>, preconnect: bool) -> Result<Trust, ClientError> {
+        let Some(path) = ca_file else {
+            return Ok(Trust {
+                preconnect,
+                ..Trust::default()
+            });
+        };
+        let fail = |why: String| ClientError::CaFile {
+            path: path.to_path_buf(),
+            why,
+        };
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(
+                std::fs::File::open(path).map_err(|e| fail(e.to_string()))?,
+                MAX_CA_FILE + 1,
+            ),
+            &mut bytes,
+        )
+        .map_err(|e| fail(e.to_string()))?;
+        if bytes.len() as u64 > MAX_CA_FILE {
+            return Err(fail(format!("larger than {} MiB", MAX_CA_FILE >> 20)));
+        }
+        let extra = reqwest::Certificate::from_pem_bundle(&bytes)
+            .map_err(|e| fail(format!("not PEM certificates ({})", describe_reqwest(&e))))?;
+        if extra.is_empty() {
+            return Err(fail("no PEM certificate in it".into()));
+        }
+        Ok(Trust { extra, preconnect })
     }
 }
 
@@ -39,21 +111,33 @@ fn builder() -> reqwest::ClientBuilder {
 }
 
 impl Client {
-    pub fn new() -> Result<Self, ClientError> {
-        let http = builder().build()?;
+    pub fn new(trust: &Trust) -> Result<Self, ClientError> {
+        let direct = builder()
+            .no_proxy()
+            .tls_built_in_root_certs(false)
+            .build()?;
         Ok(Client {
-            http,
-            direct: Arc::new(OnceLock::new()),
+            http: Arc::new(OnceLock::new()),
+            trust: trust.clone(),
+            direct,
+            preconnect: trust.preconnect,
         })
     }
 
     /// The client for this provider's base URL.
     fn for_provider(&self, provider: &Provider) -> Result<&reqwest::Client, ClientError> {
-        if provider.base_url.starts_with("https://") {
-            return Ok(&self.http);
+        if !provider.base_url.starts_with("https://") {
+            return Ok(&self.direct);
         }
-        self.direct
-            .get_or_init(|| Ok(builder().no_proxy().build()?))
+        self.http
+            .get_or_init(|| {
+                let with_extra = self
+                    .trust
+                    .extra
+                    .iter()
+                    .fold(builder(), |b, c| b.add_root_certificate(c.clone()));
+                Ok(with_extra.build()?)
+            })
             .as_ref()
             .map_err(Clone::clone)
     }
@@ -82,12 +166,15 @@ impl Client {
     ) -> reqwest::Result<reqwest::Response> {
         // Shared, not copied, by a second send.
         let bytes = bytes::Bytes::from(serde_json::to_vec(body).expect("request serializes"));
-        let http = self.for_provider(provider).unwrap_or(&self.http);
+        // A TLS set-up that failed shows as this request's (certificate) failure.
+        let http = self.for_provider(provider).unwrap_or(&self.direct);
         let send = || {
             http.post(format!("{}/chat/completions", provider.base_url))
                 .headers(Self::headers(provider))
                 .header(CONTENT_TYPE, "application/json")
                 .header(ACCEPT, "text/event-stream, application/json")
+                // A compressed stream may reach us in the compressor's blocks, not per token.
+                .header(ACCEPT_ENCODING, "identity")
                 .body(bytes.clone())
                 .send()
         };
@@ -99,6 +186,32 @@ impl Client {
             Err(e) if e.is_request() && !e.is_connect() && !e.is_timeout() => send().await,
             other => other,
         }
+    }
+
+    /// Opens a connection to the provider's host ahead of a request it may get, so that a
+    /// fail-over there does not wait for TCP and TLS (issue 18): an `OPTIONS` request to
+    /// the base URL, without the key, whose small answer is read and dropped, leaving the
+    /// connection in the pool. Bounded in time and bytes; its outcome does not matter.
+    pub async fn preconnect(self, provider: Provider) {
+        let Ok(http) = self.for_provider(&provider) else {
+            return;
+        };
+        let fut = async {
+            let mut resp = http
+                .request(reqwest::Method::OPTIONS, &provider.base_url)
+                .send()
+                .await
+                .ok()?;
+            let mut read = 0;
+            while let Some(piece) = resp.chunk().await.ok()? {
+                read += piece.len();
+                if read > PRECONNECT_BODY {
+                    return None;
+                }
+            }
+            Some(())
+        };
+        let _ = tokio::time::timeout(PRECONNECT_LIMIT, fut).await;
     }
 
     /// A local server's own description of itself (llama.cpp's `GET /props`, LM Studio's
@@ -174,7 +287,24 @@ impl Client {
     }
 }
 
-/// The largest model list read (OpenRouter's, with every model, is about 1 MiB).
+/// A pre-connection's answer is read up to this size (a larger one closes it instead).
+const PRECONNECT_BODY: usize = 64 * 1024;
+/// A pre-connection still waiting for its answer after this is dropped.
+const PRECONNECT_LIMIT: Duration = Duration::from_secs(10);
+
+/// `scheme://host:port` of a URL: requests to one origin share a connection.
+pub fn origin(url: &str) -> Option<String> {
+    let u = url::Url::parse(url).ok()?;
+    Some(format!(
+        "{}://{}:{}",
+        u.scheme(),
+        u.host_str()?,
+        u.port_or_known_default()?
+    ))
+}
+
+/// The largest model list read, counted after decompression (OpenRouter's, with every
+/// model, is about 1 MiB, a tenth of that gzipped), so a compressed bomb stops here.
 pub const MAX_MODELS_BODY: usize = 32 * 1024 * 1024;
 
 /// Why a model list could not be had: the HTTP status when the server answered, and a
@@ -238,5 +368,38 @@ pub fn describe_reqwest(e: &reqwest::Error) -> String {
         s.push_str(": ");
         s.push_str(&l);
     }
+    if untrusted_certificate(e) {
+        s.push_str(" (trust its CA with SSL_CERT_FILE or `[network] ca_file`)");
+    }
     s
+}
+
+/// Whether TLS failed because the server's certificate did not verify (rustls's error
+/// arrives inside `io::Error`s, whose `source` skips what they wrap: look inside).
+fn untrusted_certificate(e: &reqwest::Error) -> bool {
+    fn unwrap_io<'a>(
+        mut e: &'a (dyn std::error::Error + 'static),
+    ) -> &'a (dyn std::error::Error + 'static) {
+        while let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            e = inner;
+        }
+        e
+    }
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(inner) = src {
+        let tls = unwrap_io(inner).downcast_ref::<rustls::Error>();
+        if matches!(
+            tls,
+            Some(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer | rustls::CertificateError::BadSignature
+            ))
+        ) {
+            return true;
+        }
+        src = inner.source();
+    }
+    false
 }

@@ -19,6 +19,7 @@ mod hardening;
 mod harness_checks;
 mod latency;
 mod memory;
+mod network;
 mod providers;
 mod real_llama;
 mod redis;

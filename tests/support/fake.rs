@@ -14,8 +14,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
 
 /// The longest any connection is served, so a forgotten hang cannot outlive a test.
 const CONNECTION_LIMIT: Duration = Duration::from_secs(90);
@@ -23,6 +23,8 @@ const CONNECTION_LIMIT: Duration = Duration::from_secs(90);
 /// A request as received.
 #[derive(Debug, Clone)]
 pub struct Request {
+    /// Which connection of this server it came on (numbered from 1 as they are accepted).
+    pub connection: usize,
     pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
@@ -85,6 +87,12 @@ pub enum Reply {
     /// On a connection that already served a request: close it without an answer (a
     /// pooled connection the server dropped as it was reused); on a new one, the reply.
     CloseIfReused(Box<Reply>),
+    /// A complete response whose body need not be text (a gzipped catalog, say).
+    Binary {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
 }
 
 impl Reply {
@@ -108,7 +116,10 @@ impl Reply {
 
     /// The same reply with one more header.
     pub fn with_header(mut self, name: &str, value: &str) -> Reply {
-        if let Reply::Full { headers, .. } | Reply::Stream { headers, .. } = &mut self {
+        if let Reply::Full { headers, .. }
+        | Reply::Stream { headers, .. }
+        | Reply::Binary { headers, .. } = &mut self
+        {
             headers.push((name.into(), value.into()));
         }
         self
@@ -126,6 +137,11 @@ pub type Handler = Arc<dyn Fn(&Request) -> Reply + Send + Sync>;
 
 pub struct FakeServer {
     pub port: u16,
+    /// Serves https (`start_tls`).
+    tls: bool,
+    /// The connection of each OPTIONS request answered (a client opening its
+    /// connection ahead of need), never handled.
+    pub preconnects: Arc<Mutex<Vec<usize>>>,
     requests: Arc<Mutex<Vec<Request>>>,
     /// Models whose streamed reply the client walked away from before its end.
     aborted: Arc<Mutex<Vec<String>>>,
@@ -147,6 +163,23 @@ impl FakeServer {
         port: u16,
         handler: impl Fn(&Request) -> Reply + Send + Sync + 'static,
     ) -> std::io::Result<FakeServer> {
+        Self::start_with(port, None, handler)
+    }
+
+    /// Starts an https server on any free port: every connection's TLS is `tls`'s.
+    pub fn start_tls(
+        tls: tokio_rustls::TlsAcceptor,
+        handler: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+    ) -> FakeServer {
+        Self::start_with(0, Some(tls), handler).expect("bind 127.0.0.1")
+    }
+
+    fn start_with(
+        port: u16,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        handler: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+    ) -> std::io::Result<FakeServer> {
+        let is_tls = tls.is_some();
         let std_listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
         std_listener.set_nonblocking(true)?;
         let port = std_listener.local_addr()?.port();
@@ -158,6 +191,8 @@ impl FakeServer {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let handler: Handler = Arc::new(handler);
         let recorded = requests.clone();
+        let preconnects = Arc::new(Mutex::new(Vec::new()));
+        let warmed = preconnects.clone();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -166,6 +201,7 @@ impl FakeServer {
             rt.block_on(async move {
                 let listener = TcpListener::from_std(std_listener).unwrap();
                 let accept = async {
+                    let mut accepted = 0;
                     loop {
                         let Ok((sock, _)) = listener.accept().await else {
                             continue;
@@ -174,11 +210,27 @@ impl FakeServer {
                         let recorded = recorded.clone();
                         let gone = gone.clone();
                         let panicked = panicked.clone();
+                        let tls = tls.clone();
+                        let warmed = warmed.clone();
+                        accepted += 1;
+                        let n = accepted;
+                        let _ = sock.set_nodelay(true);
                         tokio::spawn(async move {
-                            let _ = tokio::time::timeout(
-                                CONNECTION_LIMIT,
-                                serve(sock, handler, recorded, gone, panicked),
-                            )
+                            let _ = tokio::time::timeout(CONNECTION_LIMIT, async move {
+                                match tls {
+                                    // A client that refuses the certificate ends here.
+                                    Some(tls) => {
+                                        if let Ok(s) = tls.accept(sock).await {
+                                            serve(s, handler, recorded, gone, panicked, warmed, n)
+                                                .await
+                                        }
+                                    }
+                                    None => {
+                                        serve(sock, handler, recorded, gone, panicked, warmed, n)
+                                            .await
+                                    }
+                                }
+                            })
                             .await;
                         });
                     }
@@ -191,6 +243,8 @@ impl FakeServer {
         });
         Ok(FakeServer {
             port,
+            preconnects,
+            tls: is_tls,
             requests,
             aborted,
             panics,
@@ -208,7 +262,8 @@ impl FakeServer {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}{path}", self.port)
     }
 
     pub fn requests(&self) -> Vec<Request> {
@@ -242,6 +297,12 @@ impl FakeServer {
     /// Models whose streamed reply the client dropped before its end.
     pub fn aborted(&self) -> Vec<String> {
         self.aborted.lock().unwrap().clone()
+    }
+
+    /// The connections on which OPTIONS requests were answered: a client opened them
+    /// ahead of need.
+    pub fn preconnects(&self) -> Vec<usize> {
+        self.preconnects.lock().unwrap().clone()
     }
 
     pub fn count(&self, path_suffix: &str) -> usize {
@@ -280,20 +341,31 @@ impl Drop for FakeServer {
     }
 }
 
-async fn serve(
-    sock: TcpStream,
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    sock: S,
     handler: Handler,
     recorded: Arc<Mutex<Vec<Request>>>,
     gone: Arc<Mutex<Vec<String>>>,
     panicked: Arc<Mutex<Vec<String>>>,
+    preconnects: Arc<Mutex<Vec<usize>>>,
+    connection: usize,
 ) {
-    let _ = sock.set_nodelay(true);
     let mut reader = BufReader::new(sock);
     let mut served = 0usize;
     loop {
-        let Some(req) = read_request(&mut reader).await else {
+        let Some(req) = read_request(&mut reader, connection).await else {
             return;
         };
+        // An OPTIONS request (a client opening its connection ahead of need) is answered
+        // as a CORS-minded server does, and kept apart from the requests handlers see.
+        if req.method == "OPTIONS" {
+            let reply = "HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n";
+            if reader.get_mut().write_all(reply.as_bytes()).await.is_err() {
+                return;
+            }
+            preconnects.lock().unwrap().push(connection);
+            continue;
+        }
         served += 1;
         recorded.lock().unwrap().push(req.clone());
         // A panic would otherwise end only this connection's task, unseen by the test.
@@ -337,6 +409,24 @@ async fn serve(
                 sock.write_all(head.as_bytes()).await.is_ok()
             }
             Reply::CloseIfReused(_) => false,
+            Reply::Binary {
+                status,
+                headers,
+                body,
+            } => {
+                let mut head = format!(
+                    "HTTP/1.1 {status} {}\r\ncontent-length: {}\r\n",
+                    reason(status),
+                    body.len()
+                );
+                for (k, v) in headers {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                head.push_str("\r\n");
+                let mut all = head.into_bytes();
+                all.extend_from_slice(&body);
+                sock.write_all(&all).await.is_ok()
+            }
             Reply::Hang => {
                 // Wait until the client goes away (a read returns 0 or fails).
                 let mut buf = [0u8; 64];
@@ -429,7 +519,10 @@ async fn serve(
     }
 }
 
-async fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
+async fn read_request<S: AsyncRead + Unpin>(
+    reader: &mut BufReader<S>,
+    connection: usize,
+) -> Option<Request> {
     let mut line = String::new();
     if reader.read_line(&mut line).await.ok()? == 0 {
         return None;
@@ -459,6 +552,7 @@ async fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
     let mut body = vec![0u8; len];
     reader.read_exact(&mut body).await.ok()?;
     Some(Request {
+        connection,
         method,
         path,
         headers,
