@@ -64,20 +64,13 @@ enum From {
     File(PathBuf),
 }
 
-/// Reads one input whole: at most `limit` bytes (one more is an error saying the limit),
-/// and, from a pipe or FIFO, within `within` (a FIFO with no writer, or a pipe whose
+/// Reads one input whole: at most `limit` bytes and one more (so that a caller can tell it
+/// is too large: `read_limited`), and, from a pipe or FIFO, within `within` (a FIFO with no writer, or a pipe whose
 /// writer never finishes, is an input error at the deadline, never a run that hangs).
 /// That read runs on a thread of its own so that the wait is bounded; a thread left
 /// blocked ends with the process.
 fn read_input(from: From, what: &str, limit: usize, within: Duration) -> Result<Vec<u8>> {
-    // `what` is said mid-sentence ("Cannot read schema file x") and, capitalized, at the
-    // start of one ("Schema file x is larger than 1 MiB").
-    let starting = {
-        let mut c = what.chars();
-        c.next()
-            .map(|first| first.to_uppercase().chain(c).collect::<String>())
-            .unwrap_or_default()
-    };
+    let starting = capitalized(what);
     let cannot = |e: std::io::Error| Error::input(format!("Cannot read {what}")).with_source(e);
     let open = move |from: &From| -> std::io::Result<std::fs::File> {
         match from {
@@ -123,19 +116,30 @@ fn read_input(from: From, what: &str, limit: usize, within: Duration) -> Result<
             }
         }
     };
-    if bytes.len() > limit {
-        let err = Error::input(format!("{starting} is larger than {}", human_size(limit)));
-        let is_image = limit == MAX_IMAGE_BYTES;
-        return Err(if is_image {
-            err.with_hint(SCALE_DOWN)
-        } else {
-            err
-        });
-    }
     Ok(bytes)
 }
 
-const SCALE_DOWN: &str = "Scale it down or compress it (e.g. convert in.png -resize 50% out.jpg)";
+/// `what` is said mid-sentence ("Cannot read schema file x") and, capitalized, at the start
+/// of one ("Schema file x is larger than 1 MiB").
+fn capitalized(what: &str) -> String {
+    let mut c = what.chars();
+    c.next()
+        .map(|first| first.to_uppercase().chain(c).collect::<String>())
+        .unwrap_or_default()
+}
+
+/// `read_input`, and more than `limit` bytes is an input error saying the limit.
+fn read_limited(from: From, what: &str, limit: usize, within: Duration) -> Result<Vec<u8>> {
+    let bytes = read_input(from, what, limit, within)?;
+    if bytes.len() > limit {
+        return Err(Error::input(format!(
+            "{} is larger than {}",
+            capitalized(what),
+            human_size(limit)
+        )));
+    }
+    Ok(bytes)
+}
 
 /// `20 MiB`, `512 KiB`.
 fn human_size(bytes: usize) -> String {
@@ -147,7 +151,7 @@ fn human_size(bytes: usize) -> String {
 }
 
 fn read_stdin_bytes(limit: usize, within: Duration) -> Result<Vec<u8>> {
-    read_input(From::Stdin, "standard input", limit, within)
+    read_limited(From::Stdin, "standard input", limit, within)
 }
 
 /// What the user named on the command line that this module reads.
@@ -238,18 +242,13 @@ pub fn load_image(spec: &str, within: Duration) -> Result<Image> {
             file: None,
         });
     }
-    let limit = MAX_IMAGE_BYTES;
-    let (name, bytes) = if spec == "-" {
-        (
-            "standard input".to_string(),
-            read_stdin_bytes(limit, within)?,
-        )
-    } else {
-        let what = format!("image {spec}");
-        let bytes = read_input(From::File(spec.into()), &what, limit, within)?;
-        (spec.to_string(), bytes)
+    // Read to the limit and a byte more: `image_from_bytes` judges the size.
+    let (from, name) = match spec {
+        "-" => (From::Stdin, "standard input"),
+        path => (From::File(path.into()), path),
     };
-    let mut image = image_from_bytes(&name, &bytes)?;
+    let bytes = read_input(from, &format!("image {name}"), MAX_IMAGE_BYTES, within)?;
+    let mut image = image_from_bytes(name, &bytes)?;
     if spec != "-" {
         image.file = std::fs::canonicalize(spec).ok();
     }
@@ -262,11 +261,10 @@ pub fn image_from_bytes(name: &str, bytes: &[u8]) -> Result<Image> {
     }
     if bytes.len() > MAX_IMAGE_BYTES {
         return Err(Error::input(format!(
-            "Image {name} is {:.1} MiB; the limit is {}",
-            bytes.len() as f64 / 1_048_576.0,
+            "Image {name} is larger than {}",
             human_size(MAX_IMAGE_BYTES)
         ))
-        .with_hint(SCALE_DOWN));
+        .with_hint("Scale it down or compress it (e.g. convert in.png -resize 50% out.jpg)"));
     }
     let mime = sniff_image(bytes).ok_or_else(|| {
         Error::input(format!("{name} is not a PNG, JPEG, GIF or WebP image"))
@@ -327,7 +325,7 @@ pub fn restore_images(messages: &mut [Message], within: Duration) -> Result<Vec<
 fn read_json_file(path: &Path, what: &str, limit: usize, within: Duration) -> Result<Value> {
     // Mid-sentence ("Cannot read schema file x"): the noun in lower case.
     let name = format!("{} file {}", what.to_lowercase(), path.display());
-    let bytes = read_input(From::File(path.into()), &name, limit, within)?;
+    let bytes = read_limited(From::File(path.into()), &name, limit, within)?;
     let text = String::from_utf8(bytes)
         .map_err(|_| Error::input(format!("{what} file {} is not UTF-8", path.display())))?;
     serde_json::from_str(&text).map_err(|e| {
@@ -475,7 +473,7 @@ pub fn load_messages(arg: &str, within: Duration) -> Result<Vec<Message>> {
         (text, "standard input".to_string())
     } else {
         let what = format!("messages file {arg}");
-        let bytes = read_input(From::File(arg.into()), &what, MAX_MESSAGES_BYTES, within)?;
+        let bytes = read_limited(From::File(arg.into()), &what, MAX_MESSAGES_BYTES, within)?;
         let text = String::from_utf8(bytes)
             .map_err(|_| Error::input(format!("The messages file {arg} is not UTF-8")))?;
         (text, what)

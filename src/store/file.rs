@@ -188,13 +188,10 @@ impl FileStore {
     /// store's runs: their health is elsewhere, their log here). The line is committed in
     /// `state.json` as the file store's are (`StateFile::log_bytes`).
     pub fn log(&self, line: &str) -> Result<(), StoreError> {
-        self.read_modify_write(&mut |_| {}, Some(line))
-            .and_then(
-                |(notes, _)| match notes.into_iter().find(|n| n.starts_with(UNLOGGED)) {
-                    Some(n) => Err(err(n)),
-                    None => Ok(()),
-                },
-            )
+        match self.read_modify_write(&mut |_| {}, Some(line))?.unlogged {
+            Some(e) => Err(err(format!("cannot write the request log: {e}"))),
+            None => Ok(()),
+        }
     }
 
     /// Reads the state once, without a lock (writers rename whole files into place). An
@@ -225,11 +222,15 @@ impl FileStore {
         &self,
         f: &mut dyn FnMut(&mut Health),
         log_line: Option<&str>,
-    ) -> Result<(Vec<String>, Health), StoreError> {
+    ) -> Result<Written, StoreError> {
         let Some(dir) = &self.dir else {
-            let mut state = Health::fresh();
-            f(&mut state);
-            return Ok((Vec::new(), state));
+            let mut health = Health::fresh();
+            f(&mut health);
+            return Ok(Written {
+                notes: Vec::new(),
+                health,
+                unlogged: None,
+            });
         };
         std::fs::create_dir_all(dir)
             .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
@@ -241,22 +242,32 @@ impl FileStore {
         // The log line first, the state second: the state's rename commits both. A run
         // killed in between leaves a line past `log_bytes`, which readers skip and the next
         // writer cuts, so the state and the log always tell the same story.
+        let mut unlogged = None;
         if let Some(line) = log_line {
             match append_log(&dir.join("requests.jsonl"), line, file.log_bytes) {
                 Ok(end) => file.log_bytes = Some(end),
                 // The memory holds; only the log misses this run.
-                Err(e) => notes.push(format!("{UNLOGGED}: {e}")),
+                Err(e) => unlogged = Some(e),
             }
         }
         let result = write_atomic(&path, &serde_json::to_vec(&file).expect("state serializes"))
             .map_err(|e| err(format!("cannot write {}: {e}", path.display())));
         drop(lock);
-        result.map(|()| (notes, file.health))
+        result.map(|()| Written {
+            notes,
+            health: file.health,
+            unlogged,
+        })
     }
 }
 
-/// The note of a run whose line could not be added to the request log.
-const UNLOGGED: &str = "This run is not in the request log";
+/// What a read-modify-write left: notes for the user, the health as written, and why the
+/// run's line is missing from the request log when it could not be added.
+struct Written {
+    notes: Vec<String>,
+    health: Health,
+    unlogged: Option<std::io::Error>,
+}
 
 /// `state.json`: the health, and how much of the request log it accounts for.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -397,10 +408,13 @@ impl Store for FileStore {
         change: &mut dyn FnMut(&mut Health),
         log_line: Option<&str>,
     ) -> Result<(Vec<String>, Health), StoreError> {
-        let (notes, health) = self.read_modify_write(change, log_line)?;
+        let w = self.read_modify_write(change, log_line)?;
         let mut told = std::mem::take(&mut *self.pending.borrow_mut());
-        told.extend(notes);
-        Ok((told, health))
+        told.extend(w.notes);
+        if let Some(e) = w.unlogged {
+            told.push(format!("This run is not in the request log: {e}"));
+        }
+        Ok((told, w.health))
     }
 
     /// Under the state's lock, like every update: parallel runs on one machine never
@@ -420,7 +434,7 @@ impl Store for FileStore {
         };
         let mut pending = self.pending.borrow_mut();
         match self.read_modify_write(&mut take, None) {
-            Ok((notes, _)) => pending.extend(notes),
+            Ok(w) => pending.extend(w.notes),
             Err(e) => {
                 let note = format!("Some requests were sent uncounted: {e}");
                 if !pending.contains(&note) {

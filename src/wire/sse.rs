@@ -69,16 +69,43 @@ impl Decoder {
             self.started = true;
         }
         let mut events = Vec::new();
+        // The lines are read in place, from the buffer taken out for the while: no copy
+        // of each line on the streaming path.
+        let buf = std::mem::take(&mut self.buf);
+        let scanned = self.lines(&buf, &mut events);
+        self.buf = buf;
+        let (start, i) = match scanned {
+            Ok(at) => at,
+            Err(e) if events.is_empty() => return Err(e),
+            Err(e) => {
+                self.broken = Some(e);
+                return Ok(events);
+            }
+        };
+        self.buf.drain(..start);
+        self.scanned = i - start;
+        if self.buf.len() > MAX_LINE {
+            return Err(DecodeError::LineTooLong);
+        }
+        Ok(events)
+    }
+
+    /// Decodes the whole lines of `buf` from `scanned` on; returns where the unread rest
+    /// starts and how much of it is known to hold no line end.
+    fn lines(
+        &mut self,
+        buf: &[u8],
+        events: &mut Vec<Event>,
+    ) -> Result<(usize, usize), DecodeError> {
         let mut start = 0;
         let mut i = self.scanned;
         loop {
-            let Some(off) = self.buf[i..].iter().position(|&b| b == b'\n' || b == b'\r') else {
+            let Some(off) = buf[i..].iter().position(|&b| b == b'\n' || b == b'\r') else {
                 #[cfg(test)]
                 {
-                    self.looked += self.buf.len() - i;
+                    self.looked += buf.len() - i;
                 }
-                i = self.buf.len();
-                break;
+                return Ok((start, buf.len()));
             };
             let end = i + off;
             #[cfg(test)]
@@ -86,35 +113,20 @@ impl Decoder {
                 self.looked += off + 1;
             }
             // A CR at the very end may be the first half of a CRLF: wait for more.
-            if self.buf[end] == b'\r' && end + 1 == self.buf.len() {
-                i = end;
-                break;
+            if buf[end] == b'\r' && end + 1 == buf.len() {
+                return Ok((start, end));
             }
-            let read = std::str::from_utf8(&self.buf[start..end])
-                .map_err(|_| DecodeError::InvalidUtf8)
-                .map(str::to_owned)
-                .and_then(|line| self.line(&line, &mut events));
-            if let Err(e) = read {
-                if events.is_empty() {
-                    return Err(e);
-                }
-                self.broken = Some(e);
-                return Ok(events);
-            }
+            let line =
+                std::str::from_utf8(&buf[start..end]).map_err(|_| DecodeError::InvalidUtf8)?;
+            self.line(line, events)?;
             i = end
-                + if self.buf[end] == b'\r' && self.buf[end + 1] == b'\n' {
+                + if buf[end] == b'\r' && buf[end + 1] == b'\n' {
                     2
                 } else {
                     1
                 };
             start = i;
         }
-        self.buf.drain(..start);
-        self.scanned = i - start;
-        if self.buf.len() > MAX_LINE {
-            return Err(DecodeError::LineTooLong);
-        }
-        Ok(events)
     }
 
     /// End of stream: a last event without its blank line is still delivered (some servers

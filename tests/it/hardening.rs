@@ -153,6 +153,31 @@ fn assert_no_key_anywhere(env: &Env, outs: &[&crate::harness::Out]) {
         check("stdout", &o.stdout);
         check("stderr", &o.stderr);
     }
+    for (path, text) in files_under_home(env) {
+        check(&path.display().to_string(), &text);
+    }
+}
+
+/// The binary started in the test's environment with these standard streams.
+fn spawn(
+    env: &Env,
+    args: &[&str],
+    stdin: impl Into<std::process::Stdio>,
+    stdout: impl Into<std::process::Stdio>,
+    stderr: impl Into<std::process::Stdio>,
+) -> std::process::Child {
+    env.cmd(args)
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .expect("the binary starts")
+}
+
+/// Every file freeroute may have written under the run's HOME (the test's own config
+/// aside), with its text.
+fn files_under_home(env: &Env) -> Vec<(std::path::PathBuf, String)> {
+    let mut files = Vec::new();
     let mut dirs = vec![env.home.path().to_path_buf()];
     while let Some(d) = dirs.pop() {
         for e in std::fs::read_dir(&d).unwrap().flatten() {
@@ -161,10 +186,11 @@ fn assert_no_key_anywhere(env: &Env, outs: &[&crate::harness::Out]) {
                 dirs.push(path);
             } else if path.file_name().is_some_and(|n| n != "config.toml") {
                 let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
-                check(&path.display().to_string(), &text);
+                files.push((path, text));
             }
         }
     }
+    files
 }
 
 #[test]
@@ -232,17 +258,8 @@ fn a_password_in_a_base_url_is_never_shown_or_stored() {
             "{o}"
         );
     }
-    let mut dirs = vec![env.home.path().to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path.file_name().is_some_and(|n| n != "config.toml") {
-                let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
-                assert!(!text.contains("hunter2pw"), "{}: {text}", path.display());
-            }
-        }
+    for (path, text) in files_under_home(&env) {
+        assert!(!text.contains("hunter2pw"), "{}: {text}", path.display());
     }
 }
 
@@ -481,34 +498,34 @@ fn full() -> std::process::Stdio {
 fn a_closed_or_full_stderr_never_costs_the_answer_or_the_exit_code() {
     let s = server(|r| fake::answer(&r.model(), &["ok"]));
     let env = Env::new(&s);
-    let child = env
-        .cmd(&["-v", "-m", MID, "q"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(full())
-        .spawn()
-        .unwrap();
+    let child = spawn(
+        &env,
+        &["-v", "-m", MID, "q"],
+        std::process::Stdio::null(),
+        std::process::Stdio::piped(),
+        full(),
+    );
     let out = crate::harness::wait_within(child, crate::harness::RUN_LIMIT, "stderr full");
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(out.stdout, b"ok\n");
     // A stderr whose reader has gone (`2>&1 | head -c 1`).
-    let mut child = env
-        .cmd(&["-v", "-m", MID, "--no-such-flag-either"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(
+        &env,
+        &["-v", "-m", MID, "--no-such-flag-either"],
+        std::process::Stdio::null(),
+        std::process::Stdio::piped(),
+        std::process::Stdio::piped(),
+    );
     drop(child.stderr.take());
     let out = crate::harness::wait_within(child, crate::harness::RUN_LIMIT, "stderr closed");
     assert_eq!(out.status.code(), Some(2), "a usage error stays exit 2");
-    let mut child = env
-        .cmd(&["-v", "-m", MID, "q"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(
+        &env,
+        &["-v", "-m", MID, "q"],
+        std::process::Stdio::null(),
+        std::process::Stdio::piped(),
+        std::process::Stdio::piped(),
+    );
     drop(child.stderr.take());
     let out = crate::harness::wait_within(child, crate::harness::RUN_LIMIT, "stderr closed");
     assert_eq!(out.status.code(), Some(0));
@@ -524,13 +541,13 @@ fn a_full_stdout_is_an_error_not_a_silent_exit_0() {
         &["--stream", "-m", MID, "q"],
         &["--json", "-m", MID, "q"],
     ] {
-        let child = env
-            .cmd(args)
-            .stdin(std::process::Stdio::null())
-            .stdout(full())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let child = spawn(
+            &env,
+            args,
+            std::process::Stdio::null(),
+            full(),
+            std::process::Stdio::piped(),
+        );
         let out = crate::harness::wait_within(child, crate::harness::RUN_LIMIT, "stdout full");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
@@ -577,13 +594,13 @@ fn endless_inputs_are_read_up_to_their_limit_and_refused() {
         assert!(out.stderr.contains(says), "{args:?}: {out}");
     }
     // A prompt piped from an endless source.
-    let child = env
-        .cmd(&["q"])
-        .stdin(std::fs::File::open("/dev/zero").unwrap())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn(
+        &env,
+        &["q"],
+        std::fs::File::open("/dev/zero").unwrap(),
+        std::process::Stdio::piped(),
+        std::process::Stdio::piped(),
+    );
     let out = crate::harness::wait_within(child, crate::harness::RUN_LIMIT, "stdin /dev/zero");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
@@ -739,13 +756,13 @@ fn ctrl_c_while_the_model_lists_are_fetched_is_exit_130_with_the_json_object() {
         }
     });
     let env = Env::new(&s);
-    let child = env
-        .cmd(&["--json", "q"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn(
+        &env,
+        &["--json", "q"],
+        std::process::Stdio::null(),
+        std::process::Stdio::piped(),
+        std::process::Stdio::piped(),
+    );
     let waited = std::time::Instant::now();
     while s.count("/models") == 0 {
         assert!(

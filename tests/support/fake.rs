@@ -395,38 +395,13 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 status,
                 headers,
                 body,
-            } => {
-                let mut head = format!(
-                    "HTTP/1.1 {status} {}\r\ncontent-length: {}\r\n",
-                    reason(status),
-                    body.len()
-                );
-                for (k, v) in headers {
-                    head.push_str(&format!("{k}: {v}\r\n"));
-                }
-                head.push_str("\r\n");
-                head.push_str(&body);
-                sock.write_all(head.as_bytes()).await.is_ok()
-            }
+            } => whole_reply(sock, status, &headers, body.as_bytes()).await,
             Reply::CloseIfReused(_) => false,
             Reply::Binary {
                 status,
                 headers,
                 body,
-            } => {
-                let mut head = format!(
-                    "HTTP/1.1 {status} {}\r\ncontent-length: {}\r\n",
-                    reason(status),
-                    body.len()
-                );
-                for (k, v) in headers {
-                    head.push_str(&format!("{k}: {v}\r\n"));
-                }
-                head.push_str("\r\n");
-                let mut all = head.into_bytes();
-                all.extend_from_slice(&body);
-                sock.write_all(&all).await.is_ok()
-            }
+            } => whole_reply(sock, status, &headers, &body).await,
             Reply::Hang => {
                 // Wait until the client goes away (a read returns 0 or fails).
                 let mut buf = [0u8; 64];
@@ -517,6 +492,27 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             return;
         }
     }
+}
+
+/// A complete response with a `content-length`, in one write; false when the client left.
+async fn whole_reply<S: AsyncWrite + Unpin>(
+    sock: &mut S,
+    status: u16,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> bool {
+    let mut head = format!(
+        "HTTP/1.1 {status} {}\r\ncontent-length: {}\r\n",
+        reason(status),
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut all = head.into_bytes();
+    all.extend_from_slice(body);
+    sock.write_all(&all).await.is_ok()
 }
 
 async fn read_request<S: AsyncRead + Unpin>(
