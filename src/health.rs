@@ -18,6 +18,10 @@ pub const HALF_LIFE_MS: f64 = 6.0 * 3_600_000.0;
 /// The spread assumed for a model's first token until measured, as a share of its mean:
 /// one quick answer does not make a model fast.
 pub const DEV_PRIOR: f64 = 0.5;
+/// First-token times kept per model (`ModelStats::ttft_recent`).
+pub const TTFT_SAMPLES: usize = 16;
+/// Fewer samples than this are no distribution: the model is planned as unmeasured.
+pub const TTFT_MIN_SAMPLES: usize = 4;
 /// How long a learned request limit (`ModelStats::busy_at`) is kept after the last 429
 /// that taught it.
 pub const BUSY_MEMORY_MS: u64 = 3_600_000;
@@ -59,6 +63,11 @@ pub struct ModelStats {
     pub ttft_ms: Option<f64>,
     /// Smoothed deviation of the time to first token, ms: how heavy its tail is.
     pub ttft_dev_ms: Option<f64>,
+    /// The last `TTFT_SAMPLES` first-token times, ms, oldest first: its own distribution,
+    /// from which its patience is planned (`first_token_quantile`). An attempt given up on
+    /// before its first token adds how long it waited (the first token takes at least that).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ttft_recent: Vec<u32>,
     /// Smoothed completion tokens per second.
     pub tps: Option<f64>,
     /// Smoothed time from the first token to the end of the answer, ms: with the first
@@ -155,6 +164,27 @@ impl ModelStats {
     pub fn expected_ttft_ms(&self) -> Option<f64> {
         self.ttft_ms
             .map(|m| m + 2.0 * self.ttft_dev_ms.unwrap_or(DEV_PRIOR * m))
+    }
+
+    /// The `q` quantile (0..=1, nearest rank) of its recent first-token times, once at least
+    /// `TTFT_MIN_SAMPLES` are known.
+    pub fn first_token_quantile(&self, q: f64) -> Option<f64> {
+        if self.ttft_recent.len() < TTFT_MIN_SAMPLES {
+            return None;
+        }
+        let mut v = self.ttft_recent.clone();
+        v.sort_unstable();
+        let rank = (q.clamp(0.0, 1.0) * v.len() as f64).ceil() as usize;
+        Some(f64::from(v[rank.clamp(1, v.len()) - 1]))
+    }
+
+    /// One more first-token time (or, for an attempt given up on, a time it was not yet
+    /// there by), the oldest forgotten beyond `TTFT_SAMPLES`.
+    fn sample_first_token(&mut self, ms: u64) {
+        let ms = u32::try_from(ms.min(LATENCY_MAX_MS as u64)).unwrap_or(u32::MAX);
+        self.ttft_recent.push(ms);
+        let excess = self.ttft_recent.len().saturating_sub(TTFT_SAMPLES);
+        self.ttft_recent.drain(..excess);
     }
 
     /// The time to a whole answer to expect: the first token, tail included, then the rest.
@@ -293,6 +323,7 @@ impl ModelStats {
                         self.ttft_dev_ms = Some(d + 0.3 * (dev - d));
                     }
                     self.ttft_ms = Some(smooth(self.ttft_ms, t));
+                    self.sample_first_token(a.first_token_ms.unwrap_or(0));
                     let gen_ms = a.elapsed_ms.saturating_sub(a.first_token_ms.unwrap_or(0));
                     self.gen_ms = Some(smooth(self.gen_ms, (gen_ms as f64).max(1.0)));
                 }
@@ -300,8 +331,13 @@ impl ModelStats {
                     self.tps = Some(smooth(self.tps, t));
                 }
             }
-            // A loser of a race says nothing about the model.
-            AttemptOutcome::Cancelled => {}
+            // A loser of a race says nothing about the model, unless it had no first token
+            // by its own patience: then it is slower than its samples said.
+            AttemptOutcome::Cancelled => {
+                if a.overtaken {
+                    self.slower_than(a.elapsed_ms);
+                }
+            }
             // The provider's fault, not this model's: the provider record carries it.
             // Not the model's health: the provider's (provider-wide), the input's (moderated,
             // too long for this model, which fallback to a larger context handles).
@@ -326,6 +362,9 @@ impl ModelStats {
                 self.fail += 1.0;
                 self.consecutive_failures += 1;
                 self.last_error = a.error.clone();
+                if o == AttemptOutcome::Timeout && a.first_token_ms.is_none() {
+                    self.slower_than(a.elapsed_ms);
+                }
                 if o == AttemptOutcome::CapabilityMissing
                     && let Some(cap) = a.missing
                 {
@@ -537,8 +576,26 @@ fn within(x: f64, lo: f64, hi: f64) -> Option<f64> {
 }
 
 impl ModelStats {
+    /// An attempt waited `ms` without a first token: a sample of at least that, and a
+    /// deviation that sees it (the mean stays what answers measured).
+    fn slower_than(&mut self, ms: u64) {
+        self.sample_first_token(ms);
+        if let Some(mean) = self.ttft_ms {
+            let dev = (ms as f64).min(mean * 10.0) - mean;
+            let d = self.ttft_dev_ms.unwrap_or(DEV_PRIOR * mean);
+            if dev > d {
+                self.ttft_dev_ms = Some(d + 0.3 * (dev - d));
+            }
+        }
+    }
+
     /// Every number bounded (see `Health::bounded`).
     fn bound(&mut self, now_ms: u64) {
+        let excess = self.ttft_recent.len().saturating_sub(TTFT_SAMPLES);
+        self.ttft_recent.drain(..excess);
+        for t in &mut self.ttft_recent {
+            *t = (*t).min(LATENCY_MAX_MS as u32);
+        }
         let count = |x: f64| within(x, 0.0, COUNT_MAX).unwrap_or(0.0);
         let latency = |x: Option<f64>| x.and_then(|x| within(x, 0.0, LATENCY_MAX_MS));
         self.ok = count(self.ok);
@@ -773,6 +830,53 @@ pub(crate) mod tests {
             Some(now + 120_000)
         );
         assert_eq!(backoff(AttemptOutcome::BadRequest, 1, None, now), None);
+    }
+
+    #[test]
+    fn first_token_samples_are_a_bounded_ring_and_waits_count_as_at_least() {
+        let mut s = ModelStats::default();
+        assert_eq!(s.first_token_quantile(0.9), None, "no distribution yet");
+        for ms in [10, 20, 30] {
+            let mut a = attempt(AttemptOutcome::Ok);
+            a.first_token_ms = Some(ms);
+            a.elapsed_ms = ms + 5;
+            s.record(&a, 0);
+        }
+        assert_eq!(
+            s.first_token_quantile(0.9),
+            None,
+            "three samples are too few"
+        );
+        // Overtaken: cancelled after 400 ms without a first token, a sample of at least that.
+        let mut late = AttemptRecord::cancelled("or", "m", std::time::Duration::from_millis(400));
+        late.overtaken = true;
+        s.record(&late, 1);
+        assert_eq!(s.first_token_quantile(0.9), Some(400.0));
+        assert_eq!(s.first_token_quantile(0.5), Some(20.0));
+        assert!(s.ttft_dev_ms.unwrap() > 10.0, "the spread sees it");
+        // A plain race loser says nothing.
+        s.record(
+            &AttemptRecord::cancelled("or", "m", std::time::Duration::from_millis(9)),
+            2,
+        );
+        assert_eq!(s.ttft_recent.len(), 4);
+        for _ in 0..40 {
+            s.record(&attempt(AttemptOutcome::Ok), 3);
+        }
+        assert_eq!(
+            s.ttft_recent.len(),
+            TTFT_SAMPLES,
+            "the oldest are forgotten"
+        );
+        // From a damaged file: too many, too large.
+        s.ttft_recent = vec![u32::MAX; 100];
+        s.bound(4);
+        assert_eq!(s.ttft_recent.len(), TTFT_SAMPLES);
+        assert!(
+            s.ttft_recent
+                .iter()
+                .all(|&t| f64::from(t) <= LATENCY_MAX_MS)
+        );
     }
 
     #[test]

@@ -102,6 +102,10 @@ pub struct AttemptRecord {
     /// for an hour, not a day (DESIGN §5).
     #[serde(skip)]
     pub local: bool,
+    /// A `cancelled` attempt that had no first token by its patience (the next candidate
+    /// was started beside it, and won): its first token takes at least `elapsed_ms`.
+    #[serde(skip)]
+    pub overtaken: bool,
 }
 
 impl AttemptRecord {
@@ -126,6 +130,7 @@ impl AttemptRecord {
             counted: Default::default(),
             catalog_entry: None,
             local: false,
+            overtaken: false,
         }
     }
 

@@ -35,6 +35,9 @@ use stream::{AttemptError, Live};
 pub const IDLE_CAP: Duration = Duration::from_secs(30);
 /// Longest an attempt waits for the connection being opened ahead to its host.
 const PRECONNECT_WAIT: Duration = Duration::from_millis(500);
+/// Most candidates started beside the race because the running ones outlived their
+/// patience (`Candidate::patience`).
+pub const MAX_OVERTAKING: usize = 2;
 /// Less time than this left is not worth starting another attempt.
 pub const MIN_ATTEMPT: Duration = Duration::from_millis(200);
 /// Most bytes of an error body that are read.
@@ -118,6 +121,22 @@ pub fn hedge_delay(hedge: Hedge, ttft_tail_ms: Option<f64>) -> Duration {
         Hedge::Auto => ttft_tail_ms
             .map(|ms| crate::from_ms_f64(ms).clamp(HEDGE_MIN, HEDGE_MAX))
             .unwrap_or(HEDGE_UNMEASURED),
+    }
+}
+
+/// An attempt in flight, until its first token.
+struct Flight {
+    i: usize,
+    at: Instant,
+    patience: Duration,
+    /// Its patience (or the hedge delay) ran out and the next candidate was started
+    /// beside it.
+    beside: bool,
+}
+
+impl Flight {
+    fn patient_until(&self) -> Instant {
+        crate::later(self.at, self.patience)
     }
 }
 
@@ -384,8 +403,8 @@ pub async fn run(
     };
     let mut opening: FuturesUnordered<Opening> = FuturesUnordered::new();
     // Candidates being opened, with when they were launched.
-    let mut running: Vec<(usize, Instant)> = Vec::new();
-    let mut width = req.race.max(1);
+    let mut running: Vec<Flight> = Vec::new();
+    let race = req.race.max(1);
     let mut last_launch = Instant::now();
     let mut out_of_time = false;
     // Origins this run has a connection to, or is opening one to.
@@ -395,6 +414,15 @@ pub async fn run(
     loop {
         // Take every candidate this round launches first, so that the deadline share of
         // each counts only candidates that would follow them, not those beside them.
+        // As many at once as the race, and one more beside each attempt that outlived its
+        // patience or its hedge delay (`MAX_OVERTAKING` at most): when one of them fails,
+        // the other goes on alone.
+        let width = race
+            + running
+                .iter()
+                .filter(|f| f.beside)
+                .count()
+                .min(MAX_OVERTAKING);
         let mut launching = Vec::new();
         while opening.len() + launching.len() < width {
             if deadline.saturating_duration_since(Instant::now()) < MIN_ATTEMPT {
@@ -413,11 +441,12 @@ pub async fn run(
             let now = Instant::now();
             let first_by = first_token_by(now, deadline, has_next, cand.ttft_tail_ms);
             sink.trace(format!(
-                "attempt {}: {}/{} (first token within {:.1}s{})",
+                "attempt {}: {}/{} (first token within {:.1}s, the next beside it after {:.2}s{})",
                 st.launched,
                 provider.name,
                 cand.model.id,
                 first_by.duration_since(now).as_secs_f64(),
+                cand.patience.as_secs_f64(),
                 if opening.is_empty() {
                     ""
                 } else {
@@ -451,7 +480,12 @@ pub async fn run(
                 }
                 (i, fut.await)
             }));
-            running.push((i, now));
+            running.push(Flight {
+                i,
+                at: now,
+                patience: cand.patience,
+                beside: false,
+            });
             last_launch = now;
             connected.extend(origin);
         }
@@ -498,53 +532,77 @@ pub async fn run(
             tokio::time::sleep(wait).await;
             continue;
         }
-        // The hedge: when nothing produced a token within the delay, start the next beside it.
-        // One hedge at a time beside the race, armed only while a launch is still possible.
-        let can_launch = deadline.saturating_duration_since(Instant::now()) >= MIN_ATTEMPT;
-        let hedge_at = req
-            .hedge
-            .filter(|_| st.more() && can_launch && width <= req.race.max(1))
-            .map(|h| {
-                let newest = running
-                    .last()
-                    .map(|(i, _)| plan.candidates[*i].ttft_tail_ms)
-                    .unwrap_or(None);
-                last_launch + hedge_delay(h, newest)
-            });
+        // Armed only while a launch is still possible: the hedge (one at a time beside the
+        // race) when nothing produced a token within its delay, and the patience of each
+        // attempt (`Candidate::patience`, at most `MAX_OVERTAKING` beside the race): either
+        // starts the next candidate beside the ones running.
+        let can_launch =
+            st.more() && deadline.saturating_duration_since(Instant::now()) >= MIN_ATTEMPT;
+        let hedge_at = req.hedge.filter(|_| can_launch && width == race).map(|h| {
+            let newest = running
+                .last()
+                .and_then(|f| plan.candidates[f.i].ttft_tail_ms);
+            last_launch + hedge_delay(h, newest)
+        });
+        let overtake_at = running
+            .iter()
+            .filter(|f| !f.beside)
+            .map(Flight::patient_until)
+            .min()
+            .filter(|_| can_launch && width < race + MAX_OVERTAKING);
+        let wake = match (hedge_at, overtake_at) {
+            (Some(h), Some(o)) => Some(h.min(o)),
+            (h, o) => h.or(o),
+        };
         let next = tokio::select! {
             r = opening.next() => r,
-            _ = crate::clock::sleep_until(hedge_at) => {
-                sink.trace(format!("hedge: no first token after {} ms; starting the next candidate", hedge_at.map_or(0, |h| h.duration_since(last_launch).as_millis())));
-                width += 1;
+            _ = crate::clock::sleep_until(wake) => {
+                let now = Instant::now();
+                let mut overtaken = false;
+                for f in running.iter_mut().filter(|f| !f.beside && f.patient_until() <= now) {
+                    f.beside = true;
+                    overtaken = true;
+                    let c = &plan.candidates[f.i].model;
+                    sink.trace(format!(
+                        "no first token from {}/{} within its patience ({} ms); starting the next candidate beside it",
+                        c.provider,
+                        c.id,
+                        f.patience.as_millis()
+                    ));
+                }
+                if !overtaken {
+                    sink.trace(format!("hedge: no first token after {} ms; starting the next candidate", now.duration_since(last_launch).as_millis()));
+                    if let Some(f) = running.last_mut() {
+                        f.beside = true;
+                    }
+                }
                 continue;
             }
         };
         let Some((i, result)) = next else { break };
         let launched_at = running
             .iter()
-            .find(|(j, _)| *j == i)
-            .map_or_else(Instant::now, |r| r.1);
-        running.retain(|(j, _)| *j != i);
+            .find(|f| f.i == i)
+            .map_or_else(Instant::now, |f| f.at);
+        running.retain(|f| f.i != i);
         let cand = &plan.candidates[i];
         let provider = provider_of(i).expect("launched candidates have a provider");
         match result {
             Ok(live) => {
                 // The winner: drop the others at once (their connections close) and say so.
-                for (j, at) in running.drain(..) {
-                    let c = &plan.candidates[j];
+                for f in running.drain(..) {
+                    let c = &plan.candidates[f.i];
                     sink.trace(format!(
                         "  cancelled {}/{}: another candidate answered first",
                         c.model.provider, c.model.id
                     ));
                     ledger.done(&c.model.provider, &c.model.id);
-                    log.borrow_mut().push(AttemptRecord::cancelled(
-                        &c.model.provider,
-                        &c.model.id,
-                        at.elapsed(),
-                    ));
+                    let mut record =
+                        AttemptRecord::cancelled(&c.model.provider, &c.model.id, f.at.elapsed());
+                    record.overtaken = f.at.elapsed() >= f.patience;
+                    log.borrow_mut().push(record);
                 }
                 opening = FuturesUnordered::new();
-                width = req.race.max(1);
                 let has_next = st.more();
                 let first_token_ms = live.first_token_ms();
                 sink.answering(&provider.name, &cand.model.id);
@@ -689,6 +747,7 @@ fn failure(
         counted: failure.counted,
         catalog_entry: Some(cand.model.entry()),
         local: crate::providers::is_loopback_url(&provider.base_url),
+        overtaken: false,
     });
     if shown {
         let err = Error::new(

@@ -46,6 +46,9 @@ struct PlanRow<'a> {
     parts: Score,
     /// Worst-case first-token timeout; absent past the attempt limit.
     first_token_timeout_ms: Option<u64>,
+    /// How long its first token is waited for before the next candidate is started beside
+    /// it (`Candidate::patience`).
+    patience_ms: u64,
 }
 
 #[derive(Serialize)]
@@ -73,6 +76,7 @@ fn plan_report<'a>(
             why: c.score.explain(),
             parts: c.score.rounded(),
             first_token_timeout_ms: timeouts.get(i).map(|d| d.as_millis() as u64),
+            patience_ms: c.patience.as_millis() as u64,
         })
         .collect();
     PlanReport {
@@ -129,7 +133,11 @@ pub fn plan(plan: &Plan, req: &Request, timeouts: &[Duration], now_ms: u64, prin
     ));
     for (i, c) in plan.candidates.iter().enumerate() {
         let mut t = timeout_of(i).map_or("not reached".to_string(), |ms| {
-            format!("first token within {:.1}s", ms as f64 / 1000.0)
+            format!(
+                "first token within {:.1}s, the next beside it after {:.2}s",
+                ms as f64 / 1000.0,
+                c.patience.as_secs_f64()
+            )
         });
         if let Some(until) = c.cooling_until_ms {
             let wait = format_wait(until, now_ms);

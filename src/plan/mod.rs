@@ -5,6 +5,8 @@
 pub mod filter;
 pub mod rank;
 
+use std::time::Duration;
+
 use serde::Serialize;
 
 use crate::catalog::Model;
@@ -20,6 +22,22 @@ pub use rank::Score;
 /// first token is not held to the measured (warm) time, only to the deadline's share.
 pub const LOCAL_IDLE_MS: u64 = 5 * 60_000;
 
+/// A model's patience (`Candidate::patience`) is `PATIENCE_MULT` times the
+/// `PATIENCE_QUANTILE` of its own recent first tokens, at least `PATIENCE_FLOOR`: a model
+/// known to be fast is overtaken within a few hundred ms when it hangs, a slow one is given
+/// what it usually needs.
+pub const PATIENCE_QUANTILE: f64 = 0.9;
+pub const PATIENCE_MULT: f64 = 2.0;
+pub const PATIENCE_FLOOR: Duration = Duration::from_millis(150);
+/// The patience of a model whose own is not known when no candidate's is known either
+/// (a first run): about a slow free model's first token.
+pub const PATIENCE_UNKNOWN: Duration = Duration::from_secs(3);
+/// A long prompt takes longer to read before the first token: this much more patience per
+/// estimated token of the request beyond `PREFILL_FREE_TOKENS` (about 20,000 tokens a
+/// second, a cloud GPU's prefill; the samples were mostly short prompts).
+pub const PREFILL_MS_PER_TOKEN: f64 = 0.05;
+pub const PREFILL_FREE_TOKENS: u64 = 1_000;
+
 #[derive(Debug, Clone)]
 pub struct Candidate {
     pub model: Model,
@@ -27,6 +45,12 @@ pub struct Candidate {
     /// The first-token time to expect, tail included (mean plus two deviations), when
     /// measured: plans the attempt's first-token timeout and its `hedge = "auto"` delay.
     pub ttft_tail_ms: Option<f64>,
+    /// How long its first token is waited for before the next candidate is started beside
+    /// it (it keeps running until its own first-token limit, and the first of the two to
+    /// produce a token wins): from its own recent first tokens, or for a model without
+    /// them from the other candidates' (their median), so an unmeasured one, explored, costs
+    /// no more than a known one.
+    pub patience: Duration,
     /// The model is cooling down until then: it is tried only after every other candidate
     /// (never slept on), so a run never ends with nothing tried while one exists. Cooling
     /// candidates go in score order among themselves (bench/fleet-results.md, variant F).
@@ -75,13 +99,31 @@ pub fn plan(
     }
     // Latency is judged against the candidates that can be tried now.
     let latency_ref = rank::LatencyRef::of(kept.iter().map(|m| rank::latency_inputs(state, m)));
+    // What is measured of a model and still holds: a local server idle for a while may
+    // have unloaded it.
+    let warm = |m: &Model| {
+        state
+            .model(&m.provider, &m.id)
+            .filter(|s| !(m.tier == Tier::Local && s.updated_ms + LOCAL_IDLE_MS < now_ms))
+    };
+    let own_patience = |m: &Model| {
+        let q = warm(m)?.first_token_quantile(PATIENCE_QUANTILE)?;
+        Some(crate::from_ms_f64(q * PATIENCE_MULT).max(PATIENCE_FLOOR))
+    };
+    let mut known: Vec<Duration> = kept.iter().filter_map(|m| own_patience(m)).collect();
+    known.sort_unstable();
+    let typical = known
+        .get(known.len() / 2)
+        .copied()
+        .unwrap_or(PATIENCE_UNKNOWN);
+    let prefill = crate::from_ms_f64(
+        needs.context_tokens.saturating_sub(PREFILL_FREE_TOKENS) as f64 * PREFILL_MS_PER_TOKEN,
+    );
     let mut candidate = |m: &Model, cooling_until_ms| Candidate {
         model: m.clone(),
         score: rank::score(m, route, state, now_ms, &latency_ref, &mut *rng),
-        ttft_tail_ms: state
-            .model(&m.provider, &m.id)
-            .filter(|s| !(m.tier == Tier::Local && s.updated_ms + LOCAL_IDLE_MS < now_ms))
-            .and_then(|s| s.expected_ttft_ms()),
+        ttft_tail_ms: warm(m).and_then(|s| s.expected_ttft_ms()),
+        patience: own_patience(m).unwrap_or(typical).saturating_add(prefill),
         cooling_until_ms,
     };
     out.candidates = kept.into_iter().map(|m| candidate(m, None)).collect();
@@ -124,6 +166,49 @@ mod tests {
             created: None,
             tier: crate::providers::Tier::Cloud,
         }
+    }
+
+    #[test]
+    fn patience_comes_from_the_models_own_samples_or_the_others() {
+        use crate::health::{ModelStats, key};
+        let mut st = Health::default();
+        let with = |samples: Vec<u32>| ModelStats {
+            ttft_recent: samples,
+            ..Default::default()
+        };
+        st.models
+            .insert(key("or", "fast-8b"), with(vec![20, 30, 40, 50]));
+        st.models
+            .insert(key("or", "slow-70b"), with(vec![900, 1000, 1100, 1200]));
+        st.models
+            .insert(key("or", "mid-14b"), with(vec![300, 300, 300, 400]));
+        st.models.insert(key("or", "new-1b"), with(vec![5, 5]));
+        let models: Vec<Model> = ["fast-8b", "slow-70b", "mid-14b", "new-1b", "unseen-3b"]
+            .iter()
+            .map(|id| model("or", id))
+            .collect();
+        let p = plan_of(&models, &st, 0);
+        let patience = |id: &str| {
+            p.candidates
+                .iter()
+                .find(|c| c.model.id == id)
+                .unwrap()
+                .patience
+                .as_millis()
+        };
+        assert_eq!(
+            patience("fast-8b"),
+            150,
+            "2 x its p90 (100 ms), at least the floor"
+        );
+        assert_eq!(patience("slow-70b"), 2400);
+        assert_eq!(patience("mid-14b"), 800);
+        // Too few samples, or none: the median of the others' (150, 800, 2400).
+        assert_eq!(patience("new-1b"), 800);
+        assert_eq!(patience("unseen-3b"), 800);
+        // Nothing measured anywhere: a slow free model's first token.
+        let p = plan_of(&models, &Health::default(), 0);
+        assert!(p.candidates.iter().all(|c| c.patience == PATIENCE_UNKNOWN));
     }
 
     #[test]

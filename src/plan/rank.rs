@@ -525,6 +525,7 @@ mod tests {
                 ..Default::default()
             },
             ttft_tail_ms: None,
+            patience: crate::plan::PATIENCE_UNKNOWN,
             cooling_until_ms: None,
         };
         let mut free = mk("openrouter/free", 9.0);

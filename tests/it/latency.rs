@@ -315,3 +315,121 @@ fn ctrl_c_during_a_race_records_the_requests_in_flight() {
         "both requests count against the quota"
     );
 }
+
+/// BIG answers at once until `slow` is set, then only after `delay`; MID answers at once
+/// until `hang` is set, then never.
+fn measured_then_slow(
+    delay: Duration,
+) -> (
+    crate::fake::FakeServer,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let slow = Arc::new(AtomicBool::new(false));
+    let flag = slow.clone();
+    let s = server(move |r| {
+        let late = flag.load(Ordering::SeqCst);
+        match (r.model() == BIG, late) {
+            (true, true) => {
+                let mut steps = vec![
+                    Step::Send(": OPENROUTER PROCESSING\n\n".into()),
+                    Step::Sleep(delay),
+                ];
+                steps.extend(fake::answer_steps(BIG, &["late ", "but ", "first"]));
+                Reply::stream(steps)
+            }
+            (false, true) => Reply::stream(vec![
+                Step::Send(": OPENROUTER PROCESSING\n\n".into()),
+                Step::Hang,
+            ]),
+            _ => fake::answer(&r.model(), &["ok"]),
+        }
+    });
+    (s, slow)
+}
+
+/// The first-token samples the state holds for `model`.
+fn samples(env: &Env, model: &str) -> Vec<u64> {
+    let text = std::fs::read_to_string(env.state_dir().join("state.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["models"][format!("openrouter/{model}")]["ttft_recent"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_u64()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_model_known_fast_is_overtaken_within_its_patience_and_not_cut_off() {
+    use std::sync::atomic::Ordering;
+    // BIG is measured fast (four answers: a distribution of its own), then takes 1.2 s.
+    let (s, slow) = measured_then_slow(Duration::from_millis(1200));
+    let env = Env::new(&s);
+    for _ in 0..4 {
+        assert_eq!(env.run(&["-m", BIG, "q"]).code, 0);
+    }
+    assert_eq!(
+        samples(&env, BIG).len(),
+        4,
+        "one first-token sample per answer"
+    );
+    let plan = env.run(&["--dry-run", "--json", "-m", BIG, "-m", MID, "q"]);
+    let patience = plan.json()["candidates"][0]["patience_ms"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        (150..1000).contains(&patience),
+        "a model answering in milliseconds gets the floor: {patience} ms"
+    );
+    slow.store(true, Ordering::SeqCst);
+    // Its patience runs out: MID is started beside it and hangs; BIG was not cut off, and
+    // its late first token wins (the old rule, a timeout at its own limit, would have given
+    // up on it and waited for MID until the deadline's share).
+    let out = env.run(&["--json", "-v", "--timeout", "60", "-m", BIG, "-m", MID, "q"]);
+    assert_eq!(out.code, 0, "{out}");
+    let a: JsonAnswer = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        (a.model.as_str(), a.content.as_str()),
+        (BIG, "late but first")
+    );
+    let outcomes: Vec<(&str, &str)> = a
+        .attempts
+        .iter()
+        .map(|x| (x.model.as_str(), x.outcome.as_str()))
+        .collect();
+    assert!(
+        outcomes.contains(&(MID, "cancelled")) && outcomes.contains(&(BIG, "ok")),
+        "{outcomes:?}"
+    );
+    assert!(
+        out.stderr.contains("within its patience"),
+        "the trace says why MID was started: {}",
+        out.stderr
+    );
+    assert_eq!(s.chats().len(), 6);
+}
+
+#[test]
+fn a_hung_model_costs_its_patience_and_teaches_a_longer_one() {
+    use std::sync::atomic::Ordering;
+    // MID is measured fast, then hangs; BIG answers after a little while, always.
+    let (s, hang) = measured_then_slow(Duration::from_millis(50));
+    let env = Env::new(&s);
+    for _ in 0..4 {
+        assert_eq!(env.run(&["-m", MID, "q"]).code, 0);
+    }
+    hang.store(true, Ordering::SeqCst);
+    let out = env.run(&["--json", "--timeout", "60", "-m", MID, "-m", BIG, "q"]);
+    assert_eq!(out.code, 0, "{out}");
+    let a: JsonAnswer = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(a.model, BIG);
+    let mid = a.attempts.iter().find(|x| x.model == MID).unwrap();
+    assert_eq!(mid.outcome, "cancelled", "{:?}", a.attempts);
+    // Cancelled once BIG answered: about its patience (150 ms) plus BIG's 50 ms, far from
+    // the 2 s its first-token limit allows (generous margins for a slow machine).
+    assert!(mid.elapsed_ms < 1_500, "{:?}", a.attempts);
+    // What it waited is remembered as a sample: at least its patience.
+    let learned = samples(&env, MID);
+    assert_eq!(learned.len(), 5, "{learned:?}");
+    assert!(*learned.last().unwrap() >= 150, "{learned:?}");
+}
