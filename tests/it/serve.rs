@@ -417,10 +417,16 @@ fn serve_falls_back_after_a_429_before_the_first_token() {
 
 #[test]
 fn serve_sends_keepalives_while_a_hung_model_is_given_up_on() {
-    // Unmeasured with another candidate left, A gets half of the 12 s deadline.
+    // Unmeasured with another candidate left, A gets half of the 12 s deadline; B is
+    // started beside it after 3 s (the patience when nothing is measured) and takes 4 s
+    // more: the first token comes after the 5 s the status is held.
     let server = fake(|r| match r.model().as_str() {
         A => Reply::Hang,
-        _ => fake::answer(B, &["late ", "answer"]),
+        _ => {
+            let mut steps = vec![Step::Sleep(Duration::from_secs(4))];
+            steps.extend(fake::answer_steps(B, &["late ", "answer"]));
+            Reply::stream(steps)
+        }
     })
     .expect_chats(2);
     let env = env(&server);
