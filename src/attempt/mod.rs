@@ -417,7 +417,7 @@ pub async fn run(
         // As many at once as the race, and one more beside each attempt that outlived its
         // patience or its hedge delay (`MAX_OVERTAKING` at most): when one of them fails,
         // the other goes on alone.
-        let width = race
+        let mut width = race
             + running
                 .iter()
                 .filter(|f| f.beside)
@@ -433,6 +433,9 @@ pub async fn run(
                 break;
             };
             launching.push(i);
+            if plan.candidates[i].explored && width < race + MAX_OVERTAKING {
+                width += 1;
+            }
         }
         let has_next = st.more();
         for i in launching {
@@ -447,10 +450,10 @@ pub async fn run(
                 cand.model.id,
                 first_by.duration_since(now).as_secs_f64(),
                 cand.patience.as_secs_f64(),
-                if opening.is_empty() {
-                    ""
-                } else {
-                    ", beside another"
+                match (cand.explored, opening.is_empty()) {
+                    (true, _) => ", explored: the next beside it at once",
+                    (false, true) => "",
+                    (false, false) => ", beside another",
                 }
             ));
             sink.attempt_started(&provider.name, &cand.model.id);
@@ -484,7 +487,7 @@ pub async fn run(
                 i,
                 at: now,
                 patience: cand.patience,
-                beside: false,
+                beside: cand.explored,
             });
             last_launch = now;
             connected.extend(origin);
@@ -599,7 +602,7 @@ pub async fn run(
                     ledger.done(&c.model.provider, &c.model.id);
                     let mut record =
                         AttemptRecord::cancelled(&c.model.provider, &c.model.id, f.at.elapsed());
-                    record.overtaken = f.at.elapsed() >= f.patience;
+                    record.overtaken = c.explored || f.at.elapsed() >= f.patience;
                     log.borrow_mut().push(record);
                 }
                 opening = FuturesUnordered::new();

@@ -51,6 +51,10 @@ pub struct Candidate {
     /// them from the other candidates' (their median), so an unmeasured one, explored, costs
     /// no more than a known one.
     pub patience: Duration,
+    /// Lifted by the ranking's exploration (`rank::EXPLORE`, never with `-m`): when its
+    /// turn comes, the next candidate is started beside it at once, so finding out about
+    /// a model never measured costs a request, not a wait.
+    pub explored: bool,
     /// The model is cooling down until then: it is tried only after every other candidate
     /// (never slept on), so a run never ends with nothing tried while one exists. Cooling
     /// candidates go in score order among themselves (bench/fleet-results.md, variant F).
@@ -106,8 +110,12 @@ pub fn plan(
             .model(&m.provider, &m.id)
             .filter(|s| !(m.tier == Tier::Local && s.updated_ms + LOCAL_IDLE_MS < now_ms))
     };
+    // Its own distribution; with fewer samples, its mean first token plus two deviations.
     let own_patience = |m: &Model| {
-        let q = warm(m)?.first_token_quantile(PATIENCE_QUANTILE)?;
+        let s = warm(m)?;
+        let q = s
+            .first_token_quantile(PATIENCE_QUANTILE)
+            .or_else(|| s.expected_ttft_ms())?;
         Some(crate::from_ms_f64(q * PATIENCE_MULT).max(PATIENCE_FLOOR))
     };
     let mut known: Vec<Duration> = kept.iter().filter_map(|m| own_patience(m)).collect();
@@ -125,8 +133,15 @@ pub fn plan(
         ttft_tail_ms: warm(m).and_then(|s| s.expected_ttft_ms()),
         patience: own_patience(m).unwrap_or(typical).saturating_add(prefill),
         cooling_until_ms,
+        explored: false,
     };
     out.candidates = kept.into_iter().map(|m| candidate(m, None)).collect();
+    // A model lifted to be explored is tried beside the next one, not instead of it.
+    if route.models.is_empty() {
+        for c in &mut out.candidates {
+            c.explored = c.score.explore > 0.0;
+        }
+    }
     rank::order(&mut out.candidates, &route.models);
     let mut cooling: Vec<Candidate> = cooling
         .into_iter()

@@ -526,6 +526,7 @@ mod tests {
             },
             ttft_tail_ms: None,
             patience: crate::plan::PATIENCE_UNKNOWN,
+            explored: false,
             cooling_until_ms: None,
         };
         let mut free = mk("openrouter/free", 9.0);

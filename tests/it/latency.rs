@@ -202,8 +202,10 @@ fn a_model_measured_fast_is_given_up_on_early_when_it_hangs() {
     use std::sync::atomic::{AtomicBool, Ordering};
     let hang = Arc::new(AtomicBool::new(false));
     let h = hang.clone();
+    // Once `hang` is set, every model hangs: MID, started beside BIG when BIG's patience ran
+    // out, does not answer either, so BIG meets its own first-token limit.
     let s = server(move |r| {
-        if r.model() == BIG && h.load(Ordering::SeqCst) {
+        if h.load(Ordering::SeqCst) {
             Reply::stream(vec![
                 Step::Send(": OPENROUTER PROCESSING\n\n".into()),
                 Step::Hang,
@@ -216,17 +218,18 @@ fn a_model_measured_fast_is_given_up_on_early_when_it_hangs() {
     let env = Env::new(&s);
     assert_eq!(env.run(&["-m", BIG, "q"]).code, 0, "BIG is measured fast");
     hang.store(true, Ordering::SeqCst);
-    let out = env.run(&["--json", "--timeout", "100", "-m", BIG, "-m", MID, "q"]);
-    assert_eq!(out.code, 0, "{out}");
-    let a: JsonAnswer = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!(a.attempts[0].outcome, "timeout");
-    // Half the deadline would be 50 s, the old floor 5 s; a model known to answer in
-    // milliseconds gets the 2 s floor (margin for slow machines).
-    assert!(
-        (1_900..4_500).contains(&a.attempts[0].elapsed_ms),
-        "{:?}",
-        a.attempts[0]
+    let out = env.run(&["--json", "--timeout", "8", "-m", BIG, "-m", MID, "q"]);
+    assert_eq!(out.code, 5, "{out}");
+    let v = out.json();
+    let big = &v["attempts"][0];
+    assert_eq!(
+        (big["model"].as_str(), big["outcome"].as_str()),
+        (Some(BIG), Some("timeout"))
     );
+    // Half the deadline would be 4 s, the old floor 5 s; a model known to answer in
+    // milliseconds gets the 2 s floor (margin for slow machines).
+    let ms = big["elapsed_ms"].as_u64().unwrap();
+    assert!((1_900..3_900).contains(&ms), "{v}");
 }
 
 #[test]
@@ -432,4 +435,61 @@ fn a_hung_model_costs_its_patience_and_teaches_a_longer_one() {
     let learned = samples(&env, MID);
     assert_eq!(learned.len(), 5, "{learned:?}");
     assert!(*learned.last().unwrap() >= 150, "{learned:?}");
+}
+
+#[test]
+fn an_explored_model_is_tried_beside_the_next_so_exploring_costs_no_wait() {
+    use std::sync::{Arc, Mutex};
+    // Whichever model the ranking explores first is slow; every other answers at once.
+    let explored: Arc<Mutex<String>> = Arc::default();
+    let slow = explored.clone();
+    let s = server(move |r| {
+        if r.model() == *slow.lock().unwrap() {
+            let mut steps = vec![Step::Sleep(Duration::from_secs(3))];
+            steps.extend(fake::answer_steps(&r.model(), &["slow ", "explorer"]));
+            Reply::stream(steps)
+        } else {
+            fake::answer(&r.model(), &["known"])
+        }
+    });
+    let env = Env::new(&s);
+    // A seed whose plan, with nothing measured, puts an explored model first.
+    let (seed, model) = (1..200)
+        .map(|seed| seed.to_string())
+        .find_map(|seed| {
+            let v = env
+                .run_with_env(&["--dry-run", "--json", "q"], &[("FREEROUTE_SEED", &seed)])
+                .json();
+            let first = &v["candidates"][0];
+            (first["parts"]["explore"].as_f64()? > 0.0)
+                .then(|| (seed, first["model"].as_str().unwrap().to_string()))
+        })
+        .expect("some seed explores first");
+    *explored.lock().unwrap() = model.clone();
+    let out = env.run_with_env(
+        &["--json", "-v", "--timeout", "60", "q"],
+        &[("FREEROUTE_SEED", &seed)],
+    );
+    assert_eq!(out.code, 0, "{out}");
+    let a: JsonAnswer = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(a.content, "known", "{out}");
+    assert!(
+        out.stderr.contains("explored: the next beside it at once"),
+        "{}",
+        out.stderr
+    );
+    let first = &a.attempts[0];
+    assert_eq!(
+        (first.model.as_str(), first.outcome.as_str()),
+        (model.as_str(), "cancelled")
+    );
+    // Not waited for: cancelled as soon as the other answered, long before its 3 s, and
+    // before the 3 s patience a model gets when nothing is measured (margins for a slow
+    // machine).
+    assert!(first.elapsed_ms < 2_500, "{:?}", a.attempts);
+    assert_eq!(
+        s.chats().len(),
+        2,
+        "one request more than the answer needed"
+    );
 }
