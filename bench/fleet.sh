@@ -13,7 +13,7 @@
 #
 #   bench/fleet.sh          # builds, runs the nine phases (~13 min), writes bench/fleet-results.md
 #   FLEET_PROFILE="base heavy" FLEET_SEEDS="1 2 3" FLEET_PROMPTS=200 bench/fleet.sh
-#                           # three runs per phase and profile (~25 min), one line per run and
+#                           # three runs per phase and profile (~30 min), one line per run and
 #                           # phase in bench/fleet-summary.tsv (FLEET_SUMMARY)
 #
 # Two fleet profiles (FLEET_PROFILE, examples/fake_fleet.rs): base, and heavy (the same 20
