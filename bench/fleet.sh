@@ -76,8 +76,8 @@ if ((${#profiles[@]} > 1 || ${#seeds[@]} > 1)); then
                 [[ -n $out ]] || out=$ROOT/bench/fleet-results$([[ $profile == base ]] || echo "-$profile").md
                 out=${out%.md}-seed$seed.md
             fi
-            keep=${FLEET_KEEP:+$FLEET_KEEP/$profile-seed$seed}
-            FLEET_PROFILE=$profile FLEET_SEED=$seed FLEET_SEEDS= FLEET_OUT=$out FLEET_KEEP=$keep \
+            run_keep=${FLEET_KEEP:+$FLEET_KEEP/$profile-seed$seed}
+            FLEET_PROFILE=$profile FLEET_SEED=$seed FLEET_SEEDS="" FLEET_OUT=$out FLEET_KEEP=$run_keep \
                 FLEET_SUMMARY=$summary_file bash "$0" "$@"
         done
     done
