@@ -12,6 +12,17 @@
 # memory on the fleet's time scale.
 #
 #   bench/fleet.sh          # builds, runs the nine phases (~13 min), writes bench/fleet-results.md
+#   FLEET_PROFILE="base heavy" FLEET_SEEDS="1 2 3" FLEET_PROMPTS=200 bench/fleet.sh
+#                           # three runs per phase and profile (~30 min), one line per run and
+#                           # phase in bench/fleet-summary.tsv (FLEET_SUMMARY)
+#
+# Two fleet profiles (FLEET_PROFILE, examples/fake_fleet.rs): base, and heavy (the same 20
+# models with Pareto-tailed first tokens on four fast ones, hangs past the 10 s deadline on
+# three, a slow class of three); the report is bench/fleet-results.md for base and
+# bench/fleet-results-heavy.md for heavy. Each run also plays the clairvoyant client on the
+# same profile, seed and prompts (bench/fleet_oracle.py, on the fleet's exact fates) and
+# reports freeroute's p95 as a multiple of its p95 per phase, with the issue's goal: within
+# 2x in every phase, success no lower than the random baseline's.
 #
 # Phases *-rate send the prompts open-loop instead, FLEET_RATE (20) a second whatever the
 # answers take, so both clients meet the same offered load: `xargs -P 8` is a closed loop in
@@ -21,8 +32,13 @@
 # (10 s, for both clients), FLEET_SEED (1: the fleet's fates), FLEET_PHASES ("base-seq
 # base-par base-rate fr-seq fr-par fr-rate frx-seq frx-par frx-rate"), FLEET_CLOCK_X (10),
 # FLEET_FR_ARGS (extra freeroute arguments, e.g. "--hedge-after 300"), FLEET_OUT (the report;
-# bench/fleet-results.md), FLEET_KEEP (a directory to copy the raw per-prompt results and
-# freeroute's state into).
+# bench/fleet-results[-heavy].md), FLEET_KEEP (a directory to copy the raw per-prompt results and
+# freeroute's state into), FLEET_PROFILE (base; several words: one run per profile),
+# FLEET_SEEDS (several seeds: one run per seed, each report named ...-seedN.md, FLEET_KEEP
+# split per run), FLEET_SUMMARY (a TSV file the run appends one line per phase to: profile,
+# seed, prompts, phase, answered, median, p95, the clairvoyant client's p95 for that phase,
+# p95 as a multiple of it, requests per answer, success >= random's, build; default, when
+# FLEET_PROFILE or FLEET_SEEDS has several words: bench/fleet-summary.tsv).
 #
 # Nothing leaves 127.0.0.1: the script re-runs itself in a sealed environment, freeroute
 # gets temporary HOME and XDG dirs with the fleet configured as a custom provider
@@ -35,7 +51,8 @@ set -euo pipefail
 if [[ -z ${_FREEROUTE_FLEET_SEALED:-} ]]; then
     keep=(PATH="$PATH" HOME="$HOME" TERM="${TERM:-dumb}")
     for v in CARGO_HOME RUSTUP_HOME RUSTUP_TOOLCHAIN CARGO_TARGET_DIR FLEET_PROMPTS \
-        FLEET_PARALLEL FLEET_RATE FLEET_TIMEOUT FLEET_SEED FLEET_PHASES FLEET_CLOCK_X FLEET_FR_ARGS FLEET_OUT FLEET_KEEP; do
+        FLEET_PARALLEL FLEET_RATE FLEET_TIMEOUT FLEET_SEED FLEET_PHASES FLEET_CLOCK_X FLEET_FR_ARGS FLEET_OUT FLEET_KEEP \
+        FLEET_PROFILE FLEET_SEEDS FLEET_SUMMARY; do
         if [[ -n ${!v:-} ]]; then keep+=("$v=${!v}"); fi
     done
     exec env -i _FREEROUTE_FLEET_SEALED=1 "${keep[@]}" bash "$0" "$@"
@@ -44,15 +61,39 @@ fi
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
+# Several profiles or seeds: one run of this script each, the reports named apart.
+PROFILES=${FLEET_PROFILE:-base}
+SEEDS=${FLEET_SEEDS:-${FLEET_SEED:-1}}
+read -ra profiles <<< "$PROFILES"
+read -ra seeds <<< "$SEEDS"
+if ((${#profiles[@]} > 1 || ${#seeds[@]} > 1)); then
+    summary_file=${FLEET_SUMMARY:-$ROOT/bench/fleet-summary.tsv}
+    for profile in "${profiles[@]}"; do
+        for seed in "${seeds[@]}"; do
+            out=${FLEET_OUT:-}
+            if [[ -n $out && ${#profiles[@]} -gt 1 ]]; then out=${out%.md}-$profile.md; fi
+            if ((${#seeds[@]} > 1)); then
+                [[ -n $out ]] || out=$ROOT/bench/fleet-results$([[ $profile == base ]] || echo "-$profile").md
+                out=${out%.md}-seed$seed.md
+            fi
+            run_keep=${FLEET_KEEP:+$FLEET_KEEP/$profile-seed$seed}
+            FLEET_PROFILE=$profile FLEET_SEED=$seed FLEET_SEEDS="" FLEET_OUT=$out FLEET_KEEP=$run_keep \
+                FLEET_SUMMARY=$summary_file bash "$0" "$@"
+        done
+    done
+    exit 0
+fi
+
 PROMPTS=${FLEET_PROMPTS:-500}
 PARALLEL=${FLEET_PARALLEL:-8}
 RATE=${FLEET_RATE:-20}
 TIMEOUT=${FLEET_TIMEOUT:-10}
-SEED=${FLEET_SEED:-1}
+SEED=$SEEDS
+PROFILE=$PROFILES
 PHASES=${FLEET_PHASES:-base-seq base-par base-rate fr-seq fr-par fr-rate frx-seq frx-par frx-rate}
 CLOCK_X=${FLEET_CLOCK_X:-10}
 FR_ARGS=${FLEET_FR_ARGS:-}
-REPORT=${FLEET_OUT:-$ROOT/bench/fleet-results.md}
+SUMMARY=${FLEET_SUMMARY:-}
 SERVER_LIMIT_SECS=1800
 
 log() { printf '%s\n' "$*" >&2; }
@@ -60,14 +101,22 @@ die() {
     log "fleet: $*"
     exit 1
 }
-for tool in curl jq xargs awk; do
+for tool in curl jq xargs awk python3; do
     command -v "$tool" > /dev/null || die "$tool is needed"
 done
+case $PROFILE in
+    base) DEFAULT_REPORT=$ROOT/bench/fleet-results.md ;;
+    heavy) DEFAULT_REPORT=$ROOT/bench/fleet-results-heavy.md ;;
+    *) die "FLEET_PROFILE: base or heavy, not $PROFILE" ;;
+esac
+REPORT=${FLEET_OUT:-$DEFAULT_REPORT}
 
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 build_release fleet fake_fleet
 FLEET=$FAKE
+# The last commit that changed freeroute itself (REV may be a later bench-only commit).
+SRC_REV=$(git -C "$ROOT" log -1 --format=%h -- src Cargo.toml Cargo.lock 2> /dev/null || true)
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/freeroute-fleet.XXXXXX")
 FLEET_PID=
@@ -91,7 +140,7 @@ trap 'exit 143' TERM
 start_fleet() {
     local dir=$1 retry_scale=${2:-1}
     mkfifo "$dir/ctl"
-    "$FLEET" 0 "$SERVER_LIMIT_SECS" "$SEED" "$retry_scale" < "$dir/ctl" > "$dir/server.out" 2> "$dir/server.err" &
+    "$FLEET" 0 "$SERVER_LIMIT_SECS" "$SEED" "$retry_scale" "$PROFILE" < "$dir/ctl" > "$dir/server.out" 2> "$dir/server.err" &
     FLEET_PID=$!
     exec {CTL_FD}> "$dir/ctl"
     PORT=
@@ -288,6 +337,107 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg 2> /dev/null || echo "?")
 for ph in $PHASES; do run_phase "$ph"; done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg 2> /dev/null || echo "?")
 
+# The clairvoyant client and the random baseline, simulated on the same profile, seed and
+# prompts (bench/fleet_oracle.py on the fleet's exact fates; the random one plays this
+# script's own draw when a base phase ran): $TMP/oracle.tsv, per phase (seq, par, rate):
+#   phase seed prompts oracle_answered oracle_median oracle_p95 random_answered random_median random_p95
+ASSIGN=
+for ph in base-seq base-par base-rate; do
+    if [[ -f $TMP/$ph/assign ]]; then
+        ASSIGN=$TMP/$ph/assign
+        break
+    fi
+done
+log "fleet: the clairvoyant client (bench/fleet_oracle.py, profile $PROFILE, seed $SEED)"
+python3 "$ROOT/bench/fleet_oracle.py" --bin "$FLEET" --profile "$PROFILE" --seeds "$SEED" \
+    --prompts "$PROMPTS" --parallel "$PARALLEL" --rate "$RATE" --timeout "$TIMEOUT" \
+    ${ASSIGN:+--assign "$ASSIGN"} --tsv > "$TMP/oracle.tsv" || die "bench/fleet_oracle.py failed"
+
+# oracle_of SUFFIX: "answered median p95 random_answered random_median random_p95" of the
+# simulated phase SUFFIX (seq, par, rate).
+oracle_of() { awk -F'\t' -v k="$1" '$1 == k {print $4, $5, $6, $7, $8, $9}' "$TMP/oracle.tsv"; }
+
+# phase_stats NAME: "answered median p95 requests" of a phase run (p95 over answered prompts).
+phase_stats() {
+    local dir=$TMP/$1 answered reqs
+    answered=$(awk -F'\t' '$3 == 1' "$dir/rows.tsv" | wc -l)
+    reqs=$(jq '[.models[].requests] | add' "$dir/server.json")
+    echo "$answered $(awk -F'\t' '$3 == 1 {print $2}' "$dir/rows.tsv" | pct) $reqs"
+}
+
+# judge NAME: "p95-multiple requests-per-answer random-answered random-source verdict" for a
+# phase run: its p95 as a multiple of the clairvoyant client's, and the issue's goal (within
+# 2x, success no lower than the random baseline's: measured if that phase ran, else simulated).
+judge() {
+    local ph=$1 suffix=${1#*-} answered median p95 reqs o_ans o50 o95 r_ans r50 r95 random src
+    read -r answered median p95 reqs <<< "$(phase_stats "$ph")"
+    read -r o_ans o50 o95 r_ans r50 r95 <<< "$(oracle_of "$suffix")"
+    if [[ " $PHASES " == *" base-$suffix "* ]]; then
+        random=$(awk -F'\t' '$3 == 1' "$TMP/base-$suffix/rows.tsv" | wc -l) src=measured
+    else
+        random=$r_ans src=simulated
+    fi
+    awk -v a="$answered" -v p="$p95" -v r="$reqs" -v o="$o95" -v ra="$random" -v src="$src" -v kind="${ph%%-*}" 'BEGIN {
+        x = (o > 0 && p != "-") ? p / o : -1
+        rpa = a ? r / a : 0
+        if (kind == "base") v = "-"
+        else v = ((x >= 0 && x <= 2) ? "within 2x: yes" : "within 2x: **no**") "; " \
+            ((a >= ra) ? "success >= random: yes" : "success >= random: **no**")
+        printf "%s %.2f %s %s %s\n", (x >= 0 ? sprintf("%.2f", x) : "-"), rpa, ra, src, v}'
+}
+
+# Against the clairvoyant client: one Markdown row per phase run.
+against_oracle() {
+    local ph answered median p95 reqs x rpa random src verdict o_ans o50 o95 r_ans r50 r95
+    echo "| run | answered | p95 | clairvoyant p95 | p95 / clairvoyant's | requests per answer | random answered | goal (within 2x; success >= random) |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---|"
+    for ph in $PHASES; do
+        read -r answered median p95 reqs <<< "$(phase_stats "$ph")"
+        read -r o_ans o50 o95 r_ans r50 r95 <<< "$(oracle_of "${ph#*-}")"
+        read -r x rpa random src verdict <<< "$(judge "$ph")"
+        printf '| %s | %s/%s | %s ms | %.0f ms | **%s×** | %s | %s (%s) | %s |\n' "$(label "$ph")" "$answered" "$PROMPTS" \
+            "$p95" "$o95" "$x" "$rpa" "$random" "$src" "$verdict"
+    done
+}
+
+# The simulation against the measured baseline (is the simulated fleet the real one?).
+simulated() {
+    local suffix o_ans o50 o95 r_ans r50 r95 measured
+    echo "| phase | clairvoyant client: answered, median / p95 | random, simulated: answered, median / p95 | random, measured: answered, median / p95 |"
+    echo "|---|---:|---:|---:|"
+    for suffix in seq par rate; do
+        read -r o_ans o50 o95 r_ans r50 r95 <<< "$(oracle_of "$suffix")"
+        measured=-
+        if [[ " $PHASES " == *" base-$suffix "* ]]; then
+            read -r answered median p95 _ <<< "$(phase_stats "base-$suffix")"
+            measured="$answered/$PROMPTS, $median / $p95 ms"
+        fi
+        printf '| %s | %s/%s, %.0f / %.0f ms | %s/%s, %.0f / %.0f ms | %s |\n' "$(label "base-$suffix" | sed 's/^random model + curl, //')" \
+            "$o_ans" "$PROMPTS" "$o50" "$o95" "$r_ans" "$PROMPTS" "$r50" "$r95" "$measured"
+    done
+}
+
+# FLEET_SUMMARY: one TSV line per phase run and per simulated clairvoyant phase.
+if [[ -n $SUMMARY ]]; then
+    if [[ ! -s $SUMMARY ]]; then
+        printf 'profile\tseed\tprompts\tphase\tanswered\tmedian_ms\tp95_ms\toracle_p95_ms\tp95_x_oracle\trequests_per_answer\tsuccess_ge_random\tbuild\n' > "$SUMMARY"
+    fi
+    for suffix in seq par rate; do
+        read -r o_ans o50 o95 _ <<< "$(oracle_of "$suffix")"
+        printf '%s\t%s\t%s\toracle-%s\t%s\t%.0f\t%.0f\t%.0f\t1.00\t1.00\t-\t-\n' "$PROFILE" "$SEED" "$PROMPTS" "$suffix" "$o_ans" "$o50" "$o95" "$o95" >> "$SUMMARY"
+    done
+    for ph in $PHASES; do
+        read -r answered median p95 reqs <<< "$(phase_stats "$ph")"
+        read -r _ _ o95 _ <<< "$(oracle_of "${ph#*-}")"
+        read -r x rpa random _ _ <<< "$(judge "$ph")"
+        ge=-
+        if [[ $ph != base-* ]]; then if ((answered >= random)); then ge=yes; else ge=no; fi; fi
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\n' "$PROFILE" "$SEED" "$PROMPTS" "$ph" "$answered" \
+            "$median" "$p95" "$o95" "$x" "$rpa" "$ge" "$REV" >> "$SUMMARY"
+    done
+    log "fleet: appended to $SUMMARY"
+fi
+
 label() {
     case $1 in
         base-seq) echo "random model + curl, sequential" ;;
@@ -392,13 +542,13 @@ CPU=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2> /dev/null || 
 NOTES=
 if [[ -f $REPORT ]]; then NOTES=$(sed -n '/^<!-- notes /,$p' "$REPORT"); fi
 {
-    echo "# Fleet simulation: freeroute vs a random free model"
+    echo "# Fleet simulation ($PROFILE profile): freeroute vs a random free model and the clairvoyant client"
     echo
     echo "Generated by \`bench/fleet.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC')."
     echo
     echo "- Machine: $(nproc) CPUs, ${CPU:-unknown}; load average before: $LOAD_BEFORE; after: $LOAD_AFTER"
-    echo "- freeroute: release build of $REV${FR_ARGS:+; extra arguments \`$FR_ARGS\`}"
-    echo "- $PROMPTS prompts per phase; timeout $TIMEOUT s for both clients (\`--timeout $TIMEOUT\`, \`curl --max-time $TIMEOUT\`); fleet seed $SEED; phases: $PHASES"
+    echo "- freeroute: release build of $REV${SRC_REV:+ (src/ as of $SRC_REV)}${FR_ARGS:+; extra arguments \`$FR_ARGS\`}"
+    echo "- $PROMPTS prompts per phase; timeout $TIMEOUT s for both clients (\`--timeout $TIMEOUT\`, \`curl --max-time $TIMEOUT\`); fleet profile \`$PROFILE\`, seed $SEED; phases: $PHASES"
     echo "- Server: \`examples/fake_fleet.rs\` on 127.0.0.1, a fresh one per phase (quotas and outages start from the same clock); every request's fate is drawn from a PRNG seeded by the seed, the model and the prompt, so a prompt sent to a model meets the same fate in every phase."
     echo "- freeroute: \`freeroute --json -q --timeout $TIMEOUT\` with \`FREEROUTE_SEED\` = the prompt number, a sealed environment, the fleet as a custom provider (\`[providers.fleet]\`, loopback, no key), \`FREEROUTE_DISCOVER=0 FREEROUTE_KEYLESS=0\`, one state dir shared by the $PROMPTS runs of a phase (fresh per phase), catalog cache filled by an untimed \`freeroute models\`."
     if [[ " $PHASES " == *" frx-"* ]]; then
@@ -414,7 +564,15 @@ if [[ -f $REPORT ]]; then NOTES=$(sed -n '/^<!-- notes /,$p' "$REPORT"); fi
     echo "- median, p95: time to an answer, over answered prompts. \"All prompts\": time until the client exits, answer or not."
     echo "- wasted requests: requests that did not produce the answer (freeroute: attempts not \`ok\`, from \`--json\`; curl: failed prompts). Requests sent: counted by the server."
     echo
-    echo "Target (the issue): more prompts answered than the random baseline, and a p95 at least 2x lower (at most 0.50x the baseline's)."
+    echo "Against the clairvoyant client (issue 18's goal: freeroute's p95 within 2x the clairvoyant client's in every phase, its success no lower than the random baseline's, requests per answer reported). The clairvoyant client is simulated by \`bench/fleet_oracle.py\` on the same profile, seed and prompts, from the fleet's exact fates (\`fake_fleet --fates $PROFILE $SEED $PROMPTS\`) and its quotas and outages: it sends each prompt where a complete answer comes soonest, waiting for a quota slot only when that is sooner, and never sends a request that will fail; each run costs it 4 ms of start-up. It keeps no memory, so its figures stand for the wall clock (fr-*) and the fleet's clock (frx-*) alike."
+    echo
+    against_oracle
+    echo
+    echo "The simulation beside the measured baseline (the same random draw when a base phase ran):"
+    echo
+    simulated
+    echo
+    echo "Issue 7's target: more prompts answered than the random baseline, and a p95 at least 2x lower (at most 0.50x the baseline's)."
     echo
     verdicts
     echo
@@ -430,9 +588,9 @@ if [[ -f $REPORT ]]; then NOTES=$(sed -n '/^<!-- notes /,$p' "$REPORT"); fi
     echo
     per_model
     echo
-    echo "The fleet (\`cargo run --release --example fake_fleet -- --describe\`):"
+    echo "The fleet (\`cargo run --release --example fake_fleet -- --describe $PROFILE\`):"
     echo
-    "$FLEET" --describe
+    "$FLEET" --describe "$PROFILE"
     if [[ -n $NOTES ]]; then
         echo
         echo "$NOTES"
@@ -440,4 +598,5 @@ if [[ -f $REPORT ]]; then NOTES=$(sed -n '/^<!-- notes /,$p' "$REPORT"); fi
 } > "$REPORT.tmp"
 mv "$REPORT.tmp" "$REPORT"
 log "fleet: wrote $REPORT"
-sed -n '/^| run /,/^$/p' "$REPORT" >&2
+sed -n '/^| run | answered | median /,/^$/p' "$REPORT" >&2
+sed -n '/^Against the clairvoyant/,/^Issue 7/p' "$REPORT" >&2

@@ -2,8 +2,11 @@
 //! for `bench/fleet.sh`, built on the integration tests' fake server
 //! (`tests/support/fake.rs`).
 //!
-//! Usage: `fake_fleet [PORT] [LIMIT_SECS] [SEED] [RETRY_SCALE]`, or `fake_fleet --describe`
-//! (prints the model table as Markdown and exits). RETRY_SCALE (default 1) multiplies the
+//! Usage: `fake_fleet [PORT] [LIMIT_SECS] [SEED] [RETRY_SCALE] [PROFILE]`, or
+//! `fake_fleet --describe [PROFILE]` (prints the model table as Markdown and exits), or
+//! `fake_fleet --fates [PROFILE] [SEED] [N]` (prints what chance decides for prompts 1..N
+//! on every model, and exits; see below). PROFILE is `base` (the default) or `heavy`.
+//! RETRY_SCALE (default 1) multiplies the
 //! seconds in a quota 429's `Retry-After`, for a client whose clock runs that many times
 //! faster than the wall clock (bench/fleet.sh's clock ×10 phases), so that the hint means
 //! the same wait on its clock as the fleet's quota window does on the wall clock. PORT 0 (the default) picks a free port; the chosen
@@ -19,10 +22,24 @@
 //! comes back periodically (500s). Latencies are scaled down about tenfold from real free
 //! models so that 500 prompts finish in minutes.
 //!
+//! Two profiles of the same 20 models. `base` is the fleet above. `heavy` adds what real
+//! free models do on a bad day: four of the fast models a router is drawn to (m08, m12,
+//! m17, m18) take 2 s × a Pareto draw (shape 1.5, at most 20 s) for 20, 15, 12 and 8% of
+//! their first tokens; m04 and m13 hang for 12 and 15 s and m14 for 30 s (4%), past a 10 s
+//! deadline, so those never answer in time; and m01, m05 and m11 are a slow class, their
+//! first token 2, 1.5 and 1.2 s as a rule (σ 0.3). The models it leaves alone meet the same
+//! fates in both profiles.
+//!
 //! Repeatable: the fate of a request (failure or not, latencies) is drawn from a PRNG seeded
 //! by SEED, the model and the prompt text, so the same prompt sent to the same model gets
 //! the same fate in every run, whichever client sends it. Only the quota and the outages
-//! depend on time (since the server started) and on the traffic so far.
+//! depend on time (since the server started) and on the traffic so far. The draws are
+//! always the same, in the same order, whatever they decide (the heavy profile's come after
+//! the base fleet's, which are unchanged). `--fates` prints, per prompt (the text
+//! `fleet prompt %04d: answer in one line`, as bench/fleet.sh sends it) and model, the fate
+//! (`answer`, `hang`, `pool_429`, `error_500`, `mid_stream`), the first token's time and the
+//! time until the body ends on an idle server (the sleeps of the stream the server sends), in
+//! ms, as TSV: what `bench/fleet_oracle.py` plays its clairvoyant client on.
 //!
 //! `GET /api/v1/models` lists the 20 models as free (`pricing.prompt == "0"`); chat is
 //! `POST /api/v1/chat/completions`, always streamed.
@@ -62,9 +79,13 @@ struct Profile {
     sigma: f64,
     /// Chance that the first token is 3 to 10 times later than drawn (the heavy tail).
     tail: f64,
-    /// Chance that the model hangs `hang_ms` before its first token (then answers).
+    /// Chance that the model hangs `hang_ms` before its first token (then answers, if the
+    /// client is still there: a hang longer than the client's deadline never answers in time).
     hang: f64,
     hang_ms: u64,
+    /// Chance that the first token takes `PARETO_BASE_MS` × a Pareto draw (shape
+    /// `PARETO_ALPHA`, scale 1) instead, at most `PARETO_CAP_MS`: the heavy profile's tail.
+    pareto: f64,
     /// Generation speed once started.
     tokens_per_sec: f64,
     /// Chances of an upstream-pool 429, of a 500, and of an error chunk half-way.
@@ -85,6 +106,7 @@ const fn model(id: &'static str, days_old: u64, ttft_ms: f64, sigma: f64) -> Pro
         tail: 0.02,
         hang: 0.0,
         hang_ms: 0,
+        pareto: 0.0,
         tokens_per_sec: 500.0,
         p429: 0.03,
         p500: 0.01,
@@ -94,7 +116,13 @@ const fn model(id: &'static str, days_old: u64, ttft_ms: f64, sigma: f64) -> Pro
     }
 }
 
-/// The fleet: big models are busier and more often slow, as on OpenRouter's free tier;
+/// The heavy profile's tail: the first token after 2 s × a Pareto draw of shape 1.5, at
+/// most 20 s (the median of such a draw is 3.2 s, one in ten is past 9.3 s).
+const PARETO_BASE_MS: f64 = 2000.0;
+const PARETO_ALPHA: f64 = 1.5;
+const PARETO_CAP_MS: f64 = 20_000.0;
+
+/// The base fleet: big models are busier and more often slow, as on OpenRouter's free tier;
 /// latencies are not a simple function of size (mixture-of-experts models are fast).
 const FLEET: [Profile; 20] = [
     Profile {
@@ -250,6 +278,67 @@ const FLEET: [Profile; 20] = [
     },
 ];
 
+/// Which fleet the server plays: the same 20 models, with `Heavy` tails.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Base,
+    Heavy,
+}
+
+impl Kind {
+    fn parse(s: &str) -> Kind {
+        match s {
+            "base" => Kind::Base,
+            "heavy" => Kind::Heavy,
+            other => panic!("PROFILE: base or heavy, not {other:?}"),
+        }
+    }
+
+    /// The base fleet as it is, or the heavy one: four of the fast models a router is drawn
+    /// to get a Pareto tail of first tokens (8–20% of them take 2 s × Pareto(1.5), at most
+    /// 20 s), three models hang past a 10 s deadline now and then (they never answer in
+    /// time), and three big ones are a slow class (first token 1.2–2 s as a rule).
+    fn fleet(self) -> [Profile; 20] {
+        let mut f = FLEET;
+        if self == Kind::Base {
+            return f;
+        }
+        let mut set = |id: &str, change: &dyn Fn(&mut Profile)| {
+            change(
+                f.iter_mut()
+                    .find(|p| p.id == id)
+                    .expect("a model of the base fleet"),
+            )
+        };
+        // Heavy tails on fast models.
+        set("fleet/m08-30b-a3b:free", &|p| p.pareto = 0.20);
+        set("fleet/m12-14b:free", &|p| p.pareto = 0.15);
+        set("fleet/m17-7b:free", &|p| p.pareto = 0.12);
+        set("fleet/m18-4b:free", &|p| p.pareto = 0.08);
+        // Hangs past the deadline.
+        set("fleet/m04-70b:free", &|p| p.hang_ms = 12_000);
+        set("fleet/m13-12b:free", &|p| p.hang_ms = 15_000);
+        set("fleet/m14-9b:free", &|p| {
+            p.hang = 0.04;
+            p.hang_ms = 30_000;
+        });
+        // The slow class.
+        set("fleet/m01-405b:free", &|p| {
+            p.ttft_ms = 2000.0;
+            p.sigma = 0.3;
+        });
+        set("fleet/m05-70b:free", &|p| {
+            p.ttft_ms = 1500.0;
+            p.sigma = 0.3;
+        });
+        set("fleet/m11-22b:free", &|p| {
+            p.ttft_ms = 1200.0;
+            p.sigma = 0.3;
+        });
+        f
+    }
+}
+
 const WORDS: &[&str] = &[
     "The", " quick", " brown", " fox", " jumps", " over", " the", " lazy", " dog", ".",
 ];
@@ -312,6 +401,9 @@ fn draw(p: &Profile, seed: u64, prompt: &str) -> Fate {
     let tail_mult = 3.0 + 7.0 * rng.f64();
     let u_hang = rng.f64();
     let u_mid = rng.f64();
+    // Drawn after the base fleet's draws, so that its fates are the same as before.
+    let u_pareto = rng.f64();
+    let pareto_mult = (1.0 - rng.f64()).powf(-1.0 / PARETO_ALPHA);
 
     if u_fail < p.p429 {
         return Fate::Pool429;
@@ -324,6 +416,9 @@ fn draw(p: &Profile, seed: u64, prompt: &str) -> Fate {
     let mut ms = p.ttft_ms * (p.sigma * z).exp();
     if u_tail < p.tail {
         ms *= tail_mult;
+    }
+    if u_pareto < p.pareto {
+        ms = (PARETO_BASE_MS * pareto_mult).min(PARETO_CAP_MS);
     }
     let hung = u_hang < p.hang;
     if hung {
@@ -360,6 +455,11 @@ fn pieces() -> Vec<String> {
 }
 
 fn stream(p: &Profile, ttft: Duration, broken: bool) -> Reply {
+    Reply::stream(stream_steps(p, ttft, broken))
+}
+
+/// The body of a streamed answer (`broken`: an error chunk after half of it), step by step.
+fn stream_steps(p: &Profile, ttft: Duration, broken: bool) -> Vec<Step> {
     let gap = Duration::from_secs_f64(PER_CHUNK as f64 / p.tokens_per_sec);
     let pieces = pieces();
     let shown = if broken {
@@ -395,7 +495,7 @@ fn stream(p: &Profile, ttft: Duration, broken: bool) -> Reply {
         });
         steps.push(Step::Send(format!("data: {err}\n\n")));
         steps.push(Step::Send("data: [DONE]\n\n".into()));
-        return Reply::stream(steps);
+        return steps;
     }
     steps.push(Step::Send(fake::chunk(
         p.id,
@@ -409,7 +509,18 @@ fn stream(p: &Profile, ttft: Duration, broken: bool) -> Reply {
     });
     steps.push(Step::Send(format!("data: {usage}\n\n")));
     steps.push(Step::Send("data: [DONE]\n\n".into()));
-    Reply::stream(steps)
+    steps
+}
+
+/// How long the server takes to send the whole body: its sleeps, on an idle server.
+fn body_time(steps: &[Step]) -> Duration {
+    steps
+        .iter()
+        .map(|s| match s {
+            Step::Sleep(d) => *d,
+            _ => Duration::ZERO,
+        })
+        .sum()
 }
 
 fn quota_429(p: &Profile, retry_after_s: u64) -> Reply {
@@ -423,8 +534,8 @@ fn quota_429(p: &Profile, retry_after_s: u64) -> Reply {
     )
 }
 
-fn catalog(now_s: u64) -> Reply {
-    let entries = FLEET
+fn catalog(fleet: &[Profile], now_s: u64) -> Reply {
+    let entries = fleet
         .iter()
         .map(|p| {
             let mut e = fake::model_entry(
@@ -486,18 +597,32 @@ impl World {
     }
 }
 
-fn describe() {
+fn describe(kind: Kind) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "| model | first token median | spread (σ) | slow tail | hangs | tokens/s | 429 (pool) | 500 | error mid-stream | quota per {} s | outage |",
+        "| model | first token median | spread (σ) | slow tail | Pareto tail | hangs | tokens/s | 429 (pool) | 500 | error mid-stream | quota per {} s | outage |",
         QUOTA_WINDOW.as_secs()
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---|");
+    let _ = writeln!(
+        out,
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---|"
+    );
     let pct = |x: f64| format!("{:.0}%", x * 100.0);
-    for p in &FLEET {
+    for p in &kind.fleet() {
         let hang = if p.hang > 0.0 {
             format!("{} for {} s", pct(p.hang), p.hang_ms / 1000)
+        } else {
+            "-".into()
+        };
+        let pareto = if p.pareto > 0.0 {
+            format!(
+                "{} {:.0} s × Pareto({}), ≤ {:.0} s",
+                pct(p.pareto),
+                PARETO_BASE_MS / 1000.0,
+                PARETO_ALPHA,
+                PARETO_CAP_MS / 1000.0
+            )
         } else {
             "-".into()
         };
@@ -511,11 +636,12 @@ fn describe() {
         });
         let _ = writeln!(
             out,
-            "| `{}` | {:.0} ms | {:.1} | {} ×3–10 | {} | {:.0} | {} | {} | {} | {} | {} |",
+            "| `{}` | {:.0} ms | {:.1} | {} ×3–10 | {} | {} | {:.0} | {} | {} | {} | {} | {} |",
             p.id,
             p.ttft_ms,
             p.sigma,
             pct(p.tail),
+            pareto,
             hang,
             p.tokens_per_sec,
             pct(p.p429),
@@ -527,10 +653,63 @@ fn describe() {
     }
 }
 
+/// `--fates`: for prompts 1..=n as bench/fleet.sh sends them and every model, the fate chance
+/// draws (quota and outages aside: they depend on the traffic and the clock) and the time
+/// from the request to the end of the body on an idle server, in ms (for a failure: until
+/// the failure is sent). TSV with a header line.
+fn fates(kind: Kind, seed: u64, n: u32) {
+    let fleet = kind.fleet();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let _ = writeln!(out, "prompt\tmodel\tfate\tfirst_token_ms\tdone_ms");
+    for i in 1..=n {
+        let prompt = format!("fleet prompt {i:04}: answer in one line");
+        for p in &fleet {
+            let (name, ttft, done) = match draw(p, seed, &prompt) {
+                Fate::Pool429 => ("pool_429", None, Duration::ZERO),
+                Fate::Error500 => ("error_500", None, Duration::ZERO),
+                Fate::Answer { ttft, hung } => (
+                    if hung { "hang" } else { "answer" },
+                    Some(ttft),
+                    body_time(&stream_steps(p, ttft, false)),
+                ),
+                Fate::MidStream { ttft } => (
+                    "mid_stream",
+                    Some(ttft),
+                    body_time(&stream_steps(p, ttft, true)),
+                ),
+                Fate::Outage | Fate::Quota => unreachable!("draw decides neither"),
+            };
+            let ms = |d: Duration| format!("{:.3}", d.as_secs_f64() * 1000.0);
+            let _ = writeln!(
+                out,
+                "{i}\t{}\t{name}\t{}\t{}",
+                p.id,
+                ttft.map_or("-".into(), ms),
+                ms(done)
+            );
+        }
+    }
+    let _ = out.flush();
+}
+
 fn main() {
     let mut args = std::env::args().skip(1).peekable();
+    let kind_arg = |a: Option<String>| a.as_deref().map_or(Kind::Base, Kind::parse);
     if args.peek().is_some_and(|a| a == "--describe") {
-        describe();
+        args.next();
+        describe(kind_arg(args.next()));
+        return;
+    }
+    if args.peek().is_some_and(|a| a == "--fates") {
+        args.next();
+        let kind = kind_arg(args.next());
+        let seed = args
+            .next()
+            .map_or(1, |a| a.parse().expect("SEED: a whole number"));
+        let n = args
+            .next()
+            .map_or(500, |a| a.parse().expect("N: a whole number of prompts"));
+        fates(kind, seed, n);
         return;
     }
     let port: u16 = args
@@ -550,11 +729,12 @@ fn main() {
         .next()
         .map(|a| a.parse().expect("RETRY_SCALE: a whole number"))
         .unwrap_or(1);
+    let fleet: &'static [Profile; 20] = Box::leak(Box::new(kind_arg(args.next()).fleet()));
 
     let now_s = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let models = catalog(now_s);
+    let models = catalog(fleet, now_s);
     let world = Arc::new(Mutex::new(World {
         started: Instant::now(),
         accepted: HashMap::new(),
@@ -569,7 +749,7 @@ fn main() {
             return fake::error_json(404, "Not Found");
         }
         let model = r.model();
-        let Some(p) = FLEET.iter().find(|p| p.id == model) else {
+        let Some(p) = fleet.iter().find(|p| p.id == model) else {
             return fake::error_json(400, &format!("{model} is not a valid model ID"));
         };
         let (fate, retry_after) = w.lock().expect("world lock").fate(p, seed, &prompt_of(r));
