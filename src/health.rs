@@ -58,6 +58,10 @@ pub struct ModelStats {
     /// Decayed count of successes and failures.
     pub ok: f64,
     pub fail: f64,
+    /// Decayed count of races it lost after its patience ran out or while explored: it was
+    /// slower than another model. Not its health; what makes it known (`confidence`), so
+    /// that it is not explored again and again.
+    pub lost: f64,
     pub updated_ms: u64,
     /// Smoothed time to first token, ms.
     pub ttft_ms: Option<f64>,
@@ -228,7 +232,7 @@ impl ModelStats {
 
     /// How much is known: near 0 for unmeasured or long-ago models.
     pub fn confidence(&self, now_ms: u64) -> f64 {
-        let n = (self.ok + self.fail) * decay(self.updated_ms, now_ms);
+        let n = (self.ok + self.fail + self.lost) * decay(self.updated_ms, now_ms);
         n / (n + 2.0)
     }
 
@@ -299,6 +303,7 @@ impl ModelStats {
         let f = decay(self.updated_ms, now_ms);
         self.ok *= f;
         self.fail *= f;
+        self.lost *= f;
         self.updated_ms = now_ms;
         self.last_outcome = Some(a.outcome);
         match a.outcome {
@@ -336,6 +341,7 @@ impl ModelStats {
             AttemptOutcome::Cancelled => {
                 if a.overtaken {
                     self.slower_than(a.elapsed_ms);
+                    self.lost += 1.0;
                 }
             }
             // The provider's fault, not this model's: the provider record carries it.
@@ -600,6 +606,7 @@ impl ModelStats {
         let latency = |x: Option<f64>| x.and_then(|x| within(x, 0.0, LATENCY_MAX_MS));
         self.ok = count(self.ok);
         self.fail = count(self.fail);
+        self.lost = count(self.lost);
         self.load = count(self.load);
         self.ttft_ms = latency(self.ttft_ms);
         self.ttft_dev_ms = latency(self.ttft_dev_ms);
@@ -854,6 +861,10 @@ pub(crate) mod tests {
         assert_eq!(s.first_token_quantile(0.9), Some(400.0));
         assert_eq!(s.first_token_quantile(0.5), Some(20.0));
         assert!(s.ttft_dev_ms.unwrap() > 10.0, "the spread sees it");
+        assert!(
+            s.ok > 2.9 && s.fail == 0.0 && s.lost == 1.0,
+            "known, not failed: {s:?}"
+        );
         // A plain race loser says nothing.
         s.record(
             &AttemptRecord::cancelled("or", "m", std::time::Duration::from_millis(9)),
