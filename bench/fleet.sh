@@ -189,7 +189,11 @@ if [[ -n $CLOCK_T0_US ]]; then
     export FREEROUTE_CLOCK_RATE=$CLOCK_X
 fi
 # shellcheck disable=SC2086 # FR_ARGS: words on purpose
-FREEROUTE_SEED=$i "$FR" --json -q --timeout "$TIMEOUT" $FR_ARGS "$prompt" < /dev/null > "$OUT/$i.json" 2> "$OUT/$i.err"
+# -q, unless FR_ARGS asks for the trace (-v; kept in $OUT/I.err, see FLEET_KEEP).
+quiet=-q
+if [[ " $FR_ARGS " == *" -v "* ]]; then quiet=; fi
+# shellcheck disable=SC2086 # FR_ARGS and quiet: words on purpose
+FREEROUTE_SEED=$i "$FR" --json $quiet --timeout "$TIMEOUT" $FR_ARGS "$prompt" < /dev/null > "$OUT/$i.json" 2> "$OUT/$i.err"
 rc=$?
 t1=${EPOCHREALTIME/[.,]/}
 echo "$i $((t1 - t0)) $rc" > "$OUT/$i.t"
