@@ -188,7 +188,6 @@ if [[ -n $CLOCK_T0_US ]]; then
     export FREEROUTE_NOW_MS=$(((CLOCK_T0_US + (t0 - CLOCK_T0_US) * CLOCK_X) / 1000))
     export FREEROUTE_CLOCK_RATE=$CLOCK_X
 fi
-# shellcheck disable=SC2086 # FR_ARGS: words on purpose
 # -q, unless FR_ARGS asks for the trace (-v; kept in $OUT/I.err, see FLEET_KEEP).
 quiet=-q
 if [[ " $FR_ARGS " == *" -v "* ]]; then quiet=; fi
