@@ -23,11 +23,14 @@ pub use rank::Score;
 pub const LOCAL_IDLE_MS: u64 = 5 * 60_000;
 
 /// A model's patience (`Candidate::patience`) is `PATIENCE_MULT` times the
-/// `PATIENCE_QUANTILE` of its own recent first tokens, at least `PATIENCE_FLOOR`: a model
-/// known to be fast is overtaken within a few hundred ms when it hangs, a slow one is given
-/// what it usually needs.
+/// `PATIENCE_QUANTILE` of its own recent first tokens, or `PATIENCE_MEDIAN_MULT` times
+/// their median when that is less, at least `PATIENCE_FLOOR`: a model known to be fast is
+/// overtaken within a few hundred ms when it hangs, a slow one is given what it usually
+/// needs, and one whose tail is heavy (one first token in ten or more far out, so that its
+/// p90 is in the tail) is not waited for as long as its tail.
 pub const PATIENCE_QUANTILE: f64 = 0.9;
 pub const PATIENCE_MULT: f64 = 2.0;
+pub const PATIENCE_MEDIAN_MULT: f64 = 4.0;
 pub const PATIENCE_FLOOR: Duration = Duration::from_millis(150);
 /// The patience of a model whose own is not known when no candidate's is known either
 /// (a first run): about a slow free model's first token.
@@ -49,9 +52,11 @@ pub struct Candidate {
     /// it (it keeps running until its own first-token limit, and the first of the two to
     /// produce a token wins): from its own recent first tokens, or for a model without
     /// them from the other candidates' (their median), so an unmeasured one, explored, costs
-    /// no more than a known one.
+    /// no more than a known one; a local model idle long enough to have been unloaded gets
+    /// `PATIENCE_UNKNOWN` (loading it again takes seconds).
     pub patience: Duration,
-    /// Lifted by the ranking's exploration (`rank::EXPLORE`, never with `-m`): when its
+    /// Lifted by the ranking's exploration (`rank::EXPLORE`, never with `-m`, never a model
+    /// on this machine): when its
     /// turn comes, the next candidate is started beside it at once, so finding out about
     /// a model never measured costs a request, not a wait.
     pub explored: bool,
@@ -105,18 +110,24 @@ pub fn plan(
     let latency_ref = rank::LatencyRef::of(kept.iter().map(|m| rank::latency_inputs(state, m)));
     // What is measured of a model and still holds: a local server idle for a while may
     // have unloaded it.
-    let warm = |m: &Model| {
-        state
-            .model(&m.provider, &m.id)
-            .filter(|s| !(m.tier == Tier::Local && s.updated_ms + LOCAL_IDLE_MS < now_ms))
+    let idle = |m: &Model| {
+        m.tier == Tier::Local
+            && state
+                .model(&m.provider, &m.id)
+                .is_some_and(|s| s.updated_ms + LOCAL_IDLE_MS < now_ms)
     };
+    let warm = |m: &Model| state.model(&m.provider, &m.id).filter(|_| !idle(m));
     // Its own distribution; with fewer samples, its mean first token plus two deviations.
     let own_patience = |m: &Model| {
         let s = warm(m)?;
-        let q = s
-            .first_token_quantile(PATIENCE_QUANTILE)
-            .or_else(|| s.expected_ttft_ms())?;
-        Some(crate::from_ms_f64(q * PATIENCE_MULT).max(PATIENCE_FLOOR))
+        let ms = match (
+            s.first_token_quantile(PATIENCE_QUANTILE),
+            s.first_token_quantile(0.5),
+        ) {
+            (Some(tail), Some(median)) => (tail * PATIENCE_MULT).min(median * PATIENCE_MEDIAN_MULT),
+            _ => s.expected_ttft_ms()? * PATIENCE_MULT,
+        };
+        Some(crate::from_ms_f64(ms).max(PATIENCE_FLOOR))
     };
     let mut known: Vec<Duration> = kept.iter().filter_map(|m| own_patience(m)).collect();
     known.sort_unstable();
@@ -131,15 +142,18 @@ pub fn plan(
         model: m.clone(),
         score: rank::score(m, route, state, now_ms, &latency_ref, &mut *rng),
         ttft_tail_ms: warm(m).and_then(|s| s.expected_ttft_ms()),
-        patience: own_patience(m).unwrap_or(typical).saturating_add(prefill),
+        patience: own_patience(m)
+            .unwrap_or(if idle(m) { PATIENCE_UNKNOWN } else { typical })
+            .saturating_add(prefill),
         cooling_until_ms,
         explored: false,
     };
     out.candidates = kept.into_iter().map(|m| candidate(m, None)).collect();
-    // A model lifted to be explored is tried beside the next one, not instead of it.
+    // A model lifted to be explored is tried beside the next one, not instead of it; not
+    // one on this machine, where two requests at once slow each other down.
     if route.models.is_empty() {
         for c in &mut out.candidates {
-            c.explored = c.score.explore > 0.0;
+            c.explored = c.score.explore > 0.0 && c.model.tier != Tier::Local;
         }
     }
     rank::order(&mut out.candidates, &route.models);
@@ -198,10 +212,20 @@ mod tests {
         st.models
             .insert(key("or", "mid-14b"), with(vec![300, 300, 300, 400]));
         st.models.insert(key("or", "new-1b"), with(vec![5, 5]));
-        let models: Vec<Model> = ["fast-8b", "slow-70b", "mid-14b", "new-1b", "unseen-3b"]
-            .iter()
-            .map(|id| model("or", id))
-            .collect();
+        // One first token in four two seconds late: its p90 is in the tail.
+        let tailed = vec![40, 50, 60, 2000, 45, 55, 2500, 50];
+        st.models.insert(key("or", "tailed-9b"), with(tailed));
+        let models: Vec<Model> = [
+            "fast-8b",
+            "slow-70b",
+            "mid-14b",
+            "new-1b",
+            "unseen-3b",
+            "tailed-9b",
+        ]
+        .iter()
+        .map(|id| model("or", id))
+        .collect();
         let p = plan_of(&models, &st, 0);
         let patience = |id: &str| {
             p.candidates
@@ -217,8 +241,17 @@ mod tests {
             "2 x its p90 (100 ms), at least the floor"
         );
         assert_eq!(patience("slow-70b"), 2400);
-        assert_eq!(patience("mid-14b"), 800);
-        // Too few samples, or none: the median of the others' (150, 800, 2400).
+        assert_eq!(
+            patience("mid-14b"),
+            800,
+            "2 x 400, under 4 x its median (300)"
+        );
+        assert_eq!(
+            patience("tailed-9b"),
+            200,
+            "4 x its median (50), not 2 x 2,500"
+        );
+        // Too few samples, or none: the median of the others' (150, 200, 800, 2400).
         assert_eq!(patience("new-1b"), 800);
         assert_eq!(patience("unseen-3b"), 800);
         // Nothing measured anywhere: a slow free model's first token.

@@ -15,12 +15,16 @@ pub const PREFER_BONUS: f64 = 2.0;
 /// Weight of the measured success ratio (health 0.5 = unmeasured = no effect).
 pub const HEALTH_WEIGHT: f64 = 1.2;
 /// What a model loses for each doubling of its expected time to an answer over the
-/// fastest candidate's: a model four times slower than the fastest loses 0.5, more than the
-/// size prior tells a 400B model from an 8B one (0.4). Relative, so it orders a fleet the same way
-/// whether its answers take 50 ms or 5 s, and users of free models suffer slow answers most.
-pub const LATENCY_PER_DOUBLING: f64 = 0.25;
-/// The most latency can cost (a model 64 times slower than the fastest).
-pub const LATENCY_MAX: f64 = 1.5;
+/// fastest candidate's: a model twice as slow as the fastest loses 0.5, more than the size
+/// prior tells a 400B model from an 8B one (0.4), so a bigger model goes first only when it
+/// answers about as fast (within about 1.4 times, for a 70B over an 8B). Relative, so it
+/// orders a fleet the same way whether its answers take 50 ms or 5 s, and users of free
+/// models suffer slow answers most. It was 0.25 until issue 18: on `bench/fleet.sh`'s
+/// fleets the ranking then sent one prompt in ten or more to models two to four times
+/// slower than the fastest, and those set the p95 (bench/results.md).
+pub const LATENCY_PER_DOUBLING: f64 = 0.5;
+/// The most latency can cost (a model 32 times slower than the fastest).
+pub const LATENCY_MAX: f64 = 2.5;
 /// Jitter spreads load and gets unmeasured models tried (DESIGN §3).
 pub const JITTER: f64 = 0.25;
 /// Now and then (`EXPLORE_RATE` of the time) a model the router knows little about (fewer
