@@ -31,10 +31,15 @@ pub const LOCAL_IDLE_MS: u64 = 5 * 60_000;
 pub const PATIENCE_QUANTILE: f64 = 0.9;
 pub const PATIENCE_MULT: f64 = 2.0;
 pub const PATIENCE_MEDIAN_MULT: f64 = 4.0;
-pub const PATIENCE_FLOOR: Duration = Duration::from_millis(150);
+/// The floor only guards against samples too few or too alike to show a spread (a busy
+/// machine's scheduling, a cold connection): a cloud model's own p90 is hundreds of ms.
+pub const PATIENCE_FLOOR: Duration = Duration::from_millis(60);
 /// The patience of a model whose own is not known when no candidate's is known either
 /// (a first run): about a slow free model's first token.
 pub const PATIENCE_UNKNOWN: Duration = Duration::from_secs(3);
+/// Exploring beside the next candidate costs a request: not once a provider's fullest
+/// window (its minute, its day) is more than this share spent.
+pub const EXPLORE_BESIDE_MAX_SPENT: f64 = 0.5;
 /// A long prompt takes longer to read before the first token: this much more patience per
 /// estimated token of the request beyond `PREFILL_FREE_TOKENS` (about 20,000 tokens a
 /// second, a cloud GPU's prefill; the samples were mostly short prompts).
@@ -150,10 +155,17 @@ pub fn plan(
     };
     out.candidates = kept.into_iter().map(|m| candidate(m, None)).collect();
     // A model lifted to be explored is tried beside the next one, not instead of it; not
-    // one on this machine, where two requests at once slow each other down.
+    // one on this machine, where two requests at once slow each other down, nor while its
+    // provider's quota is more than half spent, where the extra request is dear.
     if route.models.is_empty() {
         for c in &mut out.candidates {
-            c.explored = c.score.explore > 0.0 && c.model.tier != Tier::Local;
+            let spent = state
+                .providers
+                .get(&c.model.provider)
+                .map_or(0.0, |p| p.used_fraction(now_ms));
+            c.explored = c.score.explore > 0.0
+                && c.model.tier != Tier::Local
+                && spent <= EXPLORE_BESIDE_MAX_SPENT;
         }
     }
     rank::order(&mut out.candidates, &route.models);
@@ -237,8 +249,8 @@ mod tests {
         };
         assert_eq!(
             patience("fast-8b"),
-            150,
-            "2 x its p90 (100 ms), at least the floor"
+            100,
+            "2 x its p90 (50 ms)"
         );
         assert_eq!(patience("slow-70b"), 2400);
         assert_eq!(
@@ -251,12 +263,58 @@ mod tests {
             200,
             "4 x its median (50), not 2 x 2,500"
         );
-        // Too few samples, or none: the median of the others' (150, 200, 800, 2400).
+        // Too few samples, or none: the median of the others' (100, 200, 800, 2400).
         assert_eq!(patience("new-1b"), 800);
         assert_eq!(patience("unseen-3b"), 800);
         // Nothing measured anywhere: a slow free model's first token.
         let p = plan_of(&models, &Health::default(), 0);
         assert!(p.candidates.iter().all(|c| c.patience == PATIENCE_UNKNOWN));
+    }
+
+    #[test]
+    fn explored_models_go_beside_the_next_unless_the_quota_is_dear() {
+        use crate::health::ProviderStats;
+        let models = vec![model("or", "a-8b"), model("or", "b-70b")];
+        // The first seed whose plan explores a model.
+        let explores = |st: &Health| {
+            (0..500).find_map(|seed| {
+                let p = plan(
+                    &models,
+                    &Route::default(),
+                    &Needs::default(),
+                    st,
+                    0,
+                    &mut fastrand::Rng::with_seed(seed),
+                );
+                let c = p.candidates.iter().find(|c| c.score.explore > 0.0)?;
+                Some(c.explored)
+            })
+        };
+        assert_eq!(explores(&Health::default()), Some(true));
+        let mut st = Health::default();
+        st.providers.insert(
+            "or".into(),
+            ProviderStats {
+                day: 0,
+                day_count: 40,
+                per_day: Some(50),
+                ..Default::default()
+            },
+        );
+        assert_eq!(explores(&st), Some(false), "40 of 50 requests spent today");
+        let pinned = Route {
+            models: vec!["a-8b".into()],
+            ..Route::default()
+        };
+        let p = plan(
+            &models,
+            &pinned,
+            &Needs::default(),
+            &Health::default(),
+            0,
+            &mut fastrand::Rng::with_seed(1),
+        );
+        assert!(p.candidates.iter().all(|c| !c.explored), "never with -m");
     }
 
     #[test]

@@ -438,7 +438,11 @@ fn a_local_model_idle_for_minutes_may_take_seconds_to_load() {
     // hundred ms) the next model is started beside it, and answers first.
     let v = ask(1).json();
     assert_eq!(v["model"], "other-3b", "{v}");
-    let warm = v["attempts"].as_array().unwrap().iter().find(|a| a["model"] == "warm-3b");
+    let warm = v["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["model"] == "warm-3b");
     assert_eq!(warm.unwrap()["outcome"], "cancelled", "{v}");
     // Ten idle minutes later it may be loading: it is given the time to (3 s of patience,
     // as a model never measured when nothing is).
