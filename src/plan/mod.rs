@@ -247,11 +247,7 @@ mod tests {
                 .patience
                 .as_millis()
         };
-        assert_eq!(
-            patience("fast-8b"),
-            100,
-            "2 x its p90 (50 ms)"
-        );
+        assert_eq!(patience("fast-8b"), 100, "2 x its p90 (50 ms)");
         assert_eq!(patience("slow-70b"), 2400);
         assert_eq!(
             patience("mid-14b"),
