@@ -635,17 +635,25 @@ fn sixty_four_runs_on_four_hosts_count_every_attempt_and_no_key_reaches_redis() 
         .flat_map(|h| (0..16).map(move |_| spawn_run(h, &["--json", "q"])))
         .collect();
     let outs: Vec<Out> = runs.into_iter().map(finish).collect();
-    let mut attempts = 0;
+    let (mut attempts, mut cancelled) = (0, 0);
     for o in &outs {
         assert_eq!((o.code, notes(o)), (0, 0), "{o}");
         let a: JsonAnswer = serde_json::from_str(&o.stdout).unwrap();
         attempts += a.attempts.len();
+        cancelled += a
+            .attempts
+            .iter()
+            .filter(|x| x.outcome == "cancelled")
+            .count();
         assert!(!o.stdout.contains(KEY) && !o.stderr.contains(KEY), "{o}");
     }
-    assert_eq!(
-        attempts,
-        s.chats().len(),
-        "every attempt the fake saw was reported"
+    // Under this load a fast model outlives its patience now and then and the next one is
+    // started beside it; one cancelled a moment after it was launched may not have reached
+    // the fake, but it was reserved (counted) before it was sent, which errs on the safe side.
+    let seen = s.chats().len();
+    assert!(
+        attempts >= seen && attempts - cancelled <= seen,
+        "every attempt the fake saw was reported: {attempts} reported ({cancelled} cancelled), {seen} seen"
     );
     for h in &hosts {
         let stats = h.run(&["stats", "--json"]);
