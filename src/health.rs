@@ -68,7 +68,7 @@ pub struct ModelStats {
     /// Smoothed deviation of the time to first token, ms: how heavy its tail is.
     pub ttft_dev_ms: Option<f64>,
     /// The last `TTFT_SAMPLES` first-token times, ms, oldest first: its own distribution,
-    /// from which its patience is planned (`first_token_quantile`). An attempt given up on
+    /// from which its patience is planned (`first_token_quantiles`). An attempt given up on
     /// before its first token adds how long it waited (the first token takes at least that).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ttft_recent: Vec<u32>,
@@ -170,25 +170,25 @@ impl ModelStats {
             .map(|m| m + 2.0 * self.ttft_dev_ms.unwrap_or(DEV_PRIOR * m))
     }
 
-    /// The `q` quantile (0..=1, nearest rank) of its recent first-token times, once at least
-    /// `TTFT_MIN_SAMPLES` are known.
-    pub fn first_token_quantile(&self, q: f64) -> Option<f64> {
+    /// The quantiles `qs` (each 0..=1, nearest rank) of its recent first-token times, from
+    /// one sort, once at least `TTFT_MIN_SAMPLES` are known.
+    pub fn first_token_quantiles<const N: usize>(&self, qs: [f64; N]) -> Option<[f64; N]> {
         if self.ttft_recent.len() < TTFT_MIN_SAMPLES {
             return None;
         }
         let mut v = self.ttft_recent.clone();
         v.sort_unstable();
-        let rank = (q.clamp(0.0, 1.0) * v.len() as f64).ceil() as usize;
-        Some(f64::from(v[rank.clamp(1, v.len()) - 1]))
+        Some(qs.map(|q| {
+            let rank = (q.clamp(0.0, 1.0) * v.len() as f64).ceil() as usize;
+            f64::from(v[rank.clamp(1, v.len()) - 1])
+        }))
     }
 
     /// One more first-token time (or, for an attempt given up on, a time it was not yet
     /// there by), the oldest forgotten beyond `TTFT_SAMPLES`.
     fn sample_first_token(&mut self, ms: u64) {
-        let ms = u32::try_from(ms.min(LATENCY_MAX_MS as u64)).unwrap_or(u32::MAX);
-        self.ttft_recent.push(ms);
-        let excess = self.ttft_recent.len().saturating_sub(TTFT_SAMPLES);
-        self.ttft_recent.drain(..excess);
+        self.ttft_recent.push(u32::try_from(ms).unwrap_or(u32::MAX));
+        self.keep_last_samples();
     }
 
     /// The time to a whole answer to expect: the first token, tail included, then the rest.
@@ -320,16 +320,10 @@ impl ModelStats {
                 self.cooldown_until_ms = 0;
                 self.last_error = None;
                 if let Some(t) = a.first_token_ms {
-                    let t = t as f64;
-                    if let Some(mean) = self.ttft_ms {
-                        // Unlike the mean, the deviation sees slow answers (up to 10×).
-                        let dev = (t.min(mean * 10.0) - mean).abs();
-                        let d = self.ttft_dev_ms.unwrap_or(DEV_PRIOR * mean);
-                        self.ttft_dev_ms = Some(d + 0.3 * (dev - d));
-                    }
-                    self.ttft_ms = Some(smooth(self.ttft_ms, t));
-                    self.sample_first_token(a.first_token_ms.unwrap_or(0));
-                    let gen_ms = a.elapsed_ms.saturating_sub(a.first_token_ms.unwrap_or(0));
+                    self.see_deviation(t as f64, false);
+                    self.ttft_ms = Some(smooth(self.ttft_ms, t as f64));
+                    self.sample_first_token(t);
+                    let gen_ms = a.elapsed_ms.saturating_sub(t);
                     self.gen_ms = Some(smooth(self.gen_ms, (gen_ms as f64).max(1.0)));
                 }
                 if let Some(t) = a.tokens_per_sec {
@@ -586,22 +580,35 @@ impl ModelStats {
     /// deviation that sees it (the mean stays what answers measured).
     fn slower_than(&mut self, ms: u64) {
         self.sample_first_token(ms);
-        if let Some(mean) = self.ttft_ms {
-            let dev = (ms as f64).min(mean * 10.0) - mean;
-            let d = self.ttft_dev_ms.unwrap_or(DEV_PRIOR * mean);
-            if dev > d {
-                self.ttft_dev_ms = Some(d + 0.3 * (dev - d));
-            }
+        self.see_deviation(ms as f64, true);
+    }
+
+    /// The deviation sees a first-token time `t`: unlike the mean, slow ones too (up to
+    /// 10× the mean). `widen_only`, for a wait that ended without a first token: it can only
+    /// show that the spread is wider, never narrower.
+    fn see_deviation(&mut self, t: f64, widen_only: bool) {
+        let Some(mean) = self.ttft_ms else {
+            return;
+        };
+        let dev = (t.min(mean * 10.0) - mean).abs();
+        let d = self.ttft_dev_ms.unwrap_or(DEV_PRIOR * mean);
+        if !widen_only || (t > mean && dev > d) {
+            self.ttft_dev_ms = Some(d + 0.3 * (dev - d));
         }
     }
 
-    /// Every number bounded (see `Health::bounded`).
-    fn bound(&mut self, now_ms: u64) {
+    /// The last `TTFT_SAMPLES` first-token samples, values bounded.
+    fn keep_last_samples(&mut self) {
         let excess = self.ttft_recent.len().saturating_sub(TTFT_SAMPLES);
         self.ttft_recent.drain(..excess);
         for t in &mut self.ttft_recent {
             *t = (*t).min(LATENCY_MAX_MS as u32);
         }
+    }
+
+    /// Every number bounded (see `Health::bounded`).
+    fn bound(&mut self, now_ms: u64) {
+        self.keep_last_samples();
         let count = |x: f64| within(x, 0.0, COUNT_MAX).unwrap_or(0.0);
         let latency = |x: Option<f64>| x.and_then(|x| within(x, 0.0, LATENCY_MAX_MS));
         self.ok = count(self.ok);
@@ -842,7 +849,7 @@ pub(crate) mod tests {
     #[test]
     fn first_token_samples_are_a_bounded_ring_and_waits_count_as_at_least() {
         let mut s = ModelStats::default();
-        assert_eq!(s.first_token_quantile(0.9), None, "no distribution yet");
+        assert_eq!(s.first_token_quantiles([0.9]), None, "no distribution yet");
         for ms in [10, 20, 30] {
             let mut a = attempt(AttemptOutcome::Ok);
             a.first_token_ms = Some(ms);
@@ -850,7 +857,7 @@ pub(crate) mod tests {
             s.record(&a, 0);
         }
         assert_eq!(
-            s.first_token_quantile(0.9),
+            s.first_token_quantiles([0.9]),
             None,
             "three samples are too few"
         );
@@ -858,8 +865,7 @@ pub(crate) mod tests {
         let mut late = AttemptRecord::cancelled("or", "m", std::time::Duration::from_millis(400));
         late.overtaken = true;
         s.record(&late, 1);
-        assert_eq!(s.first_token_quantile(0.9), Some(400.0));
-        assert_eq!(s.first_token_quantile(0.5), Some(20.0));
+        assert_eq!(s.first_token_quantiles([0.9, 0.5]), Some([400.0, 20.0]));
         assert!(s.ttft_dev_ms.unwrap() > 10.0, "the spread sees it");
         assert!(
             s.ok > 2.9 && s.fail == 0.0 && s.lost == 1.0,

@@ -553,10 +553,7 @@ pub async fn run(
             .map(Flight::patient_until)
             .min()
             .filter(|_| can_launch && width < race + MAX_OVERTAKING);
-        let wake = match (hedge_at, overtake_at) {
-            (Some(h), Some(o)) => Some(h.min(o)),
-            (h, o) => h.or(o),
-        };
+        let wake = hedge_at.into_iter().chain(overtake_at).min();
         let next = tokio::select! {
             r = opening.next() => r,
             _ = crate::clock::sleep_until(wake) => {

@@ -125,16 +125,14 @@ pub fn plan(
     // Its own distribution; with fewer samples, its mean first token plus two deviations.
     let own_patience = |m: &Model| {
         let s = warm(m)?;
-        let ms = match (
-            s.first_token_quantile(PATIENCE_QUANTILE),
-            s.first_token_quantile(0.5),
-        ) {
-            (Some(tail), Some(median)) => (tail * PATIENCE_MULT).min(median * PATIENCE_MEDIAN_MULT),
-            _ => s.expected_ttft_ms()? * PATIENCE_MULT,
+        let ms = match s.first_token_quantiles([PATIENCE_QUANTILE, 0.5]) {
+            Some([tail, median]) => (tail * PATIENCE_MULT).min(median * PATIENCE_MEDIAN_MULT),
+            None => s.expected_ttft_ms()? * PATIENCE_MULT,
         };
         Some(crate::from_ms_f64(ms).max(PATIENCE_FLOOR))
     };
-    let mut known: Vec<Duration> = kept.iter().filter_map(|m| own_patience(m)).collect();
+    let own: Vec<Option<Duration>> = kept.iter().map(|m| own_patience(m)).collect();
+    let mut known: Vec<Duration> = own.iter().flatten().copied().collect();
     known.sort_unstable();
     let typical = known
         .get(known.len() / 2)
@@ -143,17 +141,21 @@ pub fn plan(
     let prefill = crate::from_ms_f64(
         needs.context_tokens.saturating_sub(PREFILL_FREE_TOKENS) as f64 * PREFILL_MS_PER_TOKEN,
     );
-    let mut candidate = |m: &Model, cooling_until_ms| Candidate {
+    let mut candidate = |m: &Model, own: Option<Duration>, cooling_until_ms| Candidate {
         model: m.clone(),
         score: rank::score(m, route, state, now_ms, &latency_ref, &mut *rng),
         ttft_tail_ms: warm(m).and_then(|s| s.expected_ttft_ms()),
-        patience: own_patience(m)
+        patience: own
             .unwrap_or(if idle(m) { PATIENCE_UNKNOWN } else { typical })
             .saturating_add(prefill),
         cooling_until_ms,
         explored: false,
     };
-    out.candidates = kept.into_iter().map(|m| candidate(m, None)).collect();
+    out.candidates = kept
+        .into_iter()
+        .zip(own)
+        .map(|(m, own)| candidate(m, own, None))
+        .collect();
     // A model lifted to be explored is tried beside the next one, not instead of it; not
     // one on this machine, where two requests at once slow each other down, nor while its
     // provider's quota is more than half spent, where the extra request is dear.
@@ -171,7 +173,7 @@ pub fn plan(
     rank::order(&mut out.candidates, &route.models);
     let mut cooling: Vec<Candidate> = cooling
         .into_iter()
-        .map(|(m, until)| candidate(m, Some(until)))
+        .map(|(m, until)| candidate(m, own_patience(m), Some(until)))
         .collect();
     rank::order(&mut cooling, &route.models);
     out.candidates.extend(cooling);

@@ -352,6 +352,13 @@ fn measured_then_slow(
     (s, slow)
 }
 
+/// Four answers from `model`: a first-token distribution of its own.
+fn measure(env: &Env, model: &str) {
+    for _ in 0..4 {
+        assert_eq!(env.run(&["-m", model, "q"]).code, 0);
+    }
+}
+
 /// The first-token samples the state holds for `model`.
 fn samples(env: &Env, model: &str) -> Vec<u64> {
     let text = std::fs::read_to_string(env.state_dir().join("state.json")).unwrap();
@@ -368,9 +375,7 @@ fn a_model_known_fast_is_overtaken_within_its_patience_and_not_cut_off() {
     // BIG is measured fast (four answers: a distribution of its own), then takes 1.2 s.
     let (s, slow) = measured_then_slow(Duration::from_millis(1200));
     let env = Env::new(&s);
-    for _ in 0..4 {
-        assert_eq!(env.run(&["-m", BIG, "q"]).code, 0);
-    }
+    measure(&env, BIG);
     assert_eq!(
         samples(&env, BIG).len(),
         4,
@@ -418,9 +423,7 @@ fn a_hung_model_costs_its_patience_and_teaches_a_longer_one() {
     // MID is measured fast, then hangs; BIG answers after a little while, always.
     let (s, hang) = measured_then_slow(Duration::from_millis(50));
     let env = Env::new(&s);
-    for _ in 0..4 {
-        assert_eq!(env.run(&["-m", MID, "q"]).code, 0);
-    }
+    measure(&env, MID);
     hang.store(true, Ordering::SeqCst);
     let out = env.run(&["--json", "--timeout", "60", "-m", MID, "-m", BIG, "q"]);
     assert_eq!(out.code, 0, "{out}");
@@ -445,7 +448,11 @@ fn an_explored_model_is_tried_beside_the_next_so_exploring_costs_no_wait() {
     let slow = explored.clone();
     let s = server(move |r| {
         if r.model() == *slow.lock().unwrap() {
-            let mut steps = vec![Step::Sleep(Duration::from_secs(3))];
+            // As OpenRouter does while a model is slow to start: a keep-alive comment first.
+            let mut steps = vec![
+                Step::Send(": OPENROUTER PROCESSING\n\n".into()),
+                Step::Sleep(Duration::from_secs(3)),
+            ];
             steps.extend(fake::answer_steps(&r.model(), &["slow ", "explorer"]));
             Reply::stream(steps)
         } else {
