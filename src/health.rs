@@ -278,12 +278,25 @@ impl ModelStats {
         }
     }
 
+    /// Counts a request sent to it, when it is sent (the store's reservation, or in memory
+    /// when the store is unavailable), whatever becomes of it: parallel runs see each
+    /// other's requests in flight, not only those done.
+    pub fn count_request(&mut self, now_ms: u64) {
+        self.load = self.load(now_ms) + 1.0;
+        self.load_ms = self.load_ms.max(now_ms);
+    }
+
+    #[cfg(test)]
     fn record(&mut self, a: &AttemptRecord, now_ms: u64) {
+        self.record_sent(a, now_ms, 0);
+    }
+
+    /// Learns from `a`, whose run sent this model `sent_after` more requests after it.
+    fn record_sent(&mut self, a: &AttemptRecord, now_ms: u64, sent_after: usize) {
         self.expire_beliefs(a, now_ms);
-        // Every request counts towards its limits, whatever became of it.
-        let load = self.load(now_ms) + 1.0;
-        self.load = load;
-        self.load_ms = now_ms;
+        // The request itself was counted when it was sent (`count_request`), and so were
+        // the run's later ones: the load it met is the load without those.
+        let load = (self.load(now_ms) - sent_after as f64).max(0.0);
         match a.outcome {
             // Only a limit on our own request rate (classify decides which 429s are).
             AttemptOutcome::RateLimited if a.own_rate_limit => {
@@ -360,7 +373,13 @@ impl ModelStats {
             }
             o => {
                 self.fail += 1.0;
-                self.consecutive_failures += 1;
+                // The back-off escalates once per cool-down that ran out, not per failure:
+                // one that arrives while the model is cooling down is the same event seen
+                // by another run (parallel runs meet a model's limit together; counting each
+                // shut the fleet's fastest models out for four times their quota window).
+                if self.cooldown_until_ms <= now_ms {
+                    self.consecutive_failures += 1;
+                }
                 self.last_error = a.error.clone();
                 if o == AttemptOutcome::Timeout && a.first_token_ms.is_none() {
                     self.slower_than(a.elapsed_ms);
@@ -705,7 +724,7 @@ impl Health {
         now_ms: u64,
         limits: &dyn Fn(&str) -> (Limits, i64),
     ) {
-        for a in attempts {
+        for (k, a) in attempts.iter().enumerate() {
             let p = self.providers.entry(a.provider.clone()).or_default();
             let (l, offset) = limits(&a.provider);
             // The request itself was counted when it was reserved (`ProviderStats::reserve`).
@@ -719,10 +738,14 @@ impl Health {
                 p.blocked_outcome = Some(a.outcome);
                 p.blocked_reason = a.error.clone();
             }
+            let sent_after = attempts[k + 1..]
+                .iter()
+                .filter(|b| (&b.provider, &b.model) == (&a.provider, &a.model))
+                .count();
             self.models
                 .entry(key(&a.provider, &a.model))
                 .or_default()
-                .record(a, now_ms);
+                .record_sent(a, now_ms, sent_after);
         }
     }
 }
@@ -767,17 +790,22 @@ pub(crate) mod tests {
     #[test]
     fn the_load_at_a_429_is_learned_as_the_model_limit() {
         let mut s = ModelStats::default();
+        // Each request counts when it is sent, not again when its outcome is recorded.
+        let sent = |s: &mut ModelStats, a: &AttemptRecord| {
+            s.count_request(0);
+            s.record(a, 0);
+        };
         for _ in 0..3 {
-            s.record(&attempt(AttemptOutcome::Ok), 0);
+            sent(&mut s, &attempt(AttemptOutcome::Ok));
         }
         assert_eq!((s.load(0), s.busy_at), (3.0, None));
         // A 429 that is not our rate limit (a shared pool's, a daily or token limit; see
         // classify) teaches nothing.
-        s.record(&attempt(AttemptOutcome::RateLimited), 0);
+        sent(&mut s, &attempt(AttemptOutcome::RateLimited));
         assert_eq!(s.busy_at, None);
         let mut own = attempt(AttemptOutcome::RateLimited);
         own.own_rate_limit = true;
-        s.record(&own, 0);
+        sent(&mut s, &own);
         assert_eq!(s.busy_at, Some(5.0));
         assert!((s.busy(0) - 1.0).abs() < 1e-9);
         assert!(s.busy_until(0).is_some());
@@ -785,13 +813,25 @@ pub(crate) mod tests {
         assert!(s.busy(60_000) < 0.4, "{s:?}");
         assert_eq!(s.busy_until(60_000), None);
         for _ in 0..5 {
-            s.record(&attempt(AttemptOutcome::Ok), 0);
+            sent(&mut s, &attempt(AttemptOutcome::Ok));
         }
         assert!(s.busy_at.unwrap() > 5.5, "{s:?}");
         assert!(s.busy(0) > 0.5, "{s:?}");
         // An hour after the 429 that taught it, the limit is forgotten.
         assert_eq!(s.busy_limit(BUSY_MEMORY_MS), None);
         assert_eq!(s.busy(BUSY_MEMORY_MS), 0.0);
+
+        // A run's requests are all counted before its outcomes are recorded: a 429 met
+        // its first request's load, not that of the run's retry after it.
+        let mut h = Health::fresh();
+        let m = h.models.entry(key("or", "m")).or_default();
+        m.count_request(0);
+        m.count_request(0);
+        h.record_attempts(&[own, attempt(AttemptOutcome::Ok)], 0, &|_| {
+            (Limits::default(), 0)
+        });
+        let m = h.model("or", "m").unwrap();
+        assert_eq!((m.load(0), m.busy_at), (2.0, Some(1.3)));
     }
 
     #[test]
@@ -805,6 +845,28 @@ pub(crate) mod tests {
             (s.health(later) - 0.5).abs() < 0.01,
             "old failures fade back to the prior"
         );
+    }
+
+    #[test]
+    fn failures_during_a_cool_down_do_not_escalate_it() {
+        let mut s = ModelStats::default();
+        let limited = AttemptRecord {
+            own_rate_limit: true,
+            ..attempt(AttemptOutcome::RateLimited)
+        };
+        // Eight parallel runs meet the model's limit at once: one cool-down of 30 s.
+        for i in 0..8 {
+            s.record(&limited, 1_000 + i);
+        }
+        assert_eq!(s.consecutive_failures, 1);
+        assert_eq!(s.cooldown_until_ms, 1_007 + 30_000);
+        // Failing again once it ran out doubles it.
+        s.record(&limited, 40_000);
+        assert_eq!(s.consecutive_failures, 2);
+        assert_eq!(s.cooldown_until_ms, 40_000 + 60_000);
+        // An answer ends it.
+        s.record(&attempt(AttemptOutcome::Ok), 50_000);
+        assert_eq!((s.consecutive_failures, s.cooldown_until_ms), (0, 0));
     }
 
     #[test]

@@ -462,13 +462,17 @@ impl Session {
             Err(e) => {
                 // Without the store, keep counting in memory so limits still hold.
                 let mut h = self.health.borrow_mut();
-                h.record_attempts(attempts, now, &limits);
                 for a in attempts {
                     h.providers
                         .entry(a.provider.clone())
                         .or_default()
                         .count_request(now);
+                    h.models
+                        .entry(crate::health::key(&a.provider, &a.model))
+                        .or_default()
+                        .count_request(now);
                 }
+                h.record_attempts(attempts, now, &limits);
                 limiter.sync(&h, now);
                 vec![format!("Running without memory: {e}")]
             }

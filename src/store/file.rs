@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::{Reservation, Reserved, Store, StoreError};
-use crate::health::{Health, VERSION};
+use crate::health::{self, Health, VERSION};
 use crate::wire::openai::Message;
 
 const LOG_CAP_BYTES: u64 = 1024 * 1024;
@@ -428,8 +428,13 @@ impl Store for FileStore {
         let mut outcome = Reserved::Taken;
         let mut take = |h: &mut Health| {
             let p = h.providers.entry(r.provider.to_string()).or_default();
-            if let Err(until_ms) = p.reserve(r.limits, r.day_offset_ms, r.now_ms) {
-                outcome = Reserved::Full { until_ms };
+            match p.reserve(r.limits, r.day_offset_ms, r.now_ms) {
+                Err(until_ms) => outcome = Reserved::Full { until_ms },
+                Ok(()) => h
+                    .models
+                    .entry(health::key(r.provider, r.model))
+                    .or_default()
+                    .count_request(r.now_ms),
             }
         };
         let mut pending = self.pending.borrow_mut();
@@ -516,6 +521,39 @@ mod tests {
         let kept = std::fs::read_to_string(&path).unwrap();
         assert!(kept.len() < text.len() / 2 + line.len() * 2);
         assert!(kept.ends_with("{\"last\":true}\n"));
+    }
+
+    #[test]
+    fn a_reservation_counts_in_its_model_load_for_every_run_and_a_refused_one_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (one, other) = (
+            FileStore::new(Some(dir.path().to_path_buf())),
+            FileStore::new(Some(dir.path().to_path_buf())),
+        );
+        let limits = Limits {
+            per_minute: Some(2),
+            ..Limits::default()
+        };
+        let r = Reservation {
+            provider: "or",
+            model: "m",
+            limits,
+            day_offset_ms: 0,
+            now_ms: 1_000,
+        };
+        assert_eq!(one.reserve(&r), Reserved::Taken);
+        // Another run (another process) sees the request in flight.
+        let load = |s: &FileStore| s.snapshot().model("or", "m").unwrap().load(1_000);
+        assert_eq!(load(&other), 1.0);
+        assert_eq!(other.reserve(&r), Reserved::Taken);
+        assert!(matches!(one.reserve(&r), Reserved::Full { .. }));
+        assert_eq!(load(&one), 2.0, "a refused reservation sends nothing");
+        // Its outcome, recorded later, does not count it again.
+        let done = |h: &mut Health| {
+            h.record_attempts(&[attempt(AttemptOutcome::Ok)], 1_000, &|_| (limits, 0))
+        };
+        one.update(&mut { done }, None).unwrap();
+        assert_eq!(load(&other), 2.0);
     }
 
     #[test]

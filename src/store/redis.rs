@@ -48,11 +48,15 @@ const DAY_SLACK_MS: u64 = 3_600_000;
 const RECORD_TRIES: usize = 200;
 const RECORD_PAUSE_MAX_MS: u64 = 8;
 
-/// Checks every window of the provider and takes one request in all of them, or in none.
-/// KEYS: block, minute, day. ARGV: now, window, per-minute limit, per-day limit (0: none),
-/// ms left in the day, the member, how long a day counter outlives its day. Every read
-/// comes before the first write, so a key of the wrong type, or a value that is not a
-/// number, fails the script before it changes anything.
+/// Checks every window of the provider and takes one request in all of them, or in none;
+/// a request taken counts in its model's load too (`ModelStats::count_request`), kept as
+/// `load:load_ms` under the model's field of the `loads` hash, so that every host sees the
+/// requests in flight. KEYS: block, minute, day, loads. ARGV: now, window, per-minute
+/// limit, per-day limit (0: none), ms left in the day, the member, how long a day counter
+/// outlives its day, the model's field, the load's time constant, how long the loads
+/// outlive their last request. Every read comes before the first write, so a key of the
+/// wrong type, or a window value that is not a number, fails the script before it changes
+/// anything; a load that is not one counts from zero.
 const RESERVE: &str = r#"
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
@@ -62,6 +66,7 @@ local day_left = tonumber(ARGV[5])
 local blocked = tonumber(redis.call('HGET', KEYS[1], 'until_ms') or '0')
 local used = redis.call('ZCOUNT', KEYS[2], now - window + 1, '+inf')
 local today = tonumber(redis.call('GET', KEYS[3]) or '0')
+local was = redis.call('HGET', KEYS[4], ARGV[8]) or ''
 if blocked == nil or today == nil then return redis.error_reply('unreadable window data') end
 if blocked > now then return {0, blocked} end
 if per_minute > 0 and used >= per_minute then
@@ -74,8 +79,15 @@ redis.call('ZADD', KEYS[2], now, ARGV[6])
 redis.call('PEXPIRE', KEYS[2], window)
 redis.call('INCR', KEYS[3])
 redis.call('PEXPIRE', KEYS[3], day_left + tonumber(ARGV[7]))
+local load, since = string.match(was, '^([0-9.]+):([0-9]+)$')
+load, since = tonumber(load) or 0, math.min(tonumber(since) or now, now)
+load = load * math.exp((since - now) / tonumber(ARGV[9])) + 1
+redis.call('HSET', KEYS[4], ARGV[8], string.format('%.3f:%d', load, now))
+redis.call('PEXPIRE', KEYS[4], ARGV[10])
 return {1, 0}
 "#;
+/// The loads outlive the last request by ten time constants (what is left is 0.005%).
+const LOADS_TTL_MS: u64 = 10 * health::LOAD_TAU_MS as u64;
 
 /// Writes a run's health: each changed field only if it still holds what this run read
 /// (else the fields that changed meanwhile are returned, and the run merges and retries),
@@ -455,7 +467,8 @@ impl RedisStore {
         let scopes: Vec<(&String, &Scope)> = self.scopes.iter().collect();
         let mut pipe = redis::pipe();
         pipe.hgetall(self.key("models"))
-            .hgetall(self.key("providers"));
+            .hgetall(self.key("providers"))
+            .hgetall(self.key("loads"));
         for (_, s) in &scopes {
             pipe.hgetall(self.key(&format!("block:{}", s.quota)))
                 .zrangebyscore_withscores(
@@ -466,29 +479,36 @@ impl RedisStore {
                 .get(self.day_key(s, now_ms));
         }
         let mut values: Vec<Value> = self.remote.query(pipe)?;
-        if values.len() != 2 + 3 * scopes.len() {
+        if values.len() != 3 + 3 * scopes.len() {
             return Err(Fault("an unexpected reply".into()));
         }
-        let mut rest = values.split_off(2).into_iter();
-        let mut two = values.into_iter();
-        let models: HashMap<String, String> = parse(two.next())?;
-        let providers: HashMap<String, String> = parse(two.next())?;
+        let mut rest = values.split_off(3).into_iter();
+        let mut three = values.into_iter();
+        let models: HashMap<String, String> = parse(three.next())?;
+        let providers: HashMap<String, String> = parse(three.next())?;
+        let loads: HashMap<String, String> = parse(three.next())?;
         let mut read = Read {
             health: Health::fresh(),
             ..Read::default()
         };
         for (field, json) in &models {
-            let Some((name, model)) = scopes.iter().find_map(|(name, s)| {
-                field
-                    .strip_prefix(s.models.as_str())
-                    .and_then(|r| r.strip_prefix('/'))
-                    .map(|m| (*name, m))
-            }) else {
+            let Some(k) = self.health_key(field) else {
                 continue;
             };
             let stats: ModelStats = unreadable(field, serde_json::from_str(json))?;
-            read.health.models.insert(health::key(name, model), stats);
+            read.health.models.insert(k, stats);
             read.models.insert(field.clone(), json.clone());
+        }
+        // The loads live apart from the entries (every reservation writes them); what is
+        // not a load counts as none (`Health::bounded` bounds the rest).
+        for (field, value) in &loads {
+            let (Some(k), Some((load, at))) = (self.health_key(field), value.split_once(':'))
+            else {
+                continue;
+            };
+            let stats = read.health.models.entry(k).or_default();
+            stats.load = load.parse().unwrap_or(0.0);
+            stats.load_ms = at.parse().unwrap_or(0);
         }
         for (name, s) in &scopes {
             let known = providers.contains_key(&s.quota);
@@ -631,25 +651,23 @@ impl RedisStore {
         )))
     }
 
-    /// Takes another host's newer value of a field into what this run read.
+    /// Takes another host's newer value of a field into what this run read (a model's load
+    /// stays as read: it lives apart, in `loads`).
     fn merge(&self, read: &mut Read, model: bool, field: &str, current: &str) -> Result<(), Fault> {
         if model {
-            let Some(k) = self.scopes.iter().find_map(|(name, s)| {
-                field
-                    .strip_prefix(s.models.as_str())
-                    .and_then(|r| r.strip_prefix('/'))
-                    .map(|m| health::key(name, m))
-            }) else {
+            let Some(k) = self.health_key(field) else {
                 return Ok(());
             };
+            let mut stats = ModelStats::default();
             if current.is_empty() {
-                read.health.models.remove(&k);
                 read.models.remove(field);
             } else {
-                let stats: ModelStats = unreadable(field, serde_json::from_str(current))?;
-                read.health.models.insert(k, stats);
+                stats = unreadable(field, serde_json::from_str(current))?;
                 read.models.insert(field.to_string(), current.to_string());
             }
+            let ours = read.health.models.remove(&k).unwrap_or_default();
+            (stats.load, stats.load_ms) = (ours.load, ours.load_ms);
+            read.health.models.insert(k, stats);
             return Ok(());
         }
         let Some(name) = self
@@ -679,6 +697,16 @@ impl RedisStore {
         Ok(())
     }
 
+    /// The health key (`provider/model`) of a `models` (or `loads`) field.
+    fn health_key(&self, field: &str) -> Option<String> {
+        self.scopes.iter().find_map(|(name, s)| {
+            field
+                .strip_prefix(s.models.as_str())
+                .and_then(|r| r.strip_prefix('/'))
+                .map(|m| health::key(name, m))
+        })
+    }
+
     /// The `models` field of a health key (`provider/model`), with its provider.
     fn model_field(&self, key: &str) -> Option<(String, &str)> {
         self.scopes.iter().find_map(|(name, s)| {
@@ -705,6 +733,7 @@ impl RedisStore {
             self.key(&format!("block:{}", scope.quota)),
             self.key(&format!("minute:{}", scope.quota)),
             self.day_key(scope, r.now_ms),
+            self.key("loads"),
         ];
         let args = vec![
             r.now_ms.to_string(),
@@ -719,6 +748,9 @@ impl RedisStore {
                 fastrand::u64(..)
             ),
             DAY_SLACK_MS.to_string(),
+            format!("{}/{}", scope.models, r.model),
+            health::LOAD_TAU_MS.to_string(),
+            LOADS_TTL_MS.to_string(),
         ];
         let (taken, until): (u8, u64) = self.remote.eval(&Script::new(RESERVE), keys, args)?;
         if taken != 1 {
@@ -733,6 +765,11 @@ impl RedisStore {
             .or_default();
         p.day_offset_ms = scope.day_offset_ms;
         p.count_request(r.now_ms);
+        read.health
+            .models
+            .entry(health::key(r.provider, r.model))
+            .or_default()
+            .count_request(r.now_ms);
         Ok(Reserved::Taken)
     }
 

@@ -521,3 +521,39 @@ fn a_run_that_finds_a_provider_full_goes_to_the_next_one() {
     assert_eq!(answers.iter().filter(|a| *a == "limited").count(), 2);
     assert_eq!(answers.iter().filter(|a| *a == "other").count(), 8);
 }
+
+/// A request counts in its model's load when it is sent, not when its run ends: a run
+/// started while another's request is in flight sees it (parallel runs spread before they
+/// meet a model's limit, issue 18), and the outcome recorded later does not count it again.
+#[test]
+fn a_request_in_flight_counts_in_its_model_load_for_runs_started_meanwhile() {
+    let s = server(|r| {
+        let mut steps = vec![
+            Step::Send(": OPENROUTER PROCESSING\n\n".into()),
+            Step::Sleep(Duration::from_secs(5)),
+        ];
+        steps.extend(fake::answer_steps(&r.model(), &["late ", "answer"]));
+        Reply::stream(steps)
+    });
+    let env = local(&s);
+    let load = |v: &serde_json::Value| {
+        crate::harness::stats_row(v, "models", "model", "fast-7b")["recent_requests"]
+            .as_f64()
+            .unwrap()
+    };
+    let child = env
+        .cmd(&["-q", "--timeout", "60", "-m", "fast-7b", "q"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    s.wait_for_chats(1);
+    // It fades with a time constant of a minute: about 0.92 after the 5 s of the answer.
+    let during = load(&stats(&env));
+    assert!((0.85..=1.0).contains(&during), "in flight: {during}");
+    let out = wait_within(child, RUN_LIMIT, "the run in flight");
+    assert!(out.status.success());
+    let after = load(&stats(&env));
+    assert!((0.85..=1.0).contains(&after), "counted once: {after}");
+}
