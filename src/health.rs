@@ -399,11 +399,12 @@ impl ModelStats {
     }
 }
 
-/// When a failed model may be tried again: the server's hint or an exponential back-off
-/// from 30 s, whichever is later, for failures that a wait can cure. A 429 that says when
-/// to come back escalates only to `HINTED_429_MAX_MS`: the server knows its limit, and
-/// repeats mean that enough was sent again (the fleet simulation saw busy models shut out
-/// for 13 minutes by a per-minute limit).
+/// When a failed model may be tried again, for failures that a wait can cure: the server's
+/// hint or an exponential back-off from 30 s, whichever is later; a 429 that says when to
+/// come back is believed as it is the first time (`failures` 1), and its repeats escalate
+/// from 30 s only to `HINTED_429_MAX_MS`: the server knows its limit, and repeats mean that
+/// enough was sent again (the fleet simulation saw busy models shut out for 13 minutes by a
+/// per-minute limit).
 pub fn backoff(
     outcome: AttemptOutcome,
     failures: u32,
@@ -420,8 +421,17 @@ pub fn backoff(
     // may last until a daily reset, is the provider's record, not this).
     let hint_ms = hint_ms.map(|h| h.min(now_ms.saturating_add(SERVER_WAIT_MAX_MS)));
     match outcome {
+        // The server's word the first time; a repeat once it ran out means that enough was
+        // sent again: from then on at least 30 s, doubling.
         RateLimited if hint_ms.is_some() => {
-            Some(hint_ms.unwrap_or(0).max(now_ms + exp(HINTED_429_MAX_MS)))
+            let repeat = if failures > 1 {
+                crate::attempt::classify::MIN_COOLDOWN_MS
+                    .saturating_mul(1u64 << (failures - 2).min(16))
+                    .min(HINTED_429_MAX_MS)
+            } else {
+                0
+            };
+            Some(hint_ms.unwrap_or(0).max(now_ms + repeat))
         }
         RateLimited | ServerError | Timeout | ConnectionFailed | EmptyAnswer
         | StreamInterrupted => Some(hint_ms.unwrap_or(0).max(now_ms + exp(MAX_BACKOFF_MS))),
@@ -888,10 +898,19 @@ pub(crate) mod tests {
             backoff(AttemptOutcome::RateLimited, 1, Some(now + 90_000), now),
             Some(now + 90_000)
         );
-        // A 429 with a hint escalates to two minutes at most, and never below 30 s.
+        // A 429 with a hint: the hint the first time (DESIGN §3); a repeat once it ran out
+        // at least 30 s, doubling to two minutes at most.
         assert_eq!(
             backoff(AttemptOutcome::RateLimited, 1, Some(now + 2_000), now),
+            Some(now + 2_000)
+        );
+        assert_eq!(
+            backoff(AttemptOutcome::RateLimited, 2, Some(now + 2_000), now),
             Some(now + 30_000)
+        );
+        assert_eq!(
+            backoff(AttemptOutcome::RateLimited, 3, Some(now + 2_000), now),
+            Some(now + 60_000)
         );
         assert_eq!(
             backoff(AttemptOutcome::RateLimited, 6, Some(now + 2_000), now),

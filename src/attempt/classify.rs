@@ -177,13 +177,11 @@ pub fn classify_http(status: u16, headers: &RetryHeaders, body: &[u8], now_ms: u
             }
             f
         }
-        // At least 30 s even when Retry-After says less: in the fleet simulation, honouring
-        // short hints sent parallel runs back into the same busy pools (bench/fleet-results.md).
-        // Without a hint the memory backs off, longer for each repeat (`state::backoff`).
+        // The server's Retry-After as it is (DESIGN §3); a repeat once it ran out backs off
+        // from 30 s, and without a hint the memory backs off from 30 s (`health::backoff`).
         429 => Failure {
             own_rate_limit: !is_shared_pool(&lower, meta) && !names_other_limit(&lower),
-            ..Failure::new(RateLimited, message)
-                .until(retry_hint.map(|h| h.max(now_ms + MIN_COOLDOWN_MS)))
+            ..Failure::new(RateLimited, message).until(retry_hint)
         },
         401 => Failure::new(AuthFailed, message).provider(),
         403 if meta
