@@ -585,13 +585,7 @@ fn a_cooled_down_model_is_not_tried_first_next_run() {
 fn ctrl_c_ends_the_run_at_once_with_130() {
     let s = server(|_| Reply::Hang);
     let env = Env::new(&s);
-    let child = env
-        .cmd(&["--json", "-m", BIG, "--timeout", "50", "q"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = env.spawn(&["--json", "-m", BIG, "--timeout", "50", "q"]);
     s.wait_for_chats(1);
     std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])

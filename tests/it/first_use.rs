@@ -614,13 +614,7 @@ fn ctrl_c_in_a_batch_writes_the_summary_and_resumes() {
         "--concurrency",
         "2",
     ];
-    let child = env
-        .cmd(&args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = env.spawn(&args);
     s.wait_for_chats(3);
     std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])

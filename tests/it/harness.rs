@@ -108,6 +108,17 @@ impl Env {
         self.path("state/freeroute")
     }
 
+    /// The binary started with `args`, stdin empty, stdout and stderr captured (for runs
+    /// the test acts on while they go: `wait_within` collects them).
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        self.cmd(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the binary starts")
+    }
+
     pub fn cmd(&self, args: &[&str]) -> Command {
         let config_path = self.path("config/freeroute/config.toml");
         std::fs::create_dir_all(config_path.parent().unwrap()).unwrap();

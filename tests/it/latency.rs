@@ -279,24 +279,18 @@ fn ctrl_c_during_a_race_records_the_requests_in_flight() {
         ])
     });
     let env = Env::new(&s);
-    let child = env
-        .cmd(&[
-            "--json",
-            "--race",
-            "2",
-            "--timeout",
-            "50",
-            "-m",
-            BIG,
-            "-m",
-            MID,
-            "q",
-        ])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = env.spawn(&[
+        "--json",
+        "--race",
+        "2",
+        "--timeout",
+        "50",
+        "-m",
+        BIG,
+        "-m",
+        MID,
+        "q",
+    ]);
     s.wait_for_chats(2);
     std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])

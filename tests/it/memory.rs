@@ -37,14 +37,7 @@ fn thirty_two_concurrent_runs_lose_no_update() {
     let s = FakeServer::start(|r| fake::answer(&r.model(), &["ok"]));
     let env = local(&s);
     let children: Vec<_> = (0..32)
-        .map(|_| {
-            env.cmd(&["-q", "-m", "fast-7b", "q"])
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
+        .map(|_| env.spawn(&["-q", "-m", "fast-7b", "q"]))
         .collect();
     for c in children {
         let out = wait_within(c, RUN_LIMIT, "a concurrent run");
@@ -436,14 +429,7 @@ fn sixty_four_parallel_runs_never_send_a_provider_more_than_its_minute_limit() {
         .config("requests_per_minute = 20\n")
         .var("FREEROUTE_NOW_MS", "1800000000000");
     let children: Vec<_> = (0..64)
-        .map(|_| {
-            env.cmd(&["-q", "--timeout", "20", "q"])
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
+        .map(|_| env.spawn(&["-q", "--timeout", "20", "q"]))
         .collect();
     let mut answered = 0;
     for c in children {
@@ -493,14 +479,7 @@ fn a_run_that_finds_a_provider_full_goes_to_the_next_one() {
         ))
         .var("FREEROUTE_NOW_MS", "1800000000000");
     let children: Vec<_> = (0..10)
-        .map(|_| {
-            env.cmd(&["-q", "--prefer", "fast-*", "q"])
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
+        .map(|_| env.spawn(&["-q", "--prefer", "fast-*", "q"]))
         .collect();
     let mut answers = Vec::new();
     for c in children {
@@ -541,13 +520,7 @@ fn a_request_in_flight_counts_in_its_model_load_for_runs_started_meanwhile() {
             .as_f64()
             .unwrap()
     };
-    let child = env
-        .cmd(&["-q", "--timeout", "60", "-m", "fast-7b", "q"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = env.spawn(&["-q", "--timeout", "60", "-m", "fast-7b", "q"]);
     s.wait_for_chats(1);
     // It fades with a time constant of a minute: about 0.92 after the 5 s of the answer.
     let during = load(&stats(&env));

@@ -174,12 +174,7 @@ fn notes(out: &Out) -> usize {
 }
 
 fn spawn_run(env: &Env, args: &[&str]) -> Child {
-    env.cmd(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    env.spawn(args)
 }
 
 fn finish(c: Child) -> Out {
