@@ -445,8 +445,11 @@ fn sixty_four_parallel_runs_never_send_a_provider_more_than_its_minute_limit() {
             other => panic!("exit {other:?}: {stderr}"),
         }
     }
+    // Every slot of the window is used, none twice. A run whose first attempt outlives its
+    // patience on this loaded machine (64 processes on a few cores; the fake's first tokens
+    // teach a 60 ms patience) starts the other model beside it: two slots for one answer.
     assert_eq!(sent.load(std::sync::atomic::Ordering::SeqCst), 20);
-    assert_eq!(answered, 20, "every slot of the window is used");
+    assert!((16..=20).contains(&answered), "{answered} answered");
     let v = stats(&env);
     assert_eq!(v["providers"][0]["requests_this_minute"], 20, "{v}");
 }
