@@ -412,9 +412,10 @@ pub fn backoff(
     now_ms: u64,
 ) -> Option<u64> {
     use AttemptOutcome::*;
-    let exp = |cap: u64| {
+    // 30 s for the first of `n` failures in a row, doubling, at most `cap`.
+    let exp = |n: u32, cap: u64| {
         crate::attempt::classify::MIN_COOLDOWN_MS
-            .saturating_mul(1u64 << failures.saturating_sub(1).min(16))
+            .saturating_mul(1u64 << n.saturating_sub(1).min(16))
             .min(cap)
     };
     // A server's hint is believed for a few hours at most (a provider-wide block, which
@@ -425,16 +426,18 @@ pub fn backoff(
         // sent again: from then on at least 30 s, doubling.
         RateLimited if hint_ms.is_some() => {
             let repeat = if failures > 1 {
-                crate::attempt::classify::MIN_COOLDOWN_MS
-                    .saturating_mul(1u64 << (failures - 2).min(16))
-                    .min(HINTED_429_MAX_MS)
+                exp(failures - 1, HINTED_429_MAX_MS)
             } else {
                 0
             };
             Some(hint_ms.unwrap_or(0).max(now_ms + repeat))
         }
         RateLimited | ServerError | Timeout | ConnectionFailed | EmptyAnswer
-        | StreamInterrupted => Some(hint_ms.unwrap_or(0).max(now_ms + exp(MAX_BACKOFF_MS))),
+        | StreamInterrupted => Some(
+            hint_ms
+                .unwrap_or(0)
+                .max(now_ms + exp(failures, MAX_BACKOFF_MS)),
+        ),
         _ => None,
     }
 }
@@ -713,6 +716,11 @@ impl Health {
         self.models.get(&key(provider, model))
     }
 
+    /// The model's entry, made when it has none.
+    pub fn model_mut(&mut self, provider: &str, model: &str) -> &mut ModelStats {
+        self.models.entry(key(provider, model)).or_default()
+    }
+
     /// `--refresh` refetched this provider's catalog: what was learned about its models'
     /// capabilities and contexts is forgotten at once (DESIGN §5).
     pub fn forget_beliefs_of(&mut self, provider: &str) {
@@ -752,9 +760,7 @@ impl Health {
                 .iter()
                 .filter(|b| (&b.provider, &b.model) == (&a.provider, &a.model))
                 .count();
-            self.models
-                .entry(key(&a.provider, &a.model))
-                .or_default()
+            self.model_mut(&a.provider, &a.model)
                 .record_sent(a, now_ms, sent_after);
         }
     }
@@ -834,7 +840,7 @@ pub(crate) mod tests {
         // A run's requests are all counted before its outcomes are recorded: a 429 met
         // its first request's load, not that of the run's retry after it.
         let mut h = Health::fresh();
-        let m = h.models.entry(key("or", "m")).or_default();
+        let m = h.model_mut("or", "m");
         m.count_request(0);
         m.count_request(0);
         h.record_attempts(&[own, attempt(AttemptOutcome::Ok)], 0, &|_| {

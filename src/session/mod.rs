@@ -467,10 +467,7 @@ impl Session {
                         .entry(a.provider.clone())
                         .or_default()
                         .count_request(now);
-                    h.models
-                        .entry(crate::health::key(&a.provider, &a.model))
-                        .or_default()
-                        .count_request(now);
+                    h.model_mut(&a.provider, &a.model).count_request(now);
                 }
                 h.record_attempts(attempts, now, &limits);
                 limiter.sync(&h, now);

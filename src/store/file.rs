@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::{Reservation, Reserved, Store, StoreError};
-use crate::health::{self, Health, VERSION};
+use crate::health::{Health, VERSION};
 use crate::wire::openai::Message;
 
 const LOG_CAP_BYTES: u64 = 1024 * 1024;
@@ -430,11 +430,7 @@ impl Store for FileStore {
             let p = h.providers.entry(r.provider.to_string()).or_default();
             match p.reserve(r.limits, r.day_offset_ms, r.now_ms) {
                 Err(until_ms) => outcome = Reserved::Full { until_ms },
-                Ok(()) => h
-                    .models
-                    .entry(health::key(r.provider, r.model))
-                    .or_default()
-                    .count_request(r.now_ms),
+                Ok(()) => h.model_mut(r.provider, r.model).count_request(r.now_ms),
             }
         };
         let mut pending = self.pending.borrow_mut();

@@ -148,6 +148,11 @@ struct Scope {
 }
 
 impl Scope {
+    /// Its model's field in the `models` and `loads` hashes.
+    fn field(&self, model: &str) -> String {
+        format!("{}/{model}", self.models)
+    }
+
     fn of(p: &Provider, host: &str) -> Scope {
         let (quota, models) = match &p.key {
             Some(k) => (format!("{}#{}", p.name, k.fingerprint()), p.name.clone()),
@@ -712,7 +717,7 @@ impl RedisStore {
         self.scopes.iter().find_map(|(name, s)| {
             key.strip_prefix(name.as_str())
                 .and_then(|r| r.strip_prefix('/'))
-                .map(|model| (format!("{}/{model}", s.models), name.as_str()))
+                .map(|model| (s.field(model), name.as_str()))
         })
     }
 
@@ -748,7 +753,7 @@ impl RedisStore {
                 fastrand::u64(..)
             ),
             DAY_SLACK_MS.to_string(),
-            format!("{}/{}", scope.models, r.model),
+            scope.field(r.model),
             health::LOAD_TAU_MS.to_string(),
             LOADS_TTL_MS.to_string(),
         ];
@@ -766,9 +771,7 @@ impl RedisStore {
         p.day_offset_ms = scope.day_offset_ms;
         p.count_request(r.now_ms);
         read.health
-            .models
-            .entry(health::key(r.provider, r.model))
-            .or_default()
+            .model_mut(r.provider, r.model)
             .count_request(r.now_ms);
         Ok(Reserved::Taken)
     }
