@@ -438,14 +438,16 @@ pub async fn run(
             }
         }
         let has_next = st.more();
-        for i in launching {
+        // Numbered in launch order: `take` counted them all already.
+        let first_number = st.launched + 1 - launching.len();
+        for (number, i) in (first_number..).zip(launching) {
             let provider = provider_of(i).expect("take() checks the provider");
             let cand = &plan.candidates[i];
             let now = Instant::now();
             let first_by = first_token_by(now, deadline, has_next, cand.ttft_tail_ms);
             sink.trace(format!(
                 "attempt {}: {}/{} (first token within {:.1}s, the next beside it after {:.2}s{})",
-                st.launched,
+                number,
                 provider.name,
                 cand.model.id,
                 first_by.duration_since(now).as_secs_f64(),

@@ -33,6 +33,13 @@ pub const JITTER: f64 = 0.25;
 /// a few recent outcomes is known: lifting it again only resends traffic to a slow one.
 pub const EXPLORE: f64 = 0.6;
 pub const EXPLORE_RATE: f64 = 0.1;
+/// A model some run asked lately (its load, which counts a request when it is reserved, by
+/// every run sharing the store, is at least this) is not explored: it is being measured
+/// now or was a moment ago, and its outcome is on the way. Without this a burst of parallel
+/// runs explored the same unknown models once each (`xargs -P 8` on `bench/fleet.sh`'s
+/// heavy fleet: 38 explored requests in 200 prompts, each one more request in a window
+/// that had 28 to spare; bench/results.md, issue 18's third pass).
+pub const EXPLORE_MAX_LOAD: f64 = 0.5;
 /// Most a provider's used-up quota window costs its models: a provider near its limit
 /// yields to one with room. A model as loaded as when it last answered 429 loses as much
 /// (quadratically on the way there, up to twice as much beyond), so parallel runs spread
@@ -171,7 +178,8 @@ pub fn score(
     let (measured_ms, params_b) = latency_inputs(state, m);
     let latency = latency_ref.latency(measured_ms, params_b);
     let confidence = stats.map_or(0.0, |s| s.confidence(now_ms));
-    let explore = if rng.f64() < EXPLORE_RATE {
+    let asked_lately = stats.is_some_and(|s| s.load(now_ms) >= EXPLORE_MAX_LOAD);
+    let explore = if rng.f64() < EXPLORE_RATE && !asked_lately {
         // confidence n / (n + 2): 0 outcomes lift fully, 1 a third, 2 or more not at all.
         EXPLORE * (1.0 - 2.0 * confidence).max(0.0)
     } else {
@@ -518,6 +526,41 @@ mod tests {
         assert!((most("new-70b", &mut rng) - EXPLORE).abs() < 1e-9);
         assert!((most("once-70b", &mut rng) - EXPLORE / 3.0).abs() < 1e-9);
         assert_eq!(most("known-70b", &mut rng), 0.0);
+    }
+
+    #[test]
+    fn a_model_another_run_just_asked_is_not_explored_again() {
+        // Reserved by a run in flight (load 1 at t = 0), no outcome yet.
+        let mut st = Health::default();
+        st.models.insert(
+            key("or", "new-70b"),
+            ModelStats {
+                load: 1.0,
+                load_ms: 0,
+                ..Default::default()
+            },
+        );
+        let mut rng = fastrand::Rng::with_seed(5);
+        let explored_at = |now_ms: u64, rng: &mut fastrand::Rng| {
+            (0..1000)
+                .filter(|_| {
+                    score(
+                        &model("or", "new-70b"),
+                        &Route::default(),
+                        &st,
+                        now_ms,
+                        &LatencyRef::default(),
+                        rng,
+                    )
+                    .explore
+                        > 0.0
+                })
+                .count()
+        };
+        assert_eq!(explored_at(1_000, &mut rng), 0, "asked a second ago");
+        // The load fades below half a request after about 42 s (60 s time constant).
+        let n = explored_at(60_000, &mut rng);
+        assert!((50..200).contains(&n), "a minute later: {n} of 1000");
     }
 
     #[test]

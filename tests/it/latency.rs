@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::ask::{BIG, JsonAnswer, MID, SMALL, server};
 use crate::fake::{self, Reply, Step};
-use crate::harness::{Env, wait_within};
+use crate::harness::{Env, RUN_LIMIT, wait_within};
 
 /// BIG starts its answer only after `delay`; MID answers at once.
 fn slow_and_fast(delay: Duration) -> crate::fake::FakeServer {
@@ -25,8 +25,20 @@ fn slow_and_fast(delay: Duration) -> crate::fake::FakeServer {
 fn race_keeps_the_first_token_and_cancels_the_rest() {
     let s = slow_and_fast(Duration::from_secs(5));
     let env = Env::new(&s);
-    let out = env.run(&["--json", "--race", "2", "-m", BIG, "-m", MID, "q"]);
+    let out = env.run(&["--json", "-v", "--race", "2", "-m", BIG, "-m", MID, "q"]);
     assert_eq!(out.code, 0, "{out}");
+    // The trace numbers the racers in launch order (both once said "attempt 2").
+    let started: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("] attempt "))
+        .collect();
+    assert!(
+        started.len() == 2
+            && started[0].contains("attempt 1: openrouter/")
+            && started[1].contains("attempt 2: openrouter/"),
+        "{started:?}"
+    );
     let a: JsonAnswer = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(a.content, "fast winner");
     assert_eq!(a.model, MID);
@@ -493,4 +505,47 @@ fn an_explored_model_is_tried_beside_the_next_so_exploring_costs_no_wait() {
         2,
         "one request more than the answer needed"
     );
+}
+
+#[test]
+fn a_model_another_run_is_asking_is_not_explored_again() {
+    // The answer to the run in flight is held 5 s behind OpenRouter's keep-alive comment.
+    let s = server(|r| {
+        let mut steps = vec![
+            Step::Send(": OPENROUTER PROCESSING\n\n".into()),
+            Step::Sleep(Duration::from_secs(5)),
+        ];
+        steps.extend(fake::answer_steps(&r.model(), &["late"]));
+        Reply::stream(steps)
+    });
+    let env = Env::new(&s);
+    let explore = |seed: &str, model: &str| {
+        let v = env
+            .run_with_env(&["--dry-run", "--json", "q"], &[("FREEROUTE_SEED", seed)])
+            .json();
+        v["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["model"] == model)
+            .map_or(0.0, |c| c["parts"]["explore"].as_f64().unwrap())
+    };
+    // Seeds whose plan, with nothing measured, explores MID.
+    let seeds: Vec<String> = (1..300)
+        .map(|seed| seed.to_string())
+        .filter(|seed| explore(seed, MID) > 0.0)
+        .take(3)
+        .collect();
+    assert_eq!(seeds.len(), 3, "some seeds explore {MID}");
+    let child = env.spawn(&["-q", "--timeout", "60", "-m", MID, "q"]);
+    s.wait_for_chats(1);
+    for seed in &seeds {
+        assert_eq!(
+            explore(seed, MID),
+            0.0,
+            "seed {seed}: asked by the run in flight"
+        );
+    }
+    let out = wait_within(child, RUN_LIMIT, "the run in flight");
+    assert!(out.status.success());
 }
