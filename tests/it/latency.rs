@@ -340,14 +340,7 @@ fn measured_then_slow(
     let s = server(move |r| {
         let late = flag.load(Ordering::SeqCst);
         match (r.model() == BIG, late) {
-            (true, true) => {
-                let mut steps = vec![
-                    Step::Send(": OPENROUTER PROCESSING\n\n".into()),
-                    Step::Sleep(delay),
-                ];
-                steps.extend(fake::answer_steps(BIG, &["late ", "but ", "first"]));
-                Reply::stream(steps)
-            }
+            (true, true) => fake::late_answer(BIG, delay, &["late ", "but ", "first"]),
             (false, true) => Reply::stream(vec![
                 Step::Send(": OPENROUTER PROCESSING\n\n".into()),
                 Step::Hang,
@@ -454,13 +447,7 @@ fn an_explored_model_is_tried_beside_the_next_so_exploring_costs_no_wait() {
     let slow = explored.clone();
     let s = server(move |r| {
         if r.model() == *slow.lock().unwrap() {
-            // As OpenRouter does while a model is slow to start: a keep-alive comment first.
-            let mut steps = vec![
-                Step::Send(": OPENROUTER PROCESSING\n\n".into()),
-                Step::Sleep(Duration::from_secs(3)),
-            ];
-            steps.extend(fake::answer_steps(&r.model(), &["slow ", "explorer"]));
-            Reply::stream(steps)
+            fake::late_answer(&r.model(), Duration::from_secs(3), &["slow ", "explorer"])
         } else {
             fake::answer(&r.model(), &["known"])
         }
@@ -510,14 +497,7 @@ fn an_explored_model_is_tried_beside_the_next_so_exploring_costs_no_wait() {
 #[test]
 fn a_model_another_run_is_asking_is_not_explored_again() {
     // The answer to the run in flight is held 5 s behind OpenRouter's keep-alive comment.
-    let s = server(|r| {
-        let mut steps = vec![
-            Step::Send(": OPENROUTER PROCESSING\n\n".into()),
-            Step::Sleep(Duration::from_secs(5)),
-        ];
-        steps.extend(fake::answer_steps(&r.model(), &["late"]));
-        Reply::stream(steps)
-    });
+    let s = server(|r| fake::late_answer(&r.model(), Duration::from_secs(5), &["late"]));
     let env = Env::new(&s);
     let explore = |seed: &str, model: &str| {
         let v = env

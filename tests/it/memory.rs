@@ -509,14 +509,7 @@ fn a_run_that_finds_a_provider_full_goes_to_the_next_one() {
 /// meet a model's limit, issue 18), and the outcome recorded later does not count it again.
 #[test]
 fn a_request_in_flight_counts_in_its_model_load_for_runs_started_meanwhile() {
-    let s = server(|r| {
-        let mut steps = vec![
-            Step::Send(": OPENROUTER PROCESSING\n\n".into()),
-            Step::Sleep(Duration::from_secs(5)),
-        ];
-        steps.extend(fake::answer_steps(&r.model(), &["late ", "answer"]));
-        Reply::stream(steps)
-    });
+    let s = server(|r| fake::late_answer(&r.model(), Duration::from_secs(5), &["late ", "answer"]));
     let env = local(&s);
     let load = |v: &serde_json::Value| {
         crate::harness::stats_row(v, "models", "model", "fast-7b")["recent_requests"]

@@ -628,6 +628,17 @@ pub fn answer(model: &str, pieces: &[&str]) -> Reply {
     Reply::stream(answer_steps(model, pieces))
 }
 
+/// As OpenRouter does while a model is slow to start: a keep-alive comment, nothing for
+/// `delay`, then the answer.
+pub fn late_answer(model: &str, delay: Duration, pieces: &[&str]) -> Reply {
+    let mut steps = vec![
+        Step::Send(": OPENROUTER PROCESSING\n\n".into()),
+        Step::Sleep(delay),
+    ];
+    steps.extend(answer_steps(model, pieces));
+    Reply::stream(steps)
+}
+
 /// Starts answering, then fails mid-stream with an error chunk in the HTTP 200 stream.
 pub fn mid_stream_error(model: &str, pieces: &[&str]) -> Reply {
     let mut steps = vec![Step::Send(": OPENROUTER PROCESSING\n\n".into())];
