@@ -35,7 +35,8 @@ pub const EXPLORE: f64 = 0.6;
 pub const EXPLORE_RATE: f64 = 0.1;
 /// A model some run asked lately (its load, which counts a request when it is reserved, by
 /// every run sharing the store, is at least this) is not explored: it is being measured
-/// now or was a moment ago, and its outcome is on the way. Without this a burst of parallel
+/// now or was a moment ago, and its outcome is on the way (one request's load fades below
+/// this after about 42 s, `LOAD_TAU_MS` · ln 2). Without this a burst of parallel
 /// runs explored the same unknown models once each (`xargs -P 8` on `bench/fleet.sh`'s
 /// heavy fleet: 38 explored requests in 200 prompts, each one more request in a window
 /// that had 28 to spare; bench/results.md, issue 18's third pass).
