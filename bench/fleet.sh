@@ -37,7 +37,8 @@
 # FLEET_SEEDS (several seeds: one run per seed, each report named ...-seedN.md, FLEET_KEEP
 # split per run), FLEET_SUMMARY (a TSV file the run appends one line per phase to: profile,
 # seed, prompts, phase, answered, median, p95, the clairvoyant client's p95 for that phase,
-# p95 as a multiple of it, requests per answer, success >= random's, build; default, when
+# p95 as a multiple of it, requests per answer, success >= random's, build; the simulated
+# clients get lines of their own, phase oracle-* and informed-*; default, when
 # FLEET_PROFILE or FLEET_SEEDS has several words: bench/fleet-summary.tsv).
 #
 # Nothing leaves 127.0.0.1: the script re-runs itself in a sealed environment, freeroute
@@ -344,6 +345,7 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg 2> /dev/null || echo "?")
 # prompts (bench/fleet_oracle.py on the fleet's exact fates; the random one plays this
 # script's own draw when a base phase ran): $TMP/oracle.tsv, per phase (seq, par, rate):
 #   phase seed prompts oracle_answered oracle_median oracle_p95 random_answered random_median random_p95
+#   informed_answered informed_median informed_p95 (the informed client: no foresight, perfect memory)
 ASSIGN=
 for ph in base-seq base-par base-rate; do
     if [[ -f $TMP/$ph/assign ]]; then
@@ -359,6 +361,8 @@ python3 "$ROOT/bench/fleet_oracle.py" --bin "$FLEET" --profile "$PROFILE" --seed
 # oracle_of SUFFIX: "answered median p95 random_answered random_median random_p95" of the
 # simulated phase SUFFIX (seq, par, rate).
 oracle_of() { awk -F'\t' -v k="$1" '$1 == k {print $4, $5, $6, $7, $8, $9}' "$TMP/oracle.tsv"; }
+# informed_of SUFFIX: "answered median p95" of the informed client in phase SUFFIX.
+informed_of() { awk -F'\t' -v k="$1" '$1 == k {print $10, $11, $12}' "$TMP/oracle.tsv"; }
 
 # phase_stats NAME: "answered median p95 requests" of a phase run (p95 over answered prompts).
 phase_stats() {
@@ -391,15 +395,16 @@ judge() {
 
 # Against the clairvoyant client: one Markdown row per phase run.
 against_oracle() {
-    local ph answered median p95 reqs x rpa random src verdict o_ans o50 o95 r_ans r50 r95
-    echo "| run | answered | p95 | clairvoyant p95 | p95 / clairvoyant's | requests per answer | random answered | goal (within 2x; success >= random) |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---|"
+    local ph answered median p95 reqs x rpa random src verdict o_ans o50 o95 r_ans r50 r95 k_ans k50 k95
+    echo "| run | answered | p95 | clairvoyant p95 | p95 / clairvoyant's | informed client's p95 (× clairvoyant's) | requests per answer | random answered | goal (within 2x; success >= random) |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---|"
     for ph in $PHASES; do
         read -r answered median p95 reqs <<< "$(phase_stats "$ph")"
         read -r o_ans o50 o95 r_ans r50 r95 <<< "$(oracle_of "${ph#*-}")"
+        read -r k_ans k50 k95 <<< "$(informed_of "${ph#*-}")"
         read -r x rpa random src verdict <<< "$(judge "$ph")"
-        printf '| %s | %s/%s | %s ms | %.0f ms | **%s×** | %s | %s (%s) | %s |\n' "$(label "$ph")" "$answered" "$PROMPTS" \
-            "$p95" "$o95" "$x" "$rpa" "$random" "$src" "$verdict"
+        printf '| %s | %s/%s | %s ms | %.0f ms | **%s×** | %.0f ms (%s×) | %s | %s (%s) | %s |\n' "$(label "$ph")" "$answered" "$PROMPTS" \
+            "$p95" "$o95" "$x" "$k95" "$(awk -v k="$k95" -v o="$o95" 'BEGIN {printf "%.2f", k / o}')" "$rpa" "$random" "$src" "$verdict"
     done
 }
 
@@ -428,6 +433,9 @@ if [[ -n $SUMMARY ]]; then
     for suffix in seq par rate; do
         read -r o_ans o50 o95 _ <<< "$(oracle_of "$suffix")"
         printf '%s\t%s\t%s\toracle-%s\t%s\t%.0f\t%.0f\t%.0f\t1.00\t1.00\t-\t-\n' "$PROFILE" "$SEED" "$PROMPTS" "$suffix" "$o_ans" "$o50" "$o95" "$o95" >> "$SUMMARY"
+        read -r k_ans k50 k95 <<< "$(informed_of "$suffix")"
+        printf '%s\t%s\t%s\tinformed-%s\t%s\t%.0f\t%.0f\t%.0f\t%s\t-\t-\t-\n' "$PROFILE" "$SEED" "$PROMPTS" "$suffix" "$k_ans" "$k50" "$k95" "$o95" \
+            "$(awk -v k="$k95" -v o="$o95" 'BEGIN {printf "%.2f", k / o}')" >> "$SUMMARY"
     done
     for ph in $PHASES; do
         read -r answered median p95 reqs <<< "$(phase_stats "$ph")"
@@ -567,7 +575,7 @@ if [[ -f $REPORT ]]; then NOTES=$(sed -n '/^<!-- notes /,$p' "$REPORT"); fi
     echo "- median, p95: time to an answer, over answered prompts. \"All prompts\": time until the client exits, answer or not."
     echo "- wasted requests: requests that did not produce the answer (freeroute: attempts not \`ok\`, from \`--json\`; curl: failed prompts). Requests sent: counted by the server."
     echo
-    echo "Against the clairvoyant client (issue 18's goal: freeroute's p95 within 2x the clairvoyant client's in every phase, its success no lower than the random baseline's, requests per answer reported). The clairvoyant client is simulated by \`bench/fleet_oracle.py\` on the same profile, seed and prompts, from the fleet's exact fates (\`fake_fleet --fates $PROFILE $SEED $PROMPTS\`) and its quotas and outages: it sends each prompt where a complete answer comes soonest, waiting for a quota slot only when that is sooner, and never sends a request that will fail; each run costs it 4 ms of start-up. It keeps no memory, so its figures stand for the wall clock (fr-*) and the fleet's clock (frx-*) alike."
+    echo "Against the clairvoyant client (issue 18's goal: freeroute's p95 within 2x the clairvoyant client's in every phase, its success no lower than the random baseline's, requests per answer reported). The clairvoyant client is simulated by \`bench/fleet_oracle.py\` on the same profile, seed and prompts, from the fleet's exact fates (\`fake_fleet --fates $PROFILE $SEED $PROMPTS\`) and its quotas and outages: it sends each prompt where a complete answer comes soonest, waiting for a quota slot only when that is sooner, and never sends a request that will fail; each run costs it 4 ms of start-up. It keeps no memory, so its figures stand for the wall clock (fr-*) and the fleet's clock (frx-*) alike. The informed client, simulated beside it, has no foresight but a perfect memory: it knows each model's distribution (from the fates of all the prompts, not the one at hand), every quota count and outage as they are, ranks models by expected time to an answer with no size prior, and starts the next one beside a late one at freeroute's patience: what freeroute's choices could reach if its memory knew everything."
     echo
     against_oracle
     echo

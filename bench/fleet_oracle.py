@@ -4,7 +4,7 @@ discrete-event simulation on the fleet's exact fates.
 
     python3 bench/fleet_oracle.py [--profile base|heavy] [--seeds 1 2 3] [--prompts N]
         [--bin target/release/examples/fake_fleet] [--parallel 8] [--rate 20] [--timeout 10]
-        [--assign FILE] [--tsv]
+        [--assign FILE] [--tsv] [--size-prior]
 
 It asks the fleet itself (`fake_fleet --fates PROFILE SEED N`) what chance decides for
 every prompt (the text bench/fleet.sh sends) on every model: the fate (answer, hang,
@@ -28,6 +28,16 @@ open-loop whatever is in flight. Two clients:
 - nowait (the Markdown table only): the same oracle under DESIGN §3's rule that a run never
   sleeps on a Retry-After while another candidate is available: it waits for a quota slot
   only when no model that would answer has one now.
+- informed: a client with no foresight but perfect memory, what freeroute's design could
+  reach if it knew everything a memory can know: each model's distribution (first token,
+  time to the end, chance of each failure: from the fates of all the run's prompts, never
+  the one at hand), every quota count and outage as they are now. It tries models in the
+  order of their expected time to an answer (the next model started beside one without a
+  first token at its patience, freeroute's rule: 1.5 times its p90 first token, at most
+  2.5 times its median), sends only where the quota has room, takes the first attempt to
+  send a first token, goes on to the next at once after a failure, and waits for a quota
+  slot only when no model has one. No size prior (every answer is worth the same here),
+  unless --size-prior: then it ranks as freeroute's prior and latency terms do.
 - random: the baseline, one request to a random model, no fallback; a failure (429, 500,
   error mid-stream, no answer within TIMEOUT) is an unanswered prompt, and its request
   counts against the quota as on the server. `--assign FILE` (lines "PROMPT MODEL", as
@@ -39,7 +49,7 @@ memory, so the figures hold for the fleet's clock and the wall clock alike. Perc
 nearest-rank over the answered prompts, as bench/fleet.sh's. Prints a Markdown table, or
 with --tsv one line per phase and seed:
 phase seed prompts oracle_answered oracle_median oracle_p95 random_answered random_median
-random_p95.
+random_p95 informed_answered informed_median informed_p95.
 """
 
 import argparse
@@ -83,12 +93,13 @@ def read_describe(text):
 
 
 def read_fates(text, ids, prompts):
-    """fates[prompt - 1][model index] = (fate, ms until the body ends)."""
+    """fates[prompt - 1][model index] = (fate, ms until the body ends, ms until the first
+    token or None)."""
     index = {m: i for i, m in enumerate(ids)}
     fates = [[None] * len(ids) for _ in range(prompts)]
     for line in text.splitlines()[1:]:
-        p, model, fate, _, done = line.split("\t")
-        fates[int(p) - 1][index[model]] = (fate, float(done))
+        p, model, fate, first, done = line.split("\t")
+        fates[int(p) - 1][index[model]] = (fate, float(done), None if first == "-" else float(first))
     if any(f is None for row in fates for f in row):
         sys.exit("fleet_oracle: fake_fleet --fates left some prompt or model out")
     return fates
@@ -152,6 +163,105 @@ class Model:
         bisect.insort(self.accepted, s)
 
 
+class Informed:
+    """What the informed client knows: each model's distribution (from the fates of every
+    prompt, not the prompt at hand) and, as `Model`, its quota count and outage now."""
+
+    PATIENCE_QUANTILE, PATIENCE_MULT, PATIENCE_MEDIAN_MULT = 0.9, 1.5, 2.5
+
+    def __init__(self, fates, sizes=None):
+        n = len(fates[0])
+        rows = [[fates[p][i] for p in range(len(fates))] for i in range(n)]
+
+        def q(a, x):
+            a = sorted(a)
+            return a[min(len(a) - 1, max(0, math.ceil(x * len(a)) - 1))]
+
+        self.patience, done_median = [], []
+        for r in rows:
+            first = [f[2] for f in r if f[0] in ANSWERS]
+            self.patience.append(
+                min(q(first, self.PATIENCE_QUANTILE) * self.PATIENCE_MULT, q(first, 0.5) * self.PATIENCE_MEDIAN_MULT)
+            )
+            done_median.append(q([f[1] for f in r if f[0] in ANSWERS], 0.5))
+        ref = min(done_median)
+        self.expected = []
+        for i, r in enumerate(rows):
+            # The mean time to an answer if the next model is started beside it at its
+            # patience (and answers in the fastest model's median time), or after a failure.
+            cost = [
+                min(f[1], self.patience[i] + ref) if f[0] in ANSWERS else max(f[1], REFUSED_MS) + ref for f in r
+            ]
+            self.expected.append(sum(cost) / len(cost))
+        self.order = sorted(range(n), key=lambda i: self.expected[i])
+        if sizes:
+            # freeroute's size prior (1B 0, 1000B 1, on a log scale) against its latency
+            # term (0.5 lost per doubling of the time over the fastest's).
+            best = min(self.expected)
+            score = [math.log10(max(1.0, b)) / 3 - 0.5 * math.log2(e / best) for b, e in zip(sizes, self.expected)]
+            self.order = sorted(range(n), key=lambda i: -score[i])
+
+
+def informed_prompt(p, t, limit, fleet, fates, know):
+    """One prompt of the informed client from t: (the answer's time or None, when its
+    worker is free). It tries models in the order of their expected time, only where the
+    quota has room and no outage is on (it knows the counts and the outages, never a
+    prompt's fate), starts the next one beside an attempt without a first token at its
+    patience, takes the first to send a first token, and after a failure goes on to the
+    next at once; when no model has room it waits for the first that will."""
+    tried, active = set(), []
+
+    def launch(now):
+        pick = next((i for i in know.order if i not in tried and fleet[i].takes(now)), None)
+        s = now
+        if pick is None:
+            best = None
+            for i in know.order:
+                if i in tried:
+                    continue
+                e = fleet[i].earliest(now, limit)
+                if e is not None and (best is None or e + know.expected[i] < best[0]):
+                    best = (e + know.expected[i], i, e)
+            if best is None:
+                return
+            _, pick, s = best
+        tried.add(pick)
+        fleet[pick].accept(s)
+        fate, done, first = fates[p][pick]
+        active.append({"i": pick, "s": s, "fate": fate, "done": done, "first": first, "beside": False})
+
+    launch(t)
+    while active:
+        events = []
+        for a in active:
+            if a["fate"] in ANSWERS or a["fate"] == "mid_stream":
+                events.append((a["s"] + a["first"], 0, "token", a))
+                if not a["beside"] and a["first"] > know.patience[a["i"]]:
+                    events.append((a["s"] + know.patience[a["i"]], 1, "patience", a))
+            else:
+                events.append((a["s"] + max(a["done"], REFUSED_MS), 2, "fail", a))
+        now, _, kind, a = min(events, key=lambda e: (e[0], e[1]))
+        if now > limit:
+            return None, limit
+        if kind == "token":
+            # The first token wins: the others are dropped.
+            active[:] = [a]
+            if a["fate"] in ANSWERS:
+                end = a["s"] + a["done"]
+                return (end, end) if end <= limit else (None, limit)
+            a["fate"] = "failing"
+            a["first"] = None
+            continue
+        if kind == "patience":
+            a["beside"] = True
+            launch(now)
+            continue
+        active.remove(a)
+        if not active:
+            launch(now)
+    return None, limit
+
+
 def play(phase, client, fates, window, models, args, assign, seed):
     """Times to an answer (ms) of the answered prompts, and the answered count."""
     fleet = [Model(q, o, window) for _, q, o in models]
@@ -162,16 +272,22 @@ def play(phase, client, fates, window, models, args, assign, seed):
     rng = random.Random(seed)
     timeout = args.timeout * 1000
     times = []
+    sizes = [float(re.search(r"-([\d.]+)b", m[0]).group(1)) for m in models] if args.size_prior else None
+    know = Informed(fates, sizes) if client == "informed" else None
     for p in range(args.prompts):
         arrive = heapq.heappop(free)[0] if workers else p * 1000.0 / args.rate
         t = arrive + OVERHEAD_MS
         for m in fleet:
             m.forget(t)
         limit = arrive + timeout
-        if client == "random":
+        if client == "informed":
+            done, busy_until = informed_prompt(p, t, limit, fleet, fates, know)
+            if done is not None:
+                times.append(done - t + OVERHEAD_MS)
+        elif client == "random":
             i = assign[p] if assign else rng.randrange(len(fleet))
             m = fleet[i]
-            fate, done_ms = fates[p][i]
+            fate, done_ms, _ = fates[p][i]
             if m.down(t) or m._count(t - window, t + 0.0005) >= m.quota:
                 busy_until = t + REFUSED_MS
             else:
@@ -191,7 +307,7 @@ def play(phase, client, fates, window, models, args, assign, seed):
                 fates[p][i][0] in ANSWERS and m.earliest(t, t) is not None for i, m in enumerate(fleet)
             )
             for i, m in enumerate(fleet):
-                fate, done_ms = fates[p][i]
+                fate, done_ms, _ = fates[p][i]
                 if fate not in ANSWERS or t + done_ms > limit:
                     continue
                 s = m.earliest(t, limit - done_ms if can_wait else t)
@@ -231,6 +347,9 @@ def main():
     ap.add_argument("--phases", nargs="+", default=["seq", "par", "rate"])
     ap.add_argument("--assign", help='bench/fleet.sh\'s random draw: lines "PROMPT MODEL"')
     ap.add_argument("--tsv", action="store_true")
+    ap.add_argument(
+        "--size-prior", action="store_true", help="the informed client ranks with freeroute's size prior, not by time alone"
+    )
     args = ap.parse_args()
 
     def fleet(*a):
@@ -248,9 +367,10 @@ def main():
         print()
         print(
             "| phase | seed | oracle answered, median / p95 | oracle that never waits while a model is free"
-            " (DESIGN §3), median / p95 | random answered, median / p95 | oracle p95 / random p95 |"
+            " (DESIGN §3), median / p95 | informed, no foresight: answered, median / p95, × oracle |"
+            " random answered, median / p95 | oracle p95 / random p95 |"
         )
-        print("|---|---:|---:|---:|---:|---:|")
+        print("|---|---:|---:|---:|---:|---:|---:|")
     label = {"seq": "sequential", "par": f"`xargs -P {args.parallel}`", "rate": f"{args.rate:g} prompts/s"}
     for seed in args.seeds:
         fates = read_fates(fleet("--fates", args.profile, seed, args.prompts), ids, args.prompts)
@@ -258,13 +378,19 @@ def main():
             o = play(phase, "oracle", fates, window, models, args, assign, seed)
             r = play(phase, "random", fates, window, models, args, assign, seed)
             (o50, o95), (r50, r95) = pct(o), pct(r)
+            k = play(phase, "informed", fates, window, models, args, assign, seed)
+            k50, k95 = pct(k)
             if args.tsv:
-                print(f"{phase}\t{seed}\t{args.prompts}\t{len(o)}\t{o50:.1f}\t{o95:.1f}\t{len(r)}\t{r50:.1f}\t{r95:.1f}")
+                print(
+                    f"{phase}\t{seed}\t{args.prompts}\t{len(o)}\t{o50:.1f}\t{o95:.1f}\t{len(r)}\t{r50:.1f}\t{r95:.1f}"
+                    f"\t{len(k)}\t{k50:.1f}\t{k95:.1f}"
+                )
             else:
                 n50, n95 = pct(play(phase, "nowait", fates, window, models, args, assign, seed))
                 print(
                     f"| {label[phase]} | {seed} | {len(o)}/{args.prompts}, {o50:.0f} / {o95:.0f} ms | "
                     f"{n50:.0f} / {n95:.0f} ms | "
+                    f"{len(k)}/{args.prompts}, {k50:.0f} / {k95:.0f} ms, {k95 / o95:.2f}× | "
                     f"{len(r)}/{args.prompts}, {r50:.0f} / {r95:.0f} ms | {o95 / r95:.2f}x |"
                 )
 
