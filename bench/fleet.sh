@@ -22,7 +22,9 @@
 # bench/fleet-results-heavy.md for heavy. Each run also plays the clairvoyant client on the
 # same profile, seed and prompts (bench/fleet_oracle.py, on the fleet's exact fates) and
 # reports freeroute's p95 as a multiple of its p95 per phase, with the goal: within
-# 2x in every phase, success no lower than the random baseline's.
+# 2x in every phase, success no lower than the random baseline's; beside it, the p95 of
+# the informed client (the same simulation without foresight but with a perfect memory:
+# each model's distribution, every quota count), what freeroute's choices could reach.
 #
 # Phases *-rate send the prompts open-loop instead, FLEET_RATE (20) a second whatever the
 # answers take, so both clients meet the same offered load: `xargs -P 8` is a closed loop in
