@@ -365,6 +365,8 @@ python3 "$ROOT/bench/fleet_oracle.py" --bin "$FLEET" --profile "$PROFILE" --seed
 oracle_of() { awk -F'\t' -v k="$1" '$1 == k {print $4, $5, $6, $7, $8, $9}' "$TMP/oracle.tsv"; }
 # informed_of SUFFIX: "answered median p95" of the informed client in phase SUFFIX.
 informed_of() { awk -F'\t' -v k="$1" '$1 == k {print $10, $11, $12}' "$TMP/oracle.tsv"; }
+# times_of A B: A / B to two decimals.
+times_of() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 
 # phase_stats NAME: "answered median p95 requests" of a phase run (p95 over answered prompts).
 phase_stats() {
@@ -406,7 +408,7 @@ against_oracle() {
         read -r k_ans k50 k95 <<< "$(informed_of "${ph#*-}")"
         read -r x rpa random src verdict <<< "$(judge "$ph")"
         printf '| %s | %s/%s | %s ms | %.0f ms | **%s×** | %.0f ms (%s×) | %s | %s (%s) | %s |\n' "$(label "$ph")" "$answered" "$PROMPTS" \
-            "$p95" "$o95" "$x" "$k95" "$(awk -v k="$k95" -v o="$o95" 'BEGIN {printf "%.2f", k / o}')" "$rpa" "$random" "$src" "$verdict"
+            "$p95" "$o95" "$x" "$k95" "$(times_of "$k95" "$o95")" "$rpa" "$random" "$src" "$verdict"
     done
 }
 
@@ -437,7 +439,7 @@ if [[ -n $SUMMARY ]]; then
         printf '%s\t%s\t%s\toracle-%s\t%s\t%.0f\t%.0f\t%.0f\t1.00\t1.00\t-\t-\n' "$PROFILE" "$SEED" "$PROMPTS" "$suffix" "$o_ans" "$o50" "$o95" "$o95" >> "$SUMMARY"
         read -r k_ans k50 k95 <<< "$(informed_of "$suffix")"
         printf '%s\t%s\t%s\tinformed-%s\t%s\t%.0f\t%.0f\t%.0f\t%s\t-\t-\t-\n' "$PROFILE" "$SEED" "$PROMPTS" "$suffix" "$k_ans" "$k50" "$k95" "$o95" \
-            "$(awk -v k="$k95" -v o="$o95" 'BEGIN {printf "%.2f", k / o}')" >> "$SUMMARY"
+            "$(times_of "$k95" "$o95")" >> "$SUMMARY"
     done
     for ph in $PHASES; do
         read -r answered median p95 reqs <<< "$(phase_stats "$ph")"

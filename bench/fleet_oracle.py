@@ -18,7 +18,7 @@ answers 500 (neither counted), with the phase starting when the server does.
 
 Each phase as bench/fleet.sh runs it, the same prompts in the same order: `seq` one at a
 time, `par` a closed loop of PARALLEL workers (`xargs -P 8`), `rate` RATE prompts a second
-open-loop whatever is in flight. Two clients:
+open-loop whatever is in flight. The clients:
 
 - oracle: knows every fate, every quota window and every outage, and sends each prompt to
   the model where a complete answer comes soonest, waiting for a quota slot (or an
@@ -167,23 +167,22 @@ class Informed:
     """What the informed client knows: each model's distribution (from the fates of every
     prompt, not the prompt at hand) and, as `Model`, its quota count and outage now."""
 
+    # src/plan/mod.rs's PATIENCE_QUANTILE, PATIENCE_MULT and PATIENCE_MEDIAN_MULT.
     PATIENCE_QUANTILE, PATIENCE_MULT, PATIENCE_MEDIAN_MULT = 0.9, 1.5, 2.5
 
     def __init__(self, fates, sizes=None):
         n = len(fates[0])
         rows = [[fates[p][i] for p in range(len(fates))] for i in range(n)]
-
-        def q(a, x):
-            a = sorted(a)
-            return a[min(len(a) - 1, max(0, math.ceil(x * len(a)) - 1))]
-
         self.patience, done_median = [], []
         for r in rows:
-            first = [f[2] for f in r if f[0] in ANSWERS]
+            first = sorted(f[2] for f in r if f[0] in ANSWERS)
             self.patience.append(
-                min(q(first, self.PATIENCE_QUANTILE) * self.PATIENCE_MULT, q(first, 0.5) * self.PATIENCE_MEDIAN_MULT)
+                min(
+                    quantile(first, self.PATIENCE_QUANTILE) * self.PATIENCE_MULT,
+                    quantile(first, 0.5) * self.PATIENCE_MEDIAN_MULT,
+                )
             )
-            done_median.append(q([f[1] for f in r if f[0] in ANSWERS], 0.5))
+            done_median.append(quantile(sorted(f[1] for f in r if f[0] in ANSWERS), 0.5))
         ref = min(done_median)
         self.expected = []
         for i, r in enumerate(rows):
@@ -249,8 +248,8 @@ def informed_prompt(p, t, limit, fleet, fates, know):
             if a["fate"] in ANSWERS:
                 end = a["s"] + a["done"]
                 return (end, end) if end <= limit else (None, limit)
+            # An error mid-stream: the stream fails at its end, the others are gone.
             a["fate"] = "failing"
-            a["first"] = None
             continue
         if kind == "patience":
             a["beside"] = True
@@ -272,8 +271,10 @@ def play(phase, client, fates, window, models, args, assign, seed):
     rng = random.Random(seed)
     timeout = args.timeout * 1000
     times = []
-    sizes = [float(re.search(r"-([\d.]+)b", m[0]).group(1)) for m in models] if args.size_prior else None
-    know = Informed(fates, sizes) if client == "informed" else None
+    know = None
+    if client == "informed":
+        sizes = [float(re.search(r"-([\d.]+)b", m[0]).group(1)) for m in models] if args.size_prior else None
+        know = Informed(fates, sizes)
     for p in range(args.prompts):
         arrive = heapq.heappop(free)[0] if workers else p * 1000.0 / args.rate
         t = arrive + OVERHEAD_MS
@@ -325,13 +326,17 @@ def play(phase, client, fates, window, models, args, assign, seed):
     return times
 
 
+def quantile(a, x):
+    """The nearest-rank quantile x (0..1) of the sorted, non-empty list a."""
+    return a[min(len(a), max(1, math.ceil(x * len(a)))) - 1]
+
+
 def pct(times):
     """Nearest-rank median and p95, as bench/fleet.sh's pct."""
     a = sorted(times)
     if not a:
         return float("nan"), float("nan")
-    n = len(a)
-    return a[(n + 1) // 2 - 1], a[math.ceil(0.95 * n) - 1]
+    return quantile(a, 0.5), quantile(a, 0.95)
 
 
 def main():
