@@ -20,10 +20,11 @@ const LOG_CAP_BYTES: u64 = 1024 * 1024;
 /// The longest a run waits for another process's lock on the state: past it the update
 /// (or the reservation) is given up with a note, never the run (DESIGN §5).
 const LOCK_WAIT: Duration = Duration::from_secs(2);
-/// The longest pause between two tries for the lock. It was 10 ms until issue 18's fifth
-/// pass: eight parallel runs on `bench/fleet.sh`'s fleet (under strace, which slows them)
-/// paused on the lock 7–13 ms in all at the p95 run and up to 37 ms, against 6–7 ms and
-/// 18 ms with 1 ms, the rest of a 10 ms pause being slept after the lock was free.
+/// The longest pause between two tries for the lock: a read-modify-write holds it only
+/// while a small file is read and renamed into place, so a longer pause is partly slept
+/// after the lock is free. It was 10 ms until issue 18's fifth pass: eight parallel runs on
+/// `bench/fleet.sh`'s fleet (under strace, which slows them) paused on the lock 7–13 ms in
+/// all at the p95 run and up to 37 ms, against 6–7 ms and 18 ms with 1 ms.
 const LOCK_POLL_MAX: Duration = Duration::from_millis(1);
 
 /// What the request log says: runs logged and runs answered.
@@ -163,9 +164,7 @@ impl FileStore {
                 ))
             })?;
         // Polled, so that a process that keeps the lock (a stuck run, `flock state.lock
-        // sleep 60`) costs this one at most `LOCK_WAIT`. Another run holds it for about a
-        // millisecond, so the pause grows only to `LOCK_POLL_MAX`: a longer one is waited
-        // through after the lock is free again.
+        // sleep 60`) costs this one at most `LOCK_WAIT`.
         let started = Instant::now();
         let mut pause = Duration::from_micros(200);
         loop {
